@@ -1,0 +1,56 @@
+//! # pso-core — the Progressive System Orchestrator
+//!
+//! An embeddable, in-process orchestrator. A host program registers its
+//! *systems* — components with a lifecycle, handlers and resource needs — and
+//! the relations between them (`requires`, `wants`, `after`, `conflicts`,
+//! `interacts`). PSO activates them in dependency order on a work-stealing
+//! worker pool, records every lifecycle transition with its reason, and
+//! explains why any system is not active.
+//!
+//! ```
+//! use pso_core::{Orchestrator, SystemSpec};
+//!
+//! let orch = Orchestrator::new();
+//! orch.register(SystemSpec::new("PDT").tier("foundation"))?;
+//! orch.register(SystemSpec::new("PSec").tier("enterprise").requires("PDT"))?;
+//! orch.register(
+//!     SystemSpec::new("PBOS")
+//!         .tier("enterprise")
+//!         .requires("PSec")
+//!         .on_activate(|_ctx| Ok(())),
+//! )?;
+//! let report = orch.activate_system("PBOS")?;
+//! assert_eq!(report.activated(), ["PDT", "PSec", "PBOS"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The same API is available from Python (`pso`), Node (`pso-node`) and C
+//! (`include/pso.h`); every error maps to one [`ErrorKind`] in all four.
+
+#![deny(missing_docs)]
+
+mod error;
+mod lifecycle;
+mod model;
+mod orchestrator;
+mod pool;
+mod registry;
+mod status;
+mod sync;
+mod topology;
+mod unwind;
+
+pub use crate::error::{ErrorKind, PsoError};
+pub use crate::lifecycle::{
+    ActivationReport, LifecycleError, Outcome, Plan, SystemOutcome, SystemState, Transition,
+};
+pub use crate::model::{
+    EdgeKind, EdgeSpec, HandlerError, Handlers, HostPayload, LifecycleAction, LifecycleContext,
+    LifecycleFn, Priority, Resources, SystemSpec,
+};
+pub use crate::orchestrator::{
+    BuildError, DEFAULT_TRANSITION_TIMEOUT, Orchestrator, OrchestratorBuilder,
+};
+pub use crate::registry::RegistryError;
+pub use crate::status::SystemStatus;
+pub use crate::topology::{ExportFormat, SystemDecl, Topology, TopologyError, TopologyFormat};

@@ -1,0 +1,261 @@
+//! The lifecycle state machine of one system.
+//!
+//! ```text
+//! Registered | Inactive | Failed --activate--> Activating
+//! Activating   --ok-->      Active
+//! Activating   --error-->   Failed{reason}
+//! Active       --deactivate--> Deactivating
+//! Deactivating --ok-->      Inactive
+//! Deactivating --error-->   Failed{reason}
+//! ```
+//!
+//! Every other move is rejected by [`Lifecycle::transition`], which returns a
+//! `#[must_use]` [`Transitioned`]. Every accepted move is recorded with its reason
+//! and wall-clock time in a bounded history (oldest entries fall off first).
+//! The lifecycle lives inside the registry and is only mutated under the
+//! registry's write lock.
+
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::{Serialize, Serializer};
+
+/// How many transitions each system keeps in its history.
+pub(crate) const HISTORY_LEN: usize = 32;
+
+/// Where a system is in its lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SystemState {
+    /// Registered, never activated.
+    Registered,
+    /// Its `activate` handler is running.
+    Activating,
+    /// Activated successfully.
+    Active,
+    /// Its `deactivate` handler is running.
+    Deactivating,
+    /// Deactivated successfully.
+    Inactive,
+    /// A handler failed, panicked, raised or timed out.
+    Failed {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl SystemState {
+    /// The state's name without data (`"Failed"`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            SystemState::Registered => "Registered",
+            SystemState::Activating => "Activating",
+            SystemState::Active => "Active",
+            SystemState::Deactivating => "Deactivating",
+            SystemState::Inactive => "Inactive",
+            SystemState::Failed { .. } => "Failed",
+        }
+    }
+
+    /// Whether the system is Active.
+    pub fn is_active(&self) -> bool {
+        matches!(self, SystemState::Active)
+    }
+
+    /// Whether the system is Failed.
+    pub fn is_failed(&self) -> bool {
+        matches!(self, SystemState::Failed { .. })
+    }
+
+    fn allows(&self, to: &SystemState) -> bool {
+        use SystemState::*;
+        matches!(
+            (self, to),
+            (Registered | Inactive | Failed { .. }, Activating)
+                | (Activating, Active | Failed { .. })
+                | (Active, Deactivating)
+                | (Deactivating, Inactive | Failed { .. })
+        )
+    }
+}
+
+impl fmt::Display for SystemState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SystemState::Failed { reason } => write!(f, "Failed ({reason})"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+impl Serialize for SystemState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// One recorded state change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Transition {
+    /// The state before.
+    pub from: SystemState,
+    /// The state after.
+    pub to: SystemState,
+    /// Why it happened.
+    pub reason: String,
+    /// When it happened (wall clock).
+    #[serde(serialize_with = "crate::lifecycle::ser_time")]
+    pub at: SystemTime,
+}
+
+/// The result of asking for a transition.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Transitioned {
+    /// The move was legal and is recorded.
+    Applied,
+    /// The move is not legal from the current state; nothing changed.
+    Rejected,
+}
+
+/// One system's lifecycle record.
+#[derive(Debug, Clone)]
+pub(crate) struct Lifecycle {
+    pub(crate) state: SystemState,
+    pub(crate) since: SystemTime,
+    pub(crate) reason: String,
+    pub(crate) last_error: Option<String>,
+    pub(crate) history: VecDeque<Transition>,
+}
+
+impl Lifecycle {
+    pub(crate) fn new() -> Self {
+        Lifecycle {
+            state: SystemState::Registered,
+            since: SystemTime::now(),
+            reason: "registered".to_owned(),
+            last_error: None,
+            history: VecDeque::new(),
+        }
+    }
+
+    /// Moves to `to` if the state machine allows it, recording `reason`.
+    pub(crate) fn transition(
+        &mut self,
+        to: SystemState,
+        reason: impl Into<String>,
+    ) -> Transitioned {
+        if !self.state.allows(&to) {
+            return Transitioned::Rejected;
+        }
+        let reason = reason.into();
+        let now = SystemTime::now();
+        if let SystemState::Failed { reason: why } = &to {
+            self.last_error = Some(why.clone());
+        }
+        if self.history.len() == HISTORY_LEN {
+            self.history.pop_front();
+        }
+        let from = std::mem::replace(&mut self.state, to.clone());
+        self.history.push_back(Transition {
+            from,
+            to,
+            reason: reason.clone(),
+            at: now,
+        });
+        self.since = now;
+        self.reason = reason;
+        Transitioned::Applied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(r: &str) -> SystemState {
+        SystemState::Failed { reason: r.into() }
+    }
+
+    #[test]
+    fn legal_path_is_recorded() {
+        let mut l = Lifecycle::new();
+        assert_eq!(
+            l.transition(SystemState::Activating, "asked"),
+            Transitioned::Applied
+        );
+        assert_eq!(
+            l.transition(SystemState::Active, "handler ok"),
+            Transitioned::Applied
+        );
+        assert_eq!(
+            l.transition(SystemState::Deactivating, "asked"),
+            Transitioned::Applied
+        );
+        assert_eq!(
+            l.transition(SystemState::Inactive, "handler ok"),
+            Transitioned::Applied
+        );
+        assert_eq!(
+            l.transition(SystemState::Activating, "again"),
+            Transitioned::Applied
+        );
+        assert_eq!(
+            l.transition(failed("boom"), "handler failed"),
+            Transitioned::Applied
+        );
+        assert_eq!(
+            l.transition(SystemState::Activating, "retry"),
+            Transitioned::Applied
+        );
+        assert_eq!(l.history.len(), 7);
+        assert_eq!(l.last_error.as_deref(), Some("boom"));
+        assert_eq!(l.reason, "retry");
+        assert_eq!(l.history[1].from, SystemState::Activating);
+        assert_eq!(l.history[1].to, SystemState::Active);
+    }
+
+    #[test]
+    fn illegal_moves_change_nothing() {
+        let mut l = Lifecycle::new();
+        for to in [
+            SystemState::Active,
+            SystemState::Deactivating,
+            SystemState::Inactive,
+            failed("x"),
+            SystemState::Registered,
+        ] {
+            assert_eq!(l.transition(to, "bad"), Transitioned::Rejected);
+        }
+        assert_eq!(l.state, SystemState::Registered);
+        assert!(l.history.is_empty());
+        let _ = l.transition(SystemState::Activating, "a");
+        let _ = l.transition(SystemState::Active, "b");
+        assert_eq!(
+            l.transition(SystemState::Activating, "c"),
+            Transitioned::Rejected
+        );
+        assert_eq!(
+            l.transition(SystemState::Inactive, "c"),
+            Transitioned::Rejected
+        );
+        assert_eq!(l.state, SystemState::Active);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut l = Lifecycle::new();
+        for i in 0..100 {
+            let _ = l.transition(SystemState::Activating, format!("a{i}"));
+            let _ = l.transition(SystemState::Active, "ok");
+            let _ = l.transition(SystemState::Deactivating, "d");
+            let _ = l.transition(SystemState::Inactive, "ok");
+        }
+        assert_eq!(l.history.len(), HISTORY_LEN);
+        assert_eq!(l.history.back().unwrap().to, SystemState::Inactive);
+    }
+}

@@ -1,0 +1,480 @@
+//! One lifecycle transaction: run the handlers of an ordered member set on the
+//! worker pool, each as soon as its predecessors are done.
+//!
+//! # Protocol
+//! Each member has an atomic predecessor counter. The thread that finishes a
+//! member decrements its successors' counters; the one that brings a counter
+//! to zero owns starting that successor (it runs one inline and spawns the
+//! rest, so chains do not bounce through the queues). A failed or blocked
+//! member marks its *hard* successors (`requires`) blocked before the
+//! decrement; the `AcqRel` decrement chain makes that mark visible to
+//! whichever thread starts the successor, which then skips its handler.
+//!
+//! Member status moves `PENDING -> RUNNING -> DONE`, or `RUNNING -> ABANDONED`
+//! when the waiting caller sees its timeout pass, or `PENDING -> SKIPPED` when
+//! blocked. Both the `RUNNING` claim and the `DONE`/`ABANDONED` resolution
+//! happen together with the registry transition, under the registry write
+//! lock, so exactly one of "handler finished" and "timed out" wins and the
+//! recorded state always agrees with the member status. A handler that
+//! returns after being abandoned has its result ignored (noted in
+//! `last_error`).
+//!
+//! # Memory ordering
+//! `start_ns[i]` is stored before the `RUNNING` claim (release via the lock
+//! and the CAS); the caller reads status with `Acquire` before reading it.
+
+use std::sync::Arc as StdArc;
+use std::time::{Duration, Instant};
+
+use petgraph::stable_graph::NodeIndex;
+
+use super::HandlerScope;
+use super::report::{ActivationReport, Outcome, SystemOutcome};
+use super::state::{SystemState, Transitioned};
+use crate::model::{HandlerError, LifecycleAction, LifecycleContext, LifecycleFn};
+use crate::pool::{Latch, Pool};
+use crate::registry::{OrderedSet, Registry};
+use crate::sync::{Arc, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock};
+use crate::unwind;
+
+pub(crate) const MEMBER_PENDING: u8 = 0;
+pub(crate) const MEMBER_RUNNING: u8 = 1;
+pub(crate) const MEMBER_DONE: u8 = 2;
+pub(crate) const MEMBER_ABANDONED: u8 = 3;
+pub(crate) const MEMBER_SKIPPED: u8 = 4;
+const NONE: u32 = u32::MAX;
+
+struct Member {
+    idx: NodeIndex,
+    name: StdArc<str>,
+    handler: Option<LifecycleFn>,
+    timeout: Duration,
+}
+
+/// A running (or finished) lifecycle transaction.
+pub(crate) struct Txn {
+    registry: Arc<RwLock<Registry>>,
+    pool: Arc<Pool>,
+    action: LifecycleAction,
+    reason: String,
+    set: OrderedSet,
+    members: Vec<Member>,
+    pending: Vec<AtomicU32>,
+    blocked_by: Vec<AtomicU32>,
+    status: Vec<AtomicU8>,
+    ready_ns: Vec<AtomicU64>,
+    start_ns: Vec<AtomicU64>,
+    end_ns: Vec<AtomicU64>,
+    results: Vec<Mutex<Option<Result<(), HandlerError>>>>,
+    remaining: AtomicUsize,
+    done: Latch,
+    t0: Instant,
+}
+
+impl std::fmt::Debug for Txn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Txn")
+            .field("action", &self.action)
+            .field("members", &self.members.len())
+            .finish()
+    }
+}
+
+impl Txn {
+    /// Prepares a transaction over `set`, reading handlers and timeouts from
+    /// `reg` (the caller holds its read lock).
+    pub(crate) fn new(
+        reg: &Registry,
+        registry: Arc<RwLock<Registry>>,
+        pool: Arc<Pool>,
+        action: LifecycleAction,
+        reason: String,
+        set: OrderedSet,
+        default_timeout: Duration,
+    ) -> Arc<Txn> {
+        let n = set.members.len();
+        let members = set
+            .members
+            .iter()
+            .map(|&idx| {
+                let node = reg.node(idx);
+                Member {
+                    idx,
+                    name: node.name.clone(),
+                    handler: node.handlers.for_action(action).cloned(),
+                    timeout: node.info.timeout.unwrap_or(default_timeout),
+                }
+            })
+            .collect();
+        let atomics_u64 = || (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
+        Arc::new(Txn {
+            registry,
+            pool,
+            action,
+            reason,
+            pending: set.pred_count.iter().map(|&c| AtomicU32::new(c)).collect(),
+            blocked_by: (0..n).map(|_| AtomicU32::new(NONE)).collect(),
+            status: (0..n).map(|_| AtomicU8::new(MEMBER_PENDING)).collect(),
+            ready_ns: atomics_u64(),
+            start_ns: atomics_u64(),
+            end_ns: atomics_u64(),
+            results: (0..n).map(|_| Mutex::new(None)).collect(),
+            remaining: AtomicUsize::new(n),
+            done: Latch::new(),
+            t0: Instant::now(),
+            set,
+            members,
+        })
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.t0.elapsed().as_nanos() as u64
+    }
+
+    /// Runs the transaction to completion on the pool and returns the report.
+    pub(crate) fn run(self: &Arc<Self>, target: String) -> ActivationReport {
+        if self.members.is_empty() {
+            self.done.set();
+        }
+        let roots: Vec<u32> = (0..self.members.len() as u32)
+            .filter(|&i| self.set.pred_count[i as usize] == 0)
+            .collect();
+        self.spawn_all(&roots);
+        self.wait();
+        self.report(target)
+    }
+
+    fn spawn_all(self: &Arc<Self>, ready: &[u32]) {
+        let now = self.now_ns();
+        for &i in ready {
+            self.ready_ns[i as usize].store(now, Ordering::Relaxed);
+        }
+        if let [i] = *ready {
+            let txn = self.clone();
+            self.pool.spawn(Box::new(move || txn.drive(i)));
+            return;
+        }
+        self.pool.spawn_many(ready.iter().map(|&i| {
+            let txn = self.clone();
+            Box::new(move || txn.drive(i)) as crate::pool::Job
+        }));
+    }
+
+    /// Runs member `i`, then keeps running one newly ready successor inline.
+    fn drive(self: &Arc<Self>, first: u32) {
+        let mut next = Some(first);
+        while let Some(i) = next {
+            next = self.step(i);
+        }
+    }
+
+    /// Runs or skips member `i`; returns one ready successor to run inline.
+    fn step(self: &Arc<Self>, i: u32) -> Option<u32> {
+        let iu = i as usize;
+        if self.blocked_by[iu].load(Ordering::Acquire) != NONE {
+            self.status[iu].store(MEMBER_SKIPPED, Ordering::Release);
+            return self.finish(i, true, true);
+        }
+        let m = &self.members[iu];
+        let (to, verb) = match self.action {
+            LifecycleAction::Activate => (SystemState::Activating, "activating"),
+            LifecycleAction::Deactivate => (SystemState::Deactivating, "deactivating"),
+        };
+        {
+            let mut reg = self.registry.write();
+            self.start_ns[iu].store(self.now_ns(), Ordering::Relaxed);
+            let claimed = self.status[iu].compare_exchange(
+                MEMBER_PENDING,
+                MEMBER_RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            debug_assert!(claimed.is_ok(), "a member is started once");
+            let life = &mut reg.node_mut(m.idx).life;
+            if life.transition(to, format!("{verb}: {}", self.reason)) == Transitioned::Rejected {
+                let err = HandlerError::failed(format!(
+                    "cannot start {verb} from state {}",
+                    life.state.name()
+                ));
+                self.status[iu].store(MEMBER_DONE, Ordering::Release);
+                *self.results[iu].lock() = Some(Err(err));
+                self.end_ns[iu].store(self.now_ns(), Ordering::Relaxed);
+                drop(reg);
+                return self.finish(i, true, true);
+            }
+        }
+
+        let result = match &m.handler {
+            None => Ok(()),
+            Some(h) => {
+                let deadline = self
+                    .deadline(iu)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+                let ctx = LifecycleContext {
+                    system: &m.name,
+                    action: self.action,
+                    deadline,
+                    status: &self.status[iu],
+                };
+                let _scope = HandlerScope::enter();
+                unwind::run_handler(|| h(&ctx))
+            }
+        };
+
+        let failed = result.is_err();
+        {
+            let mut reg = self.registry.write();
+            let resolved = self.status[iu].compare_exchange(
+                MEMBER_RUNNING,
+                MEMBER_DONE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            let life = &mut reg.node_mut(m.idx).life;
+            if resolved.is_err() {
+                // Abandoned after its timeout: the caller already recorded the
+                // failure and moved on. Note the late result and stop here.
+                let took =
+                    Duration::from_nanos(self.now_ns() - self.start_ns[iu].load(Ordering::Relaxed));
+                life.last_error = Some(format!(
+                    "{} handler returned after {} (past its timeout) with {}; result ignored",
+                    self.action,
+                    humantime::format_duration(round_ms(took)),
+                    match &result {
+                        Ok(()) => "success".to_owned(),
+                        Err(e) => format!("error: {e}"),
+                    }
+                ));
+                return None;
+            }
+            let (to, why) = match (&result, self.action) {
+                (Ok(()), LifecycleAction::Activate) => {
+                    (SystemState::Active, "activate handler succeeded".to_owned())
+                }
+                (Ok(()), LifecycleAction::Deactivate) => (
+                    SystemState::Inactive,
+                    "deactivate handler succeeded".to_owned(),
+                ),
+                (Err(e), action) => (
+                    SystemState::Failed {
+                        reason: format!("{action} handler failed: {e}"),
+                    },
+                    format!("{action} handler failed"),
+                ),
+            };
+            let applied = life.transition(to, why);
+            debug_assert_eq!(applied, Transitioned::Applied);
+            self.end_ns[iu].store(self.now_ns(), Ordering::Relaxed);
+            *self.results[iu].lock() = Some(result);
+        }
+        self.finish(i, failed, true)
+    }
+
+    fn deadline(&self, i: usize) -> Option<Instant> {
+        let start = self.t0 + Duration::from_nanos(self.start_ns[i].load(Ordering::Relaxed));
+        start.checked_add(self.members[i].timeout)
+    }
+
+    /// Releases the successors of `i`. Returns one to run inline if
+    /// `inline` allows, spawning the others.
+    fn finish(self: &Arc<Self>, i: u32, failed: bool, inline: bool) -> Option<u32> {
+        let iu = i as usize;
+        let (a, b) = (
+            self.set.succ_start[iu] as usize,
+            self.set.succ_start[iu + 1] as usize,
+        );
+        let mut ready: Vec<u32> = Vec::new();
+        for k in a..b {
+            let s = self.set.succ[k] as usize;
+            if failed && self.set.succ_hard[k] {
+                let _ = self.blocked_by[s].compare_exchange(
+                    NONE,
+                    i,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+            if self.pending[s].fetch_sub(1, Ordering::AcqRel) == 1 {
+                ready.push(s as u32);
+            }
+        }
+        let keep = if inline { ready.pop() } else { None };
+        if let Some(k) = keep {
+            self.ready_ns[k as usize].store(self.now_ns(), Ordering::Relaxed);
+        }
+        if !ready.is_empty() {
+            self.spawn_all(&ready);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.set();
+        }
+        keep
+    }
+
+    /// Waits for every member, abandoning handlers that overrun their timeout.
+    fn wait(self: &Arc<Self>) {
+        let min_timeout = self
+            .members
+            .iter()
+            .map(|m| m.timeout)
+            .min()
+            .unwrap_or(Duration::MAX);
+        loop {
+            let now = Instant::now();
+            let mut next: Option<Instant> = None;
+            for i in 0..self.members.len() {
+                if self.status[i].load(Ordering::Acquire) != MEMBER_RUNNING {
+                    continue;
+                }
+                match self.deadline(i) {
+                    Some(d) if d <= now => self.abandon(i as u32),
+                    Some(d) => next = Some(next.map_or(d, |n| n.min(d))),
+                    None => {}
+                }
+            }
+            // A member that starts after this scan has a deadline at least
+            // `min_timeout` away, so waking then is soon enough.
+            let wake = [next, now.checked_add(min_timeout)]
+                .into_iter()
+                .flatten()
+                .min();
+            if self.done.wait_until(wake, &self.pool) {
+                return;
+            }
+        }
+    }
+
+    fn abandon(self: &Arc<Self>, i: u32) {
+        let iu = i as usize;
+        let m = &self.members[iu];
+        {
+            let mut reg = self.registry.write();
+            if self.status[iu]
+                .compare_exchange(
+                    MEMBER_RUNNING,
+                    MEMBER_ABANDONED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+            {
+                return; // it finished just now
+            }
+            let after = m.timeout;
+            let reason = format!(
+                "{} handler timed out after {}",
+                self.action,
+                humantime::format_duration(after)
+            );
+            let _ = reg
+                .node_mut(m.idx)
+                .life
+                .transition(SystemState::Failed { reason }, "transition timeout");
+            self.end_ns[iu].store(self.now_ns(), Ordering::Relaxed);
+            *self.results[iu].lock() = Some(Err(HandlerError::TimedOut { after }));
+        }
+        let _ = self.finish(i, true, false);
+    }
+
+    /// Builds the report and records why blocked members did not run.
+    fn report(&self, target: String) -> ActivationReport {
+        let n = self.members.len();
+        let mut outcomes = Vec::with_capacity(n);
+        let mut blocked_notes = Vec::new();
+        for i in 0..n {
+            let m = &self.members[i];
+            let status = self.status[i].load(Ordering::Acquire);
+            let ns = |v: &AtomicU64| v.load(Ordering::Relaxed);
+            let (ready, start, end) = (
+                ns(&self.ready_ns[i]),
+                ns(&self.start_ns[i]),
+                ns(&self.end_ns[i]),
+            );
+            let result = self.results[i].lock().clone();
+            let outcome = match (status, result) {
+                (MEMBER_SKIPPED, _) => {
+                    let chain = self.chain(i);
+                    blocked_notes.push((m.idx, chain.clone()));
+                    Outcome::Blocked { chain }
+                }
+                (_, Some(Err(HandlerError::TimedOut { after }))) => Outcome::TimedOut { after },
+                (_, Some(Err(error))) => Outcome::Failed { error },
+                (_, Some(Ok(()))) => match self.action {
+                    LifecycleAction::Activate => Outcome::Activated,
+                    LifecycleAction::Deactivate => Outcome::Deactivated,
+                },
+                (_, None) => Outcome::Failed {
+                    error: HandlerError::failed("member did not complete"),
+                },
+            };
+            let error = match &outcome {
+                Outcome::Blocked { chain } => Some(self.blocked_message(chain)),
+                other => other.error().map(|e| e.to_string()),
+            };
+            let ran = if status == MEMBER_SKIPPED {
+                0
+            } else {
+                end.saturating_sub(start)
+            };
+            outcomes.push(SystemOutcome {
+                system: m.name.to_string(),
+                outcome,
+                error,
+                level: self.set.level_of[i] as usize,
+                queued: Duration::from_nanos(if status == MEMBER_SKIPPED {
+                    0
+                } else {
+                    start.saturating_sub(ready)
+                }),
+                ran: Duration::from_nanos(ran),
+            });
+        }
+        if !blocked_notes.is_empty() {
+            let mut reg = self.registry.write();
+            for (idx, chain) in blocked_notes {
+                reg.node_mut(idx).life.last_error = Some(self.blocked_message(&chain));
+            }
+        }
+        ActivationReport {
+            target,
+            action: self.action,
+            outcomes,
+            elapsed: self.t0.elapsed(),
+        }
+    }
+
+    /// The requirement chain from member `i` down to the member that failed.
+    fn chain(&self, mut i: usize) -> Vec<String> {
+        let mut chain = vec![self.members[i].name.to_string()];
+        loop {
+            let b = self.blocked_by[i].load(Ordering::Acquire);
+            if b == NONE || chain.len() > self.members.len() {
+                return chain;
+            }
+            i = b as usize;
+            chain.push(self.members[i].name.to_string());
+        }
+    }
+
+    fn blocked_message(&self, chain: &[String]) -> String {
+        let root = chain.last().map(String::as_str).unwrap_or("?");
+        let root_i = self.members.iter().position(|m| &*m.name == root);
+        let why = root_i
+            .and_then(|r| {
+                self.results[r]
+                    .lock()
+                    .as_ref()
+                    .and_then(|res| res.as_ref().err().map(|e| e.to_string()))
+            })
+            .unwrap_or_else(|| "it failed".to_owned());
+        let path: Vec<String> = chain
+            .windows(2)
+            .map(|w| format!("{} requires {}", w[0], w[1]))
+            .collect();
+        format!("not activated: {}, which failed: {why}", path.join(", "))
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
