@@ -40,6 +40,11 @@ mod sync;
 mod topology;
 mod unwind;
 
+/// The repository README's Rust example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub use crate::error::{ErrorKind, PsoError};
 pub use crate::lifecycle::{
     ActivationReport, LifecycleError, Outcome, Plan, SystemOutcome, SystemState, Transition,

@@ -81,7 +81,7 @@ impl fmt::Display for Outcome {
                 write!(f, "timed out after {}", humantime::format_duration(*after))
             }
             Outcome::Blocked { chain } => write!(f, "blocked: {}", chain.join(" -> ")),
-            other => f.write_str(other.name()),
+            other => f.pad(other.name()),
         }
     }
 }
@@ -216,7 +216,7 @@ pub enum LifecycleError {
     },
     /// The target could not be activated: it, or a system it requires,
     /// failed. The full report is included.
-    #[error("cannot activate {target}: {}", describe_chain(chain, cause))]
+    #[error("cannot activate {}: {}", if target == "*" { "all systems" } else { target }, describe_failure(target, chain, cause, report))]
     ActivationFailed {
         /// The system asked for.
         target: String,
@@ -249,18 +249,28 @@ pub enum LifecycleError {
     Closed,
 }
 
-fn describe_chain(chain: &[String], cause: &HandlerError) -> String {
-    if chain.len() <= 1 {
-        return cause.to_string();
-    }
-    let mut s = String::new();
-    for w in chain.windows(2) {
-        if !s.is_empty() {
-            s.push_str(", ");
+fn describe_failure(
+    target: &str,
+    chain: &[String],
+    cause: &HandlerError,
+    report: &ActivationReport,
+) -> String {
+    let mut s = match chain {
+        [only] if only == target => cause.to_string(),
+        [only] => format!("{only} failed: {cause}"),
+        _ => {
+            let path: Vec<String> = chain
+                .windows(2)
+                .map(|w| format!("{} requires {}", w[0], w[1]))
+                .collect();
+            format!("{}, which failed: {cause}", path.join(", "))
         }
-        s.push_str(&format!("{} requires {}", w[0], w[1]));
+    };
+    let more = report.failures().len().saturating_sub(1);
+    if target == "*" && more > 0 {
+        s.push_str(&format!(" ({more} more failed or blocked)"));
     }
-    format!("{s}, which failed: {cause}")
+    s
 }
 
 impl LifecycleError {

@@ -86,7 +86,7 @@ impl fmt::Display for SystemState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SystemState::Failed { reason } => write!(f, "Failed ({reason})"),
-            other => f.write_str(other.name()),
+            other => f.pad(other.name()),
         }
     }
 }

@@ -26,6 +26,13 @@ enum Colour {
     Black,
 }
 
+/// A search frame: a node, its ordering out-edges, and the next one to follow.
+struct Frame {
+    node: NodeIndex,
+    edges: Vec<(NodeIndex, EdgeKind)>,
+    next: usize,
+}
+
 /// Returns the first ordering cycle reachable from `starts`: the names on it
 /// (first repeated at the end) and the edge kinds between consecutive names.
 pub(super) fn find_from(
@@ -33,8 +40,7 @@ pub(super) fn find_from(
     starts: &[NodeIndex],
 ) -> Option<(Vec<Arc<str>>, Vec<EdgeKind>)> {
     let mut colour: HashMap<NodeIndex, Colour> = HashMap::new();
-    // Stack frames: node, its ordering out-edges, and the next one to follow.
-    let mut stack: Vec<(NodeIndex, Vec<(NodeIndex, EdgeKind)>, usize)> = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
     let succ = |n: NodeIndex| -> Vec<(NodeIndex, EdgeKind)> {
         let mut v: Vec<(NodeIndex, EdgeKind)> = graph
             .edges_directed(n, Direction::Outgoing)
@@ -49,31 +55,38 @@ pub(super) fn find_from(
             continue;
         }
         colour.insert(start, Colour::Grey);
-        stack.push((start, succ(start), 0));
+        stack.push(Frame {
+            node: start,
+            edges: succ(start),
+            next: 0,
+        });
         while let Some(frame) = stack.last_mut() {
-            let (node, edges, next) = (frame.0, &frame.1, frame.2);
-            if next == edges.len() {
-                colour.insert(node, Colour::Black);
+            if frame.next == frame.edges.len() {
+                colour.insert(frame.node, Colour::Black);
                 stack.pop();
                 continue;
             }
-            let (target, _) = edges[next];
-            frame.2 += 1;
+            let (target, _) = frame.edges[frame.next];
+            frame.next += 1;
             match colour.get(&target) {
                 None => {
                     colour.insert(target, Colour::Grey);
-                    stack.push((target, succ(target), 0));
+                    stack.push(Frame {
+                        node: target,
+                        edges: succ(target),
+                        next: 0,
+                    });
                 }
                 Some(Colour::Grey) => {
                     let from = stack
                         .iter()
-                        .position(|f| f.0 == target)
+                        .position(|f| f.node == target)
                         .expect("grey node is on the stack");
                     let mut names = Vec::new();
                     let mut kinds = Vec::new();
                     for f in &stack[from..] {
-                        names.push(graph[f.0].name.clone());
-                        kinds.push(f.1[f.2 - 1].1);
+                        names.push(graph[f.node].name.clone());
+                        kinds.push(f.edges[f.next - 1].1);
                     }
                     names.push(graph[target].name.clone());
                     return Some((names, kinds));

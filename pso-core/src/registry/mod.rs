@@ -282,8 +282,16 @@ impl Registry {
             }
         }
 
-        // 3. Any new cycle passes through a new ordering edge, so it is found by
-        //    a search from their sources. Roll back on failure.
+        // 3. Any new cycle passes through a new ordering edge a -> b, so it is
+        //    found by a search from `a`; and it also enters `a` through an
+        //    ordering edge, so sources without one are skipped (registering a
+        //    DAG in dependency order then costs O(1) per edge). Roll back on
+        //    failure.
+        ordering_sources.retain(|&a| {
+            self.graph
+                .edges_directed(a, Direction::Incoming)
+                .any(|e| e.weight().is_ordering())
+        });
         if let Some((path, kinds)) = cycle::find_from(&self.graph, &ordering_sources) {
             for e in added_edges {
                 self.graph.remove_edge(e);
