@@ -1,0 +1,351 @@
+//! Error mapping: every pso-core error becomes an instance of the one Python
+//! exception class of its [`ErrorKind`].
+//!
+//! The classes are built at import time from [`ErrorKind::ALL`], so a kind added
+//! to pso-core gets a class (named after [`ErrorKind::name`]) without a change
+//! here. Each class derives from `pso.PsoError` and carries `kind` (the name)
+//! and `code` (the number) as class attributes; some also derive from a builtin
+//! (`NotFoundError` is a `LookupError`). Errors that carry data get it as
+//! instance attributes: `report`/`chain`/`target` (handler failures, with the
+//! handler's original exception as `__cause__`), `system`/`other` (conflicts),
+//! `path` (cycles), `line`/`column`/`source` (parse errors).
+//!
+//! This is the only file that builds Python exceptions from core errors.
+
+#![forbid(unsafe_code)]
+
+use pso_core::{BuildError, ErrorKind, LifecycleError, PsoError, RegistryError, TopologyError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+use crate::lifecycle::PyActivationReport;
+use crate::model::HandlerException;
+
+/// The Python name of the class for `kind`: `NOT_FOUND` -> `NotFoundError`.
+/// `HANDLER_FAILED` is the one exception: the contract calls it `HandlerError`.
+pub(crate) fn class_name(kind: ErrorKind) -> String {
+    if kind == ErrorKind::HandlerFailed {
+        return "HandlerError".to_owned();
+    }
+    let mut name = String::new();
+    for word in kind.name().split('_') {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            name.push(first.to_ascii_uppercase());
+            name.extend(chars.map(|c| c.to_ascii_lowercase()));
+        }
+    }
+    name.push_str("Error");
+    name
+}
+
+/// The builtin exception a kind's class also derives from, if any.
+pub(crate) fn builtin_base(kind: ErrorKind) -> Option<&'static str> {
+    match kind {
+        ErrorKind::NullPointer
+        | ErrorKind::InvalidUtf8
+        | ErrorKind::InvalidArgument
+        | ErrorKind::Parse => Some("ValueError"),
+        ErrorKind::NotFound => Some("LookupError"),
+        ErrorKind::Timeout => Some("TimeoutError"),
+        ErrorKind::Io => Some("OSError"),
+        _ => None,
+    }
+}
+
+/// The exception classes, created once per process.
+struct Classes {
+    base: Py<PyType>,
+    by_kind: Vec<(ErrorKind, Py<PyType>)>,
+}
+
+static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
+
+fn new_class<'py>(
+    py: Python<'py>,
+    name: &str,
+    bases: Bound<'py, PyTuple>,
+    doc: &str,
+    attrs: &[(&str, Bound<'py, PyAny>)],
+) -> PyResult<Bound<'py, PyType>> {
+    let dict = PyDict::new(py);
+    dict.set_item("__module__", "pso")?;
+    dict.set_item("__doc__", doc)?;
+    for (k, v) in attrs {
+        dict.set_item(k, v)?;
+    }
+    let builtins = py.import("builtins")?;
+    Ok(builtins
+        .getattr("type")?
+        .call1((name, bases, dict))?
+        .cast_into::<PyType>()?)
+}
+
+fn classes(py: Python<'_>) -> PyResult<&Classes> {
+    CLASSES.get_or_try_init(py, || {
+        let builtins = py.import("builtins")?;
+        let exception = builtins.getattr("Exception")?;
+        let base = new_class(
+            py,
+            "PsoError",
+            PyTuple::new(py, [exception])?,
+            "Base class of every PSO error. `kind` is the error kind's name \
+             (\"NOT_FOUND\") and `code` its number, the same in every language.",
+            &[],
+        )?;
+        let mut by_kind = Vec::with_capacity(ErrorKind::ALL.len());
+        for kind in ErrorKind::ALL {
+            let mut bases = vec![base.clone().into_any()];
+            if let Some(b) = builtin_base(kind) {
+                bases.push(builtins.getattr(b)?);
+            }
+            let name = class_name(kind);
+            let class = new_class(
+                py,
+                &name,
+                PyTuple::new(py, bases)?,
+                &format!("PSO error of kind {} (code {}).", kind.name(), kind.code()),
+                &[
+                    ("kind", kind.name().into_pyobject(py)?.into_any()),
+                    ("code", kind.code().into_pyobject(py)?.into_any()),
+                ],
+            )?;
+            by_kind.push((kind, class.unbind()));
+        }
+        Ok(Classes {
+            base: base.unbind(),
+            by_kind,
+        })
+    })
+}
+
+/// Adds `PsoError` and one class per error kind to the module.
+pub(crate) fn add_to_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    let classes = classes(py)?;
+    m.add("PsoError", classes.base.bind(py))?;
+    for (kind, class) in &classes.by_kind {
+        m.add(class_name(*kind), class.bind(py))?;
+    }
+    Ok(())
+}
+
+/// A Python exception of `kind` with `message` and extra attributes.
+fn raise(
+    py: Python<'_>,
+    kind: ErrorKind,
+    message: String,
+    attrs: Vec<(&'static str, Bound<'_, PyAny>)>,
+) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let classes = classes(py)?;
+        let class = classes
+            .by_kind
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, c)| c.bind(py))
+            .unwrap_or_else(|| classes.base.bind(py));
+        let exc = class.call1((message,))?;
+        for (name, value) in attrs {
+            exc.setattr(name, value)?;
+        }
+        Ok(PyErr::from_value(exc))
+    };
+    build().unwrap_or_else(|e| e)
+}
+
+/// `InvalidArgumentError(message)`.
+pub(crate) fn invalid_argument(py: Python<'_>, message: impl Into<String>) -> PyErr {
+    raise(py, ErrorKind::InvalidArgument, message.into(), Vec::new())
+}
+
+/// `ClosedError(message)`.
+pub(crate) fn closed(py: Python<'_>, message: impl Into<String>) -> PyErr {
+    raise(py, ErrorKind::Closed, message.into(), Vec::new())
+}
+
+/// A pso-core error that can become a Python exception.
+pub(crate) trait IntoPyErr {
+    /// The Python exception for this error.
+    fn into_pyerr(self, py: Python<'_>) -> PyErr;
+}
+
+/// `result.or_raise(py)?` turns a core error into its Python exception.
+pub(crate) trait OrRaise<T> {
+    /// Maps the error with [`IntoPyErr`].
+    fn or_raise(self, py: Python<'_>) -> PyResult<T>;
+}
+
+impl<T, E: IntoPyErr> OrRaise<T> for Result<T, E> {
+    fn or_raise(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| e.into_pyerr(py))
+    }
+}
+
+fn registry_attrs<'py>(
+    py: Python<'py>,
+    e: &RegistryError,
+) -> PyResult<Vec<(&'static str, Bound<'py, PyAny>)>> {
+    Ok(match e {
+        RegistryError::Cycle { path, .. } => vec![("path", path.into_pyobject(py)?.into_any())],
+        _ => Vec::new(),
+    })
+}
+
+impl IntoPyErr for RegistryError {
+    fn into_pyerr(self, py: Python<'_>) -> PyErr {
+        match registry_attrs(py, &self) {
+            Ok(attrs) => raise(py, self.kind(), self.to_string(), attrs),
+            Err(e) => e,
+        }
+    }
+}
+
+impl IntoPyErr for TopologyError {
+    fn into_pyerr(self, py: Python<'_>) -> PyErr {
+        let attrs = || -> PyResult<Vec<(&'static str, Bound<'_, PyAny>)>> {
+            Ok(match &self {
+                TopologyError::Parse {
+                    source_name,
+                    line,
+                    column,
+                    ..
+                } => vec![
+                    ("line", line.into_pyobject(py)?.into_any()),
+                    ("column", column.into_pyobject(py)?.into_any()),
+                    ("source", source_name.into_pyobject(py)?.into_any()),
+                ],
+                TopologyError::Invalid { error, .. } => registry_attrs(py, error)?,
+                _ => Vec::new(),
+            })
+        };
+        match attrs() {
+            Ok(attrs) => raise(py, self.kind(), self.to_string(), attrs),
+            Err(e) => e,
+        }
+    }
+}
+
+impl IntoPyErr for BuildError {
+    fn into_pyerr(self, py: Python<'_>) -> PyErr {
+        raise(py, self.kind(), self.to_string(), Vec::new())
+    }
+}
+
+impl IntoPyErr for LifecycleError {
+    fn into_pyerr(self, py: Python<'_>) -> PyErr {
+        let kind = self.kind();
+        let message = self.to_string();
+        // The original Python exception of the failing handler, if it raised one.
+        let cause = self
+            .cause()
+            .and_then(|c| c.host_payload())
+            .and_then(|p| p.downcast_ref::<HandlerException>())
+            .map(|h| PyErr::from_value(h.0.bind(py).clone().into_any()));
+        let attrs = || -> PyResult<Vec<(&'static str, Bound<'_, PyAny>)>> {
+            Ok(match self {
+                LifecycleError::Registry(e) => registry_attrs(py, &e)?,
+                LifecycleError::Conflict { system, other, .. } => vec![
+                    ("system", system.into_pyobject(py)?.into_any()),
+                    ("other", other.into_pyobject(py)?.into_any()),
+                ],
+                LifecycleError::ActivationFailed {
+                    target,
+                    chain,
+                    report,
+                    ..
+                } => handler_failed_attrs(py, target, chain, *report)?,
+                LifecycleError::DeactivationFailed { target, report, .. } => {
+                    // Core names no chain for deactivation: it is the target
+                    // itself, or for deactivate_all the first system that failed.
+                    let failed = if target == "*" {
+                        report.failures().first().map(|o| o.system.clone())
+                    } else {
+                        Some(target.clone())
+                    };
+                    let chain = failed.into_iter().collect();
+                    handler_failed_attrs(py, target, chain, *report)?
+                }
+                _ => Vec::new(),
+            })
+        };
+        let err = match attrs() {
+            Ok(attrs) => raise(py, kind, message, attrs),
+            Err(e) => return e,
+        };
+        if cause.is_some() {
+            err.set_cause(py, cause);
+        }
+        err
+    }
+}
+
+fn handler_failed_attrs(
+    py: Python<'_>,
+    target: String,
+    chain: Vec<String>,
+    report: pso_core::ActivationReport,
+) -> PyResult<Vec<(&'static str, Bound<'_, PyAny>)>> {
+    Ok(vec![
+        (
+            "report",
+            Bound::new(py, PyActivationReport::from(report))?.into_any(),
+        ),
+        ("chain", chain.into_pyobject(py)?.into_any()),
+        ("target", target.into_pyobject(py)?.into_any()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table in docs/API.md: every kind has its own class, with these
+    /// names and builtin bases.
+    #[test]
+    fn every_kind_has_a_distinct_class_matching_the_contract() {
+        let expected = [
+            (
+                ErrorKind::NullPointer,
+                "NullPointerError",
+                Some("ValueError"),
+            ),
+            (
+                ErrorKind::InvalidUtf8,
+                "InvalidUtf8Error",
+                Some("ValueError"),
+            ),
+            (ErrorKind::StaleHandle, "StaleHandleError", None),
+            (ErrorKind::Internal, "InternalError", None),
+            (ErrorKind::NotFound, "NotFoundError", Some("LookupError")),
+            (ErrorKind::AlreadyExists, "AlreadyExistsError", None),
+            (ErrorKind::Cycle, "CycleError", None),
+            (
+                ErrorKind::InvalidArgument,
+                "InvalidArgumentError",
+                Some("ValueError"),
+            ),
+            (ErrorKind::Parse, "ParseError", Some("ValueError")),
+            (ErrorKind::Conflict, "ConflictError", None),
+            (ErrorKind::HandlerFailed, "HandlerError", None),
+            (ErrorKind::Timeout, "TimeoutError", Some("TimeoutError")),
+            (ErrorKind::Busy, "BusyError", None),
+            (ErrorKind::Closed, "ClosedError", None),
+            (ErrorKind::Io, "IoError", Some("OSError")),
+        ];
+        assert_eq!(
+            expected.len(),
+            ErrorKind::ALL.len(),
+            "docs/API.md table is stale"
+        );
+        for (kind, name, base) in expected {
+            assert_eq!(class_name(kind), name);
+            assert_eq!(builtin_base(kind), base, "{name}");
+        }
+        let mut names: Vec<String> = ErrorKind::ALL.iter().map(|&k| class_name(k)).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ErrorKind::ALL.len());
+    }
+}

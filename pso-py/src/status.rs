@@ -1,0 +1,154 @@
+//! The Python view of pso-core's `SystemStatus`: a frozen snapshot of one
+//! system, converted on access.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use pso_core::SystemStatus;
+use pyo3::prelude::*;
+
+use crate::lifecycle::{PyTransition, isoformat};
+
+/// A snapshot of one system: its state, why, and its relations.
+#[pyclass(name = "SystemStatus", module = "pso", frozen)]
+pub(crate) struct PySystemStatus {
+    inner: SystemStatus,
+}
+
+impl From<SystemStatus> for PySystemStatus {
+    fn from(inner: SystemStatus) -> Self {
+        PySystemStatus { inner }
+    }
+}
+
+#[pymethods]
+impl PySystemStatus {
+    /// The system's name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// `Registered`, `Activating`, `Active`, `Deactivating`, `Inactive` or `Failed`.
+    #[getter]
+    fn state(&self) -> &'static str {
+        self.inner.state.name()
+    }
+
+    /// When it entered that state (timezone-aware, UTC).
+    #[getter]
+    fn since(&self) -> SystemTime {
+        self.inner.since
+    }
+
+    /// The reason recorded with the last transition.
+    #[getter]
+    fn reason(&self) -> &str {
+        &self.inner.reason
+    }
+
+    /// The last failure, or `None`.
+    #[getter]
+    fn last_error(&self) -> Option<&str> {
+        self.inner.last_error.as_deref()
+    }
+
+    /// The tier, or `None`.
+    #[getter]
+    fn tier(&self) -> Option<&str> {
+        self.inner.tier.as_deref()
+    }
+
+    /// Tags.
+    #[getter]
+    fn tags(&self) -> Vec<String> {
+        self.inner.tags.clone()
+    }
+
+    /// Priority class: `critical`, `high`, `normal`, `low` or `background`.
+    #[getter]
+    fn priority(&self) -> &'static str {
+        self.inner.priority.name()
+    }
+
+    /// Declared resource request per dimension.
+    #[getter]
+    fn resources(&self) -> BTreeMap<String, u64> {
+        self.inner.resources.clone()
+    }
+
+    /// Systems it requires.
+    #[getter]
+    fn requires(&self) -> Vec<String> {
+        self.inner.requires.clone()
+    }
+
+    /// Systems it wants.
+    #[getter]
+    fn wants(&self) -> Vec<String> {
+        self.inner.wants.clone()
+    }
+
+    /// Systems it starts after.
+    #[getter]
+    fn after(&self) -> Vec<String> {
+        self.inner.after.clone()
+    }
+
+    /// Systems it conflicts with (either direction).
+    #[getter]
+    fn conflicts(&self) -> Vec<String> {
+        self.inner.conflicts.clone()
+    }
+
+    /// Systems it interacts with (either direction).
+    #[getter]
+    fn interacts(&self) -> Vec<String> {
+        self.inner.interacts.clone()
+    }
+
+    /// Systems that require it.
+    #[getter]
+    fn required_by(&self) -> Vec<String> {
+        self.inner.required_by.clone()
+    }
+
+    /// Whether an activate handler is set.
+    #[getter]
+    fn has_activate_handler(&self) -> bool {
+        self.inner.has_activate_handler
+    }
+
+    /// Whether a deactivate handler is set.
+    #[getter]
+    fn has_deactivate_handler(&self) -> bool {
+        self.inner.has_deactivate_handler
+    }
+
+    /// Recent transitions, oldest first (bounded).
+    #[getter]
+    fn history(&self) -> Vec<PyTransition> {
+        self.inner
+            .history
+            .iter()
+            .cloned()
+            .map(PyTransition::from)
+            .collect()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "SystemStatus(name={:?}, state={:?}, since='{}', reason={:?}, last_error={})",
+            self.inner.name,
+            self.inner.state.name(),
+            isoformat(py, self.inner.since)?,
+            self.inner.reason,
+            self.inner
+                .last_error
+                .as_ref()
+                .map_or("None".to_owned(), |e| format!("{e:?}"))
+        ))
+    }
+}
