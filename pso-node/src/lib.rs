@@ -1,1 +1,28 @@
-//! Placeholder: being written.
+//! `pso-node`: the Node.js binding of pso-core, built with napi-rs.
+//!
+//! The JS API is the Node column of `docs/API.md`: an `Orchestrator` class
+//! whose lifecycle calls return Promises, plain-object results with camelCase
+//! fields, and errors with `code = "PSO_" + kind`. This crate only converts
+//! values ([`model`], [`lifecycle`], [`status`], [`topology`]), maps errors
+//! ([`error`]) and manages the Node event loop and JS thread
+//! ([`orchestrator`], `model::handler`); all logic lives in pso-core.
+//!
+//! `unsafe_code` is denied, not forbidden: every `#[napi]` item expands to
+//! registration code carrying `#[allow(unsafe_code)]`, which `forbid` rejects
+//! (E0453). No module of this crate contains `unsafe` itself, and each says
+//! `#![forbid(unsafe_code)]` where the macros allow it.
+
+#![deny(unsafe_code)]
+
+mod error;
+mod lifecycle;
+mod model;
+mod orchestrator;
+mod status;
+mod topology;
+
+pub use crate::error::{JsErrorCode, error_codes};
+pub use crate::lifecycle::{JsActivationReport, JsPlan, JsSystemOutcome};
+pub use crate::model::{JsEdgeSpec, JsHandlers, JsOrchestratorOptions, JsSystemSpec};
+pub use crate::orchestrator::JsOrchestrator;
+pub use crate::status::{JsSystemStatus, JsTransition};

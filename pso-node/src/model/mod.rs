@@ -1,0 +1,278 @@
+//! The system model as JS passes it (pso-core `model.rs`): system specs,
+//! relations, handlers and orchestrator options.
+//!
+//! The `#[napi(object)]` structs below only declare the TypeScript interfaces
+//! (`SystemSpec`, `EdgeSpec`, `Handlers`, `OrchestratorOptions` in
+//! `index.d.ts`); napi-rs does not convert them. The values are read by hand
+//! ([`js`]) so that every mistake — a wrong type, a typo'd key, an unknown
+//! priority — is a `PSO_INVALID_ARGUMENT` error that names the bad value.
+
+pub(crate) mod handler;
+pub(crate) mod js;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use napi::Env;
+use napi::ValueType;
+use napi::bindgen_prelude::{Function, JsObjectValue, Object, Unknown};
+use napi_derive::napi;
+use pso_core::{EdgeKind, EdgeSpec, Handlers, LifecycleFn, Priority, SystemSpec};
+
+use self::handler::{HandlerScope, JsHandler};
+use self::js::{check_keys, get};
+use crate::error;
+
+/// A system to register: `register(spec)`, `registerMany([spec, ...])`.
+#[napi(
+    object,
+    js_name = "SystemSpec",
+    object_to_js = false,
+    object_from_js = false
+)]
+#[derive(Debug)]
+pub struct JsSystemSpec {
+    /// Unique name: 1 to 128 ASCII letters, digits, `_` or `-`.
+    pub name: String,
+    /// Tier, for grouping in status and diagrams.
+    pub tier: Option<String>,
+    /// Free-form tags.
+    pub tags: Option<Vec<String>>,
+    /// Priority class (default `'normal'`).
+    #[napi(ts_type = "'critical' | 'high' | 'normal' | 'low' | 'background'")]
+    pub priority: Option<String>,
+    /// Resource request per dimension (`cpu` millicores, `memory` MiB, ...):
+    /// non-negative integers.
+    pub resources: Option<HashMap<String, f64>>,
+    /// Systems that must be Active before this one activates.
+    pub requires: Option<Vec<String>>,
+    /// Systems activated before this one, whose failure does not block it.
+    pub wants: Option<Vec<String>>,
+    /// Systems this one starts after when both are activated.
+    pub after: Option<Vec<String>>,
+    /// Systems never active together with this one.
+    pub conflicts: Option<Vec<String>>,
+    /// Systems this one talks to.
+    pub interacts: Option<Vec<String>>,
+    /// Timeout of each lifecycle transition of this system, in milliseconds
+    /// (default: the orchestrator's `transitionTimeoutMs`).
+    pub timeout_ms: Option<f64>,
+    /// Called with the system name to activate it; a throw or a rejected
+    /// Promise marks the system Failed.
+    #[napi(ts_type = "(system: string) => void | Promise<void>")]
+    pub on_activate: Option<()>,
+    /// Called with the system name to deactivate it.
+    #[napi(ts_type = "(system: string) => void | Promise<void>")]
+    pub on_deactivate: Option<()>,
+}
+
+/// A relation `from <kind> to`: `registerMany(systems, edges)`.
+#[napi(
+    object,
+    js_name = "EdgeSpec",
+    object_to_js = false,
+    object_from_js = false
+)]
+#[derive(Debug)]
+pub struct JsEdgeSpec {
+    /// The system the relation starts from (`A` in `A requires B`).
+    pub from: String,
+    /// The relation.
+    #[napi(ts_type = "'requires' | 'wants' | 'after' | 'conflicts' | 'interacts'")]
+    pub kind: String,
+    /// The system it points to.
+    pub to: String,
+}
+
+/// The handlers of a system: `setHandlers(name, handlers)` replaces both.
+#[napi(
+    object,
+    js_name = "Handlers",
+    object_to_js = false,
+    object_from_js = false
+)]
+#[derive(Debug)]
+pub struct JsHandlers {
+    /// Called with the system name to activate it.
+    #[napi(ts_type = "(system: string) => void | Promise<void>")]
+    pub on_activate: Option<()>,
+    /// Called with the system name to deactivate it.
+    #[napi(ts_type = "(system: string) => void | Promise<void>")]
+    pub on_deactivate: Option<()>,
+}
+
+/// Settings of `new Orchestrator(options)`.
+#[napi(
+    object,
+    js_name = "OrchestratorOptions",
+    object_to_js = false,
+    object_from_js = false
+)]
+#[derive(Debug)]
+pub struct JsOrchestratorOptions {
+    /// Number of worker threads (default: available cores).
+    pub workers: Option<u32>,
+    /// Default timeout of each lifecycle transition, in milliseconds
+    /// (default 30000).
+    pub transition_timeout_ms: Option<f64>,
+}
+
+const SPEC_KEYS: [&str; 13] = [
+    "name",
+    "tier",
+    "tags",
+    "priority",
+    "resources",
+    "requires",
+    "wants",
+    "after",
+    "conflicts",
+    "interacts",
+    "timeoutMs",
+    "onActivate",
+    "onDeactivate",
+];
+const EDGE_KEYS: [&str; 3] = ["from", "kind", "to"];
+const HANDLER_KEYS: [&str; 2] = ["onActivate", "onDeactivate"];
+const OPTION_KEYS: [&str; 2] = ["workers", "transitionTimeoutMs"];
+
+/// Parsed `new Orchestrator(options)` settings.
+#[derive(Debug, Default)]
+pub(crate) struct Options {
+    pub(crate) workers: Option<usize>,
+    pub(crate) transition_timeout: Option<Duration>,
+}
+
+/// A positive number of milliseconds.
+fn millis(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<Option<Duration>> {
+    match js::opt_number(env, v, what)? {
+        None => Ok(None),
+        Some(ms) if ms > 0.0 => Ok(Some(Duration::from_secs_f64(ms / 1000.0))),
+        Some(ms) => Err(error::invalid(
+            env,
+            format!("{what} must be a positive number of milliseconds, got {ms}"),
+        )),
+    }
+}
+
+/// Reads `new Orchestrator(options)`.
+pub(crate) fn options(env: &Env, v: Option<Unknown<'_>>) -> napi::Result<Options> {
+    let Some(obj) = js::opt_object(env, v, "options")? else {
+        return Ok(Options::default());
+    };
+    check_keys(env, &obj, &OPTION_KEYS, "orchestrator options")?;
+    let workers = match js::opt_number(env, get(&obj, "workers")?, "options.workers")? {
+        None => None,
+        Some(n) => Some(js::count(env, n, "options.workers")? as usize),
+    };
+    Ok(Options {
+        workers,
+        transition_timeout: millis(
+            env,
+            get(&obj, "transitionTimeoutMs")?,
+            "options.transitionTimeoutMs",
+        )?,
+    })
+}
+
+/// Reads one `SystemSpec`; `what` names it in errors (`"spec"`, `"systems[2]"`).
+pub(crate) fn system_spec(
+    env: &Env,
+    scope: &HandlerScope,
+    v: Unknown<'_>,
+    what: &str,
+) -> napi::Result<SystemSpec> {
+    let obj = js::object(env, v, what)?;
+    let name = js::string(env, get(&obj, "name")?, &format!("{what}.name"))?;
+    let what = format!("system spec '{name}'");
+    check_keys(env, &obj, &SPEC_KEYS, &what)?;
+    let field = |key: &str| format!("{key} of {what}");
+
+    let mut spec = SystemSpec::new(name.as_str());
+    if let Some(tier) = js::opt_string(env, get(&obj, "tier")?, &field("tier"))? {
+        spec = spec.tier(tier);
+    }
+    spec = spec.tags(js::strings(env, get(&obj, "tags")?, &field("tags"))?);
+    if let Some(p) = js::opt_string(env, get(&obj, "priority")?, &field("priority"))? {
+        let p: Priority = p.parse().map_err(|m| error::invalid(env, m))?;
+        spec = spec.priority(p);
+    }
+    if let Some(res) = js::opt_object(env, Some(get(&obj, "resources")?), &field("resources"))? {
+        for dim in Object::keys(&res)? {
+            let what = format!("resources.{dim} of {what}");
+            let amount = js::opt_number(env, get(&res, &dim)?, &what)?
+                .ok_or_else(|| error::invalid(env, format!("{what} must be a number")))?;
+            spec = spec.resource(dim, js::count(env, amount, &what)?);
+        }
+    }
+    for kind in EdgeKind::ALL {
+        for other in js::strings(env, get(&obj, kind.name())?, &field(kind.name()))? {
+            spec = spec.edge(kind, other);
+        }
+    }
+    if let Some(t) = millis(env, get(&obj, "timeoutMs")?, &field("timeoutMs"))? {
+        spec = spec.timeout(t);
+    }
+    Ok(spec.handlers(handlers_of(env, scope, &obj, &what)?))
+}
+
+/// Reads one `EdgeSpec`.
+pub(crate) fn edge_spec(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<EdgeSpec> {
+    let obj = js::object(env, v, what)?;
+    check_keys(env, &obj, &EDGE_KEYS, what)?;
+    let from = js::string(env, get(&obj, "from")?, &format!("{what}.from"))?;
+    let kind = edge_kind(env, get(&obj, "kind")?, &format!("{what}.kind"))?;
+    let to = js::string(env, get(&obj, "to")?, &format!("{what}.to"))?;
+    Ok(EdgeSpec::new(from, kind, to))
+}
+
+/// Reads an edge kind (`"requires"`, ...).
+pub(crate) fn edge_kind(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<EdgeKind> {
+    js::string(env, v, what)?
+        .parse()
+        .map_err(|m: String| error::invalid(env, m))
+}
+
+/// Reads `setHandlers(name, handlers)`'s object (`undefined` removes both).
+pub(crate) fn handlers(
+    env: &Env,
+    scope: &HandlerScope,
+    v: Option<Unknown<'_>>,
+    what: &str,
+) -> napi::Result<Handlers> {
+    match js::opt_object(env, v, "handlers")? {
+        None => Ok(Handlers::new()),
+        Some(obj) => {
+            check_keys(env, &obj, &HANDLER_KEYS, what)?;
+            handlers_of(env, scope, &obj, what)
+        }
+    }
+}
+
+fn handlers_of(
+    env: &Env,
+    scope: &HandlerScope,
+    obj: &Object<'_>,
+    what: &str,
+) -> napi::Result<Handlers> {
+    let one = |key: &str| -> napi::Result<Option<LifecycleFn>> {
+        let v = get(obj, key)?;
+        if js::is_nullish(&v) {
+            return Ok(None);
+        }
+        if v.get_type()? != ValueType::Function {
+            return Err(error::invalid(
+                env,
+                format!(
+                    "{key} of {what} must be a function, got {}",
+                    js::type_of(&v)
+                ),
+            ));
+        }
+        let f: JsHandler<'_> = obj.get_named_property::<Function<'_, _, _>>(key)?;
+        scope.lifecycle_fn(env, f).map(Some)
+    };
+    Ok(Handlers::new()
+        .with_activate(one("onActivate")?)
+        .with_deactivate(one("onDeactivate")?))
+}
