@@ -1,0 +1,297 @@
+//! Status codes and the thread-local last-error message.
+//!
+//! [`pso_status`] is the C face of [`pso_core::ErrorKind`]: every kind has the
+//! variant `PSO_ERR_<kind name>` whose value is `ErrorKind::code()`. The
+//! discriminants are literals (cbindgen cannot evaluate `ErrorKind::X as i32`),
+//! so the `const` block below makes any drift a compile error, and the tests
+//! check the mapping for every kind in `ErrorKind::ALL`.
+//!
+//! # Last error
+//! Each thread has one message slot. Every status-returning export clears it
+//! when it starts and fills it when it fails, so after a success
+//! `pso_last_error_message()` is empty. The pointer handed to C points into the
+//! slot's `CString` and stays valid until the slot is next written, that is
+//! until the next status-returning `pso_` call on the same thread.
+
+#![forbid(unsafe_code)]
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, c_char};
+
+use pso_core::{ErrorKind, PsoError};
+
+/// The result of every PSO function that can fail.
+///
+/// `PSO_OK` (0) is success. Every other value names the kind of the failure;
+/// the message is in `pso_last_error_message()`. The values are stable and
+/// the same as the error kinds of the Rust, Python and Node APIs.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum pso_status {
+    /// Success.
+    PSO_OK = 0,
+    /// A required pointer argument was NULL. The message names the argument.
+    PSO_ERR_NULL_POINTER = 1,
+    /// A string argument was not valid UTF-8. The message names the argument
+    /// and the byte offset.
+    PSO_ERR_INVALID_UTF8 = 2,
+    /// The orchestrator handle was closed, or never issued by `pso_orchestrator_new`.
+    PSO_ERR_STALE_HANDLE = 3,
+    /// PSO caught an internal panic at the API boundary (a bug in PSO; please
+    /// report it with the message). The call was abandoned where it panicked.
+    PSO_ERR_INTERNAL = 4,
+    /// A named system does not exist.
+    PSO_ERR_NOT_FOUND = 10,
+    /// A system with this name is already registered.
+    PSO_ERR_ALREADY_EXISTS = 11,
+    /// The relation would create an ordering cycle (the message names the whole path).
+    PSO_ERR_CYCLE = 12,
+    /// An argument was malformed: an empty or invalid name, an unknown edge
+    /// kind, priority or format value.
+    PSO_ERR_INVALID_ARGUMENT = 13,
+    /// A topology could not be parsed; the message starts with
+    /// `source:line:column:`.
+    PSO_ERR_PARSE = 14,
+    /// Two conflicting systems would be active together.
+    PSO_ERR_CONFLICT = 15,
+    /// A lifecycle handler failed (non-zero return), or a system it needed
+    /// failed or timed out. The report JSON is still returned; the message
+    /// names the failed chain.
+    PSO_ERR_HANDLER_FAILED = 16,
+    /// A deadline passed.
+    PSO_ERR_TIMEOUT = 17,
+    /// The call cannot run now, for instance a lifecycle call made from inside
+    /// a lifecycle handler (it would wait for itself).
+    PSO_ERR_BUSY = 18,
+    /// The orchestrator was closed while (or before) the call ran.
+    PSO_ERR_CLOSED = 19,
+    /// Reading or writing a file failed.
+    PSO_ERR_IO = 20,
+}
+
+// Every discriminant equals its ErrorKind's code; a mismatch fails the build.
+const _: () = {
+    use pso_status::*;
+    let pairs = [
+        (PSO_ERR_NULL_POINTER, ErrorKind::NullPointer),
+        (PSO_ERR_INVALID_UTF8, ErrorKind::InvalidUtf8),
+        (PSO_ERR_STALE_HANDLE, ErrorKind::StaleHandle),
+        (PSO_ERR_INTERNAL, ErrorKind::Internal),
+        (PSO_ERR_NOT_FOUND, ErrorKind::NotFound),
+        (PSO_ERR_ALREADY_EXISTS, ErrorKind::AlreadyExists),
+        (PSO_ERR_CYCLE, ErrorKind::Cycle),
+        (PSO_ERR_INVALID_ARGUMENT, ErrorKind::InvalidArgument),
+        (PSO_ERR_PARSE, ErrorKind::Parse),
+        (PSO_ERR_CONFLICT, ErrorKind::Conflict),
+        (PSO_ERR_HANDLER_FAILED, ErrorKind::HandlerFailed),
+        (PSO_ERR_TIMEOUT, ErrorKind::Timeout),
+        (PSO_ERR_BUSY, ErrorKind::Busy),
+        (PSO_ERR_CLOSED, ErrorKind::Closed),
+        (PSO_ERR_IO, ErrorKind::Io),
+    ];
+    let mut i = 0;
+    while i < pairs.len() {
+        assert!(pairs[i].0 as i32 == pairs[i].1 as i32);
+        i += 1;
+    }
+};
+
+impl pso_status {
+    /// Every status, `PSO_OK` first, then in code order.
+    pub const ALL: [pso_status; 16] = {
+        use pso_status::*;
+        [
+            PSO_OK,
+            PSO_ERR_NULL_POINTER,
+            PSO_ERR_INVALID_UTF8,
+            PSO_ERR_STALE_HANDLE,
+            PSO_ERR_INTERNAL,
+            PSO_ERR_NOT_FOUND,
+            PSO_ERR_ALREADY_EXISTS,
+            PSO_ERR_CYCLE,
+            PSO_ERR_INVALID_ARGUMENT,
+            PSO_ERR_PARSE,
+            PSO_ERR_CONFLICT,
+            PSO_ERR_HANDLER_FAILED,
+            PSO_ERR_TIMEOUT,
+            PSO_ERR_BUSY,
+            PSO_ERR_CLOSED,
+            PSO_ERR_IO,
+        ]
+    };
+
+    /// The status for an error kind. A kind added to pso-core after this
+    /// binding was written maps to `PSO_ERR_INTERNAL` (and fails this crate's
+    /// tests, so it cannot ship unnoticed).
+    pub fn from_kind(kind: ErrorKind) -> pso_status {
+        use pso_status::*;
+        match kind {
+            ErrorKind::NullPointer => PSO_ERR_NULL_POINTER,
+            ErrorKind::InvalidUtf8 => PSO_ERR_INVALID_UTF8,
+            ErrorKind::StaleHandle => PSO_ERR_STALE_HANDLE,
+            ErrorKind::Internal => PSO_ERR_INTERNAL,
+            ErrorKind::NotFound => PSO_ERR_NOT_FOUND,
+            ErrorKind::AlreadyExists => PSO_ERR_ALREADY_EXISTS,
+            ErrorKind::Cycle => PSO_ERR_CYCLE,
+            ErrorKind::InvalidArgument => PSO_ERR_INVALID_ARGUMENT,
+            ErrorKind::Parse => PSO_ERR_PARSE,
+            ErrorKind::Conflict => PSO_ERR_CONFLICT,
+            ErrorKind::HandlerFailed => PSO_ERR_HANDLER_FAILED,
+            ErrorKind::Timeout => PSO_ERR_TIMEOUT,
+            ErrorKind::Busy => PSO_ERR_BUSY,
+            ErrorKind::Closed => PSO_ERR_CLOSED,
+            ErrorKind::Io => PSO_ERR_IO,
+            _ => PSO_ERR_INTERNAL,
+        }
+    }
+
+    /// The status with this numeric value, if any.
+    pub fn from_code(code: u32) -> Option<pso_status> {
+        pso_status::ALL.into_iter().find(|s| *s as u32 == code)
+    }
+
+    /// The C name of the status (`"PSO_ERR_NOT_FOUND"`), as a static C string.
+    pub fn name(self) -> &'static CStr {
+        use pso_status::*;
+        match self {
+            PSO_OK => c"PSO_OK",
+            PSO_ERR_NULL_POINTER => c"PSO_ERR_NULL_POINTER",
+            PSO_ERR_INVALID_UTF8 => c"PSO_ERR_INVALID_UTF8",
+            PSO_ERR_STALE_HANDLE => c"PSO_ERR_STALE_HANDLE",
+            PSO_ERR_INTERNAL => c"PSO_ERR_INTERNAL",
+            PSO_ERR_NOT_FOUND => c"PSO_ERR_NOT_FOUND",
+            PSO_ERR_ALREADY_EXISTS => c"PSO_ERR_ALREADY_EXISTS",
+            PSO_ERR_CYCLE => c"PSO_ERR_CYCLE",
+            PSO_ERR_INVALID_ARGUMENT => c"PSO_ERR_INVALID_ARGUMENT",
+            PSO_ERR_PARSE => c"PSO_ERR_PARSE",
+            PSO_ERR_CONFLICT => c"PSO_ERR_CONFLICT",
+            PSO_ERR_HANDLER_FAILED => c"PSO_ERR_HANDLER_FAILED",
+            PSO_ERR_TIMEOUT => c"PSO_ERR_TIMEOUT",
+            PSO_ERR_BUSY => c"PSO_ERR_BUSY",
+            PSO_ERR_CLOSED => c"PSO_ERR_CLOSED",
+            PSO_ERR_IO => c"PSO_ERR_IO",
+        }
+    }
+}
+
+/// Why an exported call failed: the status to return and the message to
+/// store as the thread's last error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) status: pso_status,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(status: pso_status, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// Any pso-core error becomes its kind's status and its `Display` text (the
+/// same message every language shows).
+impl<E: PsoError> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::new(pso_status::from_kind(e.kind()), e.to_string())
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+}
+
+/// Clears this thread's last error (cheap when it is already clear).
+pub(crate) fn clear_last_error() {
+    let _ = LAST_ERROR.try_with(|slot| {
+        if let Ok(mut slot) = slot.try_borrow_mut()
+            && slot.is_some()
+        {
+            *slot = None;
+        }
+    });
+}
+
+/// Stores `message` as this thread's last error. A NUL byte inside the message
+/// (which C could not see past) is shown as `\0`.
+pub(crate) fn set_last_error(message: &str) {
+    let text = if message.contains('\0') {
+        message.replace('\0', "\\0")
+    } else {
+        message.to_owned()
+    };
+    let c = CString::new(text).unwrap_or_default();
+    let _ = LAST_ERROR.try_with(|slot| {
+        if let Ok(mut slot) = slot.try_borrow_mut() {
+            *slot = Some(c);
+        }
+    });
+}
+
+/// This thread's last error as a C string: never NULL, `""` when clear. Valid
+/// until the slot is next written.
+pub(crate) fn last_error_ptr() -> *const c_char {
+    LAST_ERROR
+        .try_with(|slot| match &*slot.borrow() {
+            Some(c) => c.as_ptr(),
+            None => c"".as_ptr(),
+        })
+        .unwrap_or(c"".as_ptr())
+}
+
+/// This thread's last error as Rust text (tests and diagnostics).
+#[cfg(test)]
+pub(crate) fn last_error() -> String {
+    LAST_ERROR.with(|slot| {
+        slot.borrow()
+            .as_ref()
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_maps_to_the_status_with_its_code_and_name() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in ErrorKind::ALL {
+            let status = pso_status::from_kind(kind);
+            assert_eq!(status as i32, kind.code(), "{kind:?}");
+            assert_eq!(
+                status.name().to_str().unwrap(),
+                format!("PSO_ERR_{}", kind.name()),
+                "{kind:?}"
+            );
+            assert!(
+                seen.insert(status),
+                "{kind:?} maps to a status already used"
+            );
+            assert_eq!(pso_status::from_code(kind.code() as u32), Some(status));
+        }
+        // Every status other than PSO_OK is some kind's.
+        assert_eq!(seen.len() + 1, pso_status::ALL.len());
+        assert_eq!(pso_status::PSO_OK as i32, 0);
+        assert_eq!(pso_status::from_code(0), Some(pso_status::PSO_OK));
+        assert_eq!(pso_status::from_code(5), None);
+        assert_eq!(pso_status::from_code(u32::MAX), None);
+    }
+
+    #[test]
+    fn last_error_is_per_thread_and_clears() {
+        set_last_error("boom");
+        assert_eq!(last_error(), "boom");
+        std::thread::spawn(|| assert_eq!(last_error(), ""))
+            .join()
+            .unwrap();
+        set_last_error("a\0b");
+        assert_eq!(last_error(), "a\\0b");
+        clear_last_error();
+        assert_eq!(last_error(), "");
+    }
+}

@@ -1,0 +1,207 @@
+//! Turning C arguments into Rust values, and Rust results into C out-parameters.
+//!
+//! Every exported function gets a [`Call`] naming it, so each error message
+//! says which function and which argument was wrong. The macros
+//! [`c_str!`](crate::ffi::args), `opt_c_str!`, `out!`, `opt_out!` and
+//! `opt_ref!` take the argument *identifier* and use its name in the
+//! message, so a message can never name the wrong argument. They expand to
+//! calls of `unsafe` methods; each call site wraps them in one `unsafe` block
+//! whose `SAFETY:` comment points at the function's `# Safety` contract.
+//!
+//! Out-parameters are written with their "nothing" value (NULL, 0) as soon as
+//! they are checked, before anything can fail, so C always reads a defined
+//! value.
+
+use std::ffi::{CStr, CString, c_char};
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use pso_core::Orchestrator;
+
+use crate::error::{Failure, pso_status};
+use crate::handle::{self, pso_orchestrator};
+
+/// The exported function being run; names it in error messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call {
+    func: &'static str,
+}
+
+impl Call {
+    pub(crate) fn new(func: &'static str) -> Self {
+        Call { func }
+    }
+
+    /// A failure whose message starts with the function name.
+    pub(crate) fn fail(self, status: pso_status, message: impl std::fmt::Display) -> Failure {
+        Failure::new(status, format!("{}: {message}", self.func))
+    }
+
+    fn null(self, arg: &str) -> Failure {
+        self.fail(
+            pso_status::PSO_ERR_NULL_POINTER,
+            format_args!("argument '{arg}' is NULL"),
+        )
+    }
+
+    /// The orchestrator behind `h` (a clone the call runs on), or
+    /// `PSO_ERR_STALE_HANDLE`.
+    pub(crate) fn orchestrator(self, h: pso_orchestrator) -> Result<Orchestrator, Failure> {
+        handle::get(h).ok_or_else(|| self.stale(h))
+    }
+
+    pub(crate) fn stale(self, h: pso_orchestrator) -> Failure {
+        self.fail(
+            pso_status::PSO_ERR_STALE_HANDLE,
+            format_args!(
+                "orchestrator handle {:#018x} is stale: it was closed, or never returned by pso_orchestrator_new",
+                h.id
+            ),
+        )
+    }
+
+    /// A required string argument.
+    ///
+    /// # Safety
+    /// `p` is NULL or points to a NUL-terminated string that stays valid and
+    /// unchanged for `'a`.
+    pub(crate) unsafe fn str<'a>(self, arg: &str, p: *const c_char) -> Result<&'a str, Failure> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.opt_str(arg, p) }?.ok_or_else(|| self.null(arg))
+    }
+
+    /// A nullable string argument.
+    ///
+    /// # Safety
+    /// As [`Call::str`].
+    pub(crate) unsafe fn opt_str<'a>(
+        self,
+        arg: &str,
+        p: *const c_char,
+    ) -> Result<Option<&'a str>, Failure> {
+        if p.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: `p` is non-null, and the caller guarantees it points to a
+        // NUL-terminated string valid for `'a`.
+        let c = unsafe { CStr::from_ptr(p) };
+        c.to_str().map(Some).map_err(|e| {
+            self.fail(
+                pso_status::PSO_ERR_INVALID_UTF8,
+                format_args!(
+                    "argument '{arg}' is not valid UTF-8 (invalid byte 0x{:02x} at offset {})",
+                    c.to_bytes()[e.valid_up_to()],
+                    e.valid_up_to()
+                ),
+            )
+        })
+    }
+
+    /// A required out-parameter, set to `init` at once.
+    ///
+    /// # Safety
+    /// `p` is NULL or valid and aligned for writes of a `T` for `'a`.
+    pub(crate) unsafe fn out<'a, T: Copy>(
+        self,
+        arg: &str,
+        p: *mut T,
+        init: T,
+    ) -> Result<Out<'a, T>, Failure> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.opt_out(p, init) }.ok_or_else(|| self.null(arg))
+    }
+
+    /// A nullable out-parameter, set to `init` at once when present.
+    ///
+    /// # Safety
+    /// As [`Call::out`].
+    pub(crate) unsafe fn opt_out<'a, T: Copy>(self, p: *mut T, init: T) -> Option<Out<'a, T>> {
+        let mut out = Out {
+            ptr: NonNull::new(p)?,
+            _life: PhantomData,
+        };
+        out.set(init);
+        Some(out)
+    }
+
+    /// A nullable pointer to an input struct.
+    ///
+    /// # Safety
+    /// `p` is NULL or valid and aligned for reads of a `T` for `'a`.
+    pub(crate) unsafe fn opt_ref<'a, T>(self, p: *const T) -> Option<&'a T> {
+        // SAFETY: the caller guarantees `p` is NULL or valid for reads for `'a`.
+        unsafe { p.as_ref() }
+    }
+
+    /// `text` as a newly allocated C string for C to free with
+    /// `pso_string_free`.
+    pub(crate) fn c_string(self, text: String) -> Result<*mut c_char, Failure> {
+        CString::new(text).map(CString::into_raw).map_err(|e| {
+            self.fail(
+                pso_status::PSO_ERR_INVALID_ARGUMENT,
+                format_args!(
+                    "the result contains a NUL byte at offset {}, which a C string cannot carry \
+                     (a tier, tag or message with an embedded \\u0000?)",
+                    e.nul_position()
+                ),
+            )
+        })
+    }
+}
+
+/// A checked, non-null out-parameter.
+#[derive(Debug)]
+pub(crate) struct Out<'a, T: Copy> {
+    ptr: NonNull<T>,
+    _life: PhantomData<&'a mut T>,
+}
+
+impl<T: Copy> Out<'_, T> {
+    /// Writes the value C will read.
+    pub(crate) fn set(&mut self, value: T) {
+        // SAFETY: `ptr` is non-null and, by the contract of `Call::opt_out`
+        // (the only constructor), valid and aligned for writes of a `T` for
+        // this `Out`'s lifetime. `T: Copy`, so the old value needs no drop.
+        unsafe { self.ptr.as_ptr().write(value) }
+    }
+}
+
+/// A required `const char *` argument as `&str`: `PSO_ERR_NULL_POINTER` or
+/// `PSO_ERR_INVALID_UTF8` naming the argument. Unsafe: see [`Call::str`].
+macro_rules! c_str {
+    ($call:ident, $arg:ident) => {
+        $call.str(stringify!($arg), $arg)
+    };
+}
+
+/// A nullable `const char *` argument as `Option<&str>`. Unsafe: see
+/// [`Call::opt_str`].
+macro_rules! opt_c_str {
+    ($call:ident, $arg:ident) => {
+        $call.opt_str(stringify!($arg), $arg)
+    };
+}
+
+/// A required out-parameter, initialized to `$init`. Unsafe: see [`Call::out`].
+macro_rules! out {
+    ($call:ident, $arg:ident, $init:expr) => {
+        $call.out(stringify!($arg), $arg, $init)
+    };
+}
+
+/// A nullable out-parameter, initialized to `$init` when present. Unsafe: see
+/// [`Call::opt_out`].
+macro_rules! opt_out {
+    ($call:ident, $arg:ident, $init:expr) => {
+        $call.opt_out($arg, $init)
+    };
+}
+
+/// A nullable pointer to an input struct. Unsafe: see [`Call::opt_ref`].
+macro_rules! opt_ref {
+    ($call:ident, $arg:ident) => {
+        $call.opt_ref($arg)
+    };
+}
+
+pub(crate) use {c_str, opt_c_str, opt_out, opt_ref, out};

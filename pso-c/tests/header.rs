@@ -1,0 +1,69 @@
+//! `include/pso.h` must be exactly what cbindgen (the pinned library version)
+//! generates from this crate. Regenerate it with
+//! `PSO_UPDATE_HEADER=1 cargo test -p pso-c --test header`.
+
+use std::path::Path;
+
+#[test]
+fn header_is_fresh() {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let header = crate_dir.join("../include/pso.h");
+    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
+        .expect("pso-c/cbindgen.toml parses");
+    // Parse the sources directly (no `cargo metadata`): the crate has no
+    // types from dependencies in its C API.
+    let bindings = cbindgen::Builder::new()
+        .with_config(config)
+        .with_src(crate_dir.join("src/lib.rs"))
+        .generate()
+        .expect("cbindgen generates the header");
+    let mut fresh = Vec::new();
+    bindings.write(&mut fresh);
+    let fresh = String::from_utf8(fresh).expect("the header is UTF-8");
+
+    if std::env::var_os("PSO_UPDATE_HEADER").is_some_and(|v| v == "1") {
+        std::fs::write(&header, &fresh).expect("write include/pso.h");
+        return;
+    }
+    let committed = std::fs::read_to_string(&header).unwrap_or_default();
+    if committed != fresh {
+        let line = committed
+            .lines()
+            .zip(fresh.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| committed.lines().count().min(fresh.lines().count()))
+            + 1;
+        panic!(
+            "include/pso.h is stale (first difference at line {line}); run \
+             `PSO_UPDATE_HEADER=1 cargo test -p pso-c --test header` and commit it"
+        );
+    }
+    for f in [
+        "pso_orchestrator_new",
+        "pso_orchestrator_close",
+        "pso_orchestrator_workers",
+        "pso_register_system",
+        "pso_load_topology",
+        "pso_load_topology_str",
+        "pso_connect",
+        "pso_set_handlers",
+        "pso_activate_system",
+        "pso_activate_all",
+        "pso_deactivate_system",
+        "pso_deactivate_all",
+        "pso_system_status",
+        "pso_status_of",
+        "pso_why_inactive",
+        "pso_plan",
+        "pso_export",
+        "pso_last_error_message",
+        "pso_string_free",
+        "pso_status_name",
+        "pso_version",
+    ] {
+        assert!(
+            fresh.contains(&format!("{f}(")),
+            "{f} is missing from the header"
+        );
+    }
+}
