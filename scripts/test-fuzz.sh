@@ -1,3 +1,47 @@
 #!/usr/bin/env bash
-# Placeholder until the fuzz suite lands.
-echo "test-fuzz: no tests yet"
+# Short, bounded fuzz run of every cargo-fuzz target in fuzz/ (own crate, own
+# Cargo.lock, excluded from the workspace). Needs a nightly toolchain
+# (cargo-fuzz builds with -Zsanitizer=address); without one it prints
+# "skipping fuzz" and succeeds. Installs cargo-fuzz 0.13.2 if missing.
+#
+#   FUZZ_SECONDS   time per target (default 20)
+#
+# Seeds: pso-core/tests/fuzz/testdata/<target>/ (read-only) plus
+# fuzz/corpus/<target>/ (grows, git-ignored). A crash fails the script; copy
+# fuzz/artifacts/<target>/crash-* into pso-core/tests/fuzz/testdata/<target>/
+# so `cargo test -p pso-core --test fuzz_regressions` replays it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "skipping fuzz: no nightly toolchain"
+  exit 0
+fi
+
+want=0.13.2
+if [[ "$(cargo +nightly fuzz --version 2>/dev/null || true)" != *" $want"* ]]; then
+  echo "installing cargo-fuzz $want"
+  cargo install cargo-fuzz --version "$want" --locked
+fi
+
+seconds=${FUZZ_SECONDS:-20}
+cd fuzz
+targets=$(cargo +nightly fuzz list)
+for target in $targets; do
+  seeds=../pso-core/tests/fuzz/testdata/$target
+  mkdir -p "corpus/$target" "$seeds"
+  cargo +nightly fuzz build "$target"
+  log=$(mktemp)
+  status=0
+  cargo +nightly fuzz run "$target" "corpus/$target" "$seeds" -- \
+    -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || status=$?
+  runs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1 executions in \2 s/p' "$log")
+  if [[ $status -ne 0 ]]; then
+    tail -n 60 "$log"
+    rm -f "$log"
+    echo "fuzz $target: FAILED (exit $status); the input is in fuzz/artifacts/$target/"
+    exit "$status"
+  fi
+  rm -f "$log"
+  echo "fuzz $target: ${runs:-finished}, corpus $(ls "corpus/$target" | wc -l) inputs"
+done
