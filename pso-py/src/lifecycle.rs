@@ -10,11 +10,21 @@
 use std::time::SystemTime;
 
 use pso_core::{ActivationReport, Plan, SystemOutcome, Transition};
+use pyo3::BoundObject;
 use pyo3::prelude::*;
 
-fn repr_list(items: &[&str]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
-    format!("[{}]", quoted.join(", "))
+/// Python's `repr()` of a converted value, for `__repr__`.
+pub(crate) fn py_repr<'py, T>(py: Python<'py>, value: T) -> PyResult<String>
+where
+    T: IntoPyObject<'py>,
+    PyErr: From<T::Error>,
+{
+    Ok(value
+        .into_pyobject(py)?
+        .into_any()
+        .into_bound()
+        .repr()?
+        .to_string())
 }
 
 /// The result of a lifecycle call: one outcome per system touched.
@@ -96,29 +106,21 @@ impl PyActivationReport {
         self.inner.to_json()
     }
 
-    fn __repr__(&self) -> String {
-        let failures: Vec<&str> = self
-            .inner
-            .failures()
-            .iter()
-            .map(|o| o.system.as_str())
-            .collect();
-        let done = match self.inner.action {
-            pso_core::LifecycleAction::Activate => self.inner.activated(),
-            pso_core::LifecycleAction::Deactivate => self.inner.deactivated(),
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let r = &self.inner;
+        let (done_name, done) = match r.action {
+            pso_core::LifecycleAction::Activate => ("activated", r.activated()),
+            pso_core::LifecycleAction::Deactivate => ("deactivated", r.deactivated()),
         };
-        format!(
-            "ActivationReport(target={:?}, action={:?}, {}={}, failures={}, elapsed={:.6})",
-            self.inner.target,
-            self.inner.action.name(),
-            match self.inner.action {
-                pso_core::LifecycleAction::Activate => "activated",
-                pso_core::LifecycleAction::Deactivate => "deactivated",
-            },
-            repr_list(&done),
-            repr_list(&failures),
-            self.inner.elapsed.as_secs_f64()
-        )
+        let failures: Vec<&str> = r.failures().iter().map(|o| o.system.as_str()).collect();
+        Ok(format!(
+            "ActivationReport(target={}, action={}, {done_name}={}, failures={}, elapsed={:.6})",
+            py_repr(py, &r.target)?,
+            py_repr(py, r.action.name())?,
+            py_repr(py, done)?,
+            py_repr(py, failures)?,
+            r.elapsed.as_secs_f64()
+        ))
     }
 }
 
@@ -173,19 +175,17 @@ impl PySystemOutcome {
         self.inner.ran.as_secs_f64()
     }
 
-    fn __repr__(&self) -> String {
-        format!(
-            "SystemOutcome(system={:?}, outcome={:?}, error={}, level={}, queued={:.6}, ran={:.6})",
-            self.inner.system,
-            self.inner.outcome.name(),
-            self.inner
-                .error
-                .as_ref()
-                .map_or("None".to_owned(), |e| format!("{e:?}")),
-            self.inner.level,
-            self.inner.queued.as_secs_f64(),
-            self.inner.ran.as_secs_f64()
-        )
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let o = &self.inner;
+        Ok(format!(
+            "SystemOutcome(system={}, outcome={}, error={}, level={}, queued={:.6}, ran={:.6})",
+            py_repr(py, &o.system)?,
+            py_repr(py, o.outcome.name())?,
+            py_repr(py, &o.error)?,
+            o.level,
+            o.queued.as_secs_f64(),
+            o.ran.as_secs_f64()
+        ))
     }
 }
 
@@ -227,26 +227,13 @@ impl PyPlan {
         self.inner.to_json()
     }
 
-    fn __repr__(&self) -> String {
-        let levels: Vec<String> = self
-            .inner
-            .levels
-            .iter()
-            .map(|l| repr_list(&l.iter().map(String::as_str).collect::<Vec<_>>()))
-            .collect();
-        format!(
-            "Plan(target={:?}, levels=[{}], already_active={})",
-            self.inner.target,
-            levels.join(", "),
-            repr_list(
-                &self
-                    .inner
-                    .already_active
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-            )
-        )
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Plan(target={}, levels={}, already_active={})",
+            py_repr(py, &self.inner.target)?,
+            py_repr(py, &self.inner.levels)?,
+            py_repr(py, &self.inner.already_active)?
+        ))
     }
 }
 
@@ -290,11 +277,11 @@ impl PyTransition {
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(format!(
-            "Transition(from_={:?}, to={:?}, reason={:?}, at='{}')",
-            self.inner.from.name(),
-            self.inner.to.name(),
-            self.inner.reason,
-            isoformat(py, self.inner.at)?
+            "Transition(from_={}, to={}, reason={}, at={})",
+            py_repr(py, self.inner.from.name())?,
+            py_repr(py, self.inner.to.name())?,
+            py_repr(py, &self.inner.reason)?,
+            py_repr(py, isoformat(py, self.inner.at)?)?
         ))
     }
 }

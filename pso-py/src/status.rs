@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use pso_core::SystemStatus;
 use pyo3::prelude::*;
 
-use crate::lifecycle::{PyTransition, isoformat};
+use crate::lifecycle::{PyTransition, isoformat, py_repr};
 
 /// A snapshot of one system: its state, why, and its relations.
 #[pyclass(name = "SystemStatus", module = "pso", frozen)]
@@ -139,16 +139,14 @@ impl PySystemStatus {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let s = &self.inner;
         Ok(format!(
-            "SystemStatus(name={:?}, state={:?}, since='{}', reason={:?}, last_error={})",
-            self.inner.name,
-            self.inner.state.name(),
-            isoformat(py, self.inner.since)?,
-            self.inner.reason,
-            self.inner
-                .last_error
-                .as_ref()
-                .map_or("None".to_owned(), |e| format!("{e:?}"))
+            "SystemStatus(name={}, state={}, since={}, reason={}, last_error={})",
+            py_repr(py, &s.name)?,
+            py_repr(py, s.state.name())?,
+            py_repr(py, isoformat(py, s.since)?)?,
+            py_repr(py, &s.reason)?,
+            py_repr(py, &s.last_error)?
         ))
     }
 }

@@ -319,7 +319,8 @@ def test_status_fields_and_times(orch: pso.Orchestrator) -> None:
     assert [t.to for t in st.history] == ["Activating", "Active"]
     assert st.history[-1].at == st.since
     assert [s.name for s in orch.system_status()] == ["db", "api"]
-    assert "state=\"Active\"" in repr(st) and "Transition(from_=" in repr(st.history[0])
+    assert repr(st).startswith("SystemStatus(name='api', state='Active', since='20")
+    assert repr(st.history[0]).startswith("Transition(from_='Registered', to='Activating', reason=")
 
 
 def test_plan(orch: pso.Orchestrator) -> None:

@@ -165,6 +165,6 @@ def test_repr_and_len(orch: pso.Orchestrator) -> None:
     assert len(orch) == 1
     assert repr(orch) == "<pso.Orchestrator systems=1 workers=2>"
     report = orch.activate_system("a")
-    assert repr(report).startswith('ActivationReport(target="a", action="activate", activated=["a"]')
-    assert repr(report.outcomes[0]).startswith('SystemOutcome(system="a", outcome="activated"')
-    assert repr(orch.plan("a")) == 'Plan(target="a", levels=[], already_active=["a"])'
+    assert repr(report).startswith("ActivationReport(target='a', action='activate', activated=['a'], failures=[], elapsed=")
+    assert repr(report.outcomes[0]).startswith("SystemOutcome(system='a', outcome='activated', error=None, level=0,")
+    assert repr(orch.plan("a")) == "Plan(target='a', levels=[], already_active=['a'])"
