@@ -4,7 +4,9 @@
 //!
 //! 1. [`ffi_boundary!`] around the whole body: it clears the thread's last
 //!    error, catches any panic (turned into `PSO_ERR_INTERNAL` with a
-//!    message; no unwind ever reaches C), and stores the message of a failure.
+//!    message; no unwind ever reaches C), stores the message of a failure,
+//!    and runs the `free_user_data` callbacks that became due during the body
+//!    only after it (see [`handlers::deferring_frees`]).
 //! 2. One `unsafe` block that checks every pointer argument through the
 //!    macros of [`args`]: out-parameters first (so they are initialized
 //!    whatever fails next), then inputs, in argument order.
@@ -58,7 +60,9 @@ pub(crate) fn boundary(
     body: impl FnOnce(Call) -> Result<(), Failure>,
 ) -> pso_status {
     error::clear_last_error();
-    match catch_unwind(AssertUnwindSafe(|| body(Call::new(func)))) {
+    let result =
+        handlers::deferring_frees(|| catch_unwind(AssertUnwindSafe(|| body(Call::new(func)))));
+    match result {
         Ok(Ok(())) => pso_status::PSO_OK,
         Ok(Err(failure)) => {
             error::set_last_error(&failure.message);

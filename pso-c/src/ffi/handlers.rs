@@ -7,11 +7,17 @@
 //! is dropped — and never while a handler still runs (a running or abandoned
 //! handler's transaction holds a clone of its closure).
 //!
+//! `free_user_data` may call back into PSO, but pso-core drops replaced
+//! handlers while it holds the registry write lock. So a free that becomes due
+//! on a thread running an export is deferred to the end of that export's body
+//! ([`deferring_frees`]); anywhere else (a worker dropping a finished
+//! transaction) it runs at once.
+//!
 //! Ownership passes to PSO only when `pso_set_handlers` succeeds: on failure
 //! [`Ownership`] disarms the free callback before the closures are dropped,
 //! so the caller still owns `user_data` and must free it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CString, c_char, c_void};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,13 +95,64 @@ impl Drop for UserData {
         if *self.owned.get_mut()
             && let Some(free) = self.free
         {
-            // SAFETY: `free` is the caller's `free_user_data` for this
-            // `user_data`; ownership passed to PSO when `pso_set_handlers`
-            // succeeded (`owned`), and `Drop` runs once, after the last closure
-            // that could pass `ptr` to a callback is gone.
-            unsafe { free(self.ptr) }
+            let mut pending = Some(PendingFree {
+                free,
+                ptr: self.ptr,
+            });
+            // Inside an export, pso-core may hold a lock right now (it drops
+            // replaced handlers under the registry write lock), and the C
+            // callback may call back into PSO: run it when the export's body
+            // is done. Elsewhere (a worker dropping a finished transaction,
+            // or thread teardown) no PSO lock is held: run it now.
+            let _ = DEFERRED_FREES.try_with(|d| {
+                if let Ok(mut d) = d.try_borrow_mut()
+                    && let Some(list) = d.as_mut()
+                {
+                    list.extend(pending.take());
+                }
+            });
+            if let Some(pending) = pending {
+                pending.run();
+            }
         }
     }
+}
+
+/// A `free_user_data` call waiting for the end of the current export.
+struct PendingFree {
+    free: unsafe extern "C" fn(*mut c_void),
+    ptr: *mut c_void,
+}
+
+impl PendingFree {
+    fn run(self) {
+        // SAFETY: `free` is the caller's `free_user_data` for `ptr`; ownership
+        // passed to PSO when `pso_set_handlers` succeeded (`UserData::owned`),
+        // and this runs once: `UserData::drop` made exactly one `PendingFree`
+        // after the last closure that could pass `ptr` to a callback was gone.
+        unsafe { (self.free)(self.ptr) }
+    }
+}
+
+thread_local! {
+    /// `Some` while an export runs on this thread: the frees to run when its
+    /// body is done.
+    static DEFERRED_FREES: RefCell<Option<Vec<PendingFree>>> = const { RefCell::new(None) };
+}
+
+/// Runs `body`; `free_user_data` calls that become due on this thread while it
+/// runs are made after it returns (in order), with no PSO lock held. Nests:
+/// a free callback that calls PSO gets its own scope.
+pub(crate) fn deferring_frees<R>(body: impl FnOnce() -> R) -> R {
+    let outer = DEFERRED_FREES.try_with(|d| d.replace(Some(Vec::new())));
+    let result = body();
+    if let Ok(outer) = outer {
+        let due = DEFERRED_FREES.try_with(|d| d.replace(outer)).ok().flatten();
+        for pending in due.into_iter().flatten() {
+            pending.run();
+        }
+    }
+    result
 }
 
 /// Until [`Ownership::commit`], dropping this gives `user_data` back to the
@@ -257,6 +314,20 @@ mod tests {
 
     unsafe extern "C" fn ok(_: *mut c_void, _: *const c_char, _: *mut c_char, _: usize) -> i32 {
         0
+    }
+
+    #[test]
+    fn frees_due_inside_an_export_wait_for_its_end() {
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        let p = &n as *const _ as *mut c_void;
+        let (h, own) = c_handlers(Some(ok), None, p, Some(count_free));
+        own.commit();
+        let seen_inside = deferring_frees(|| {
+            drop(h);
+            n.load(Ordering::SeqCst)
+        });
+        assert_eq!(seen_inside, 0, "deferred while the body runs");
+        assert_eq!(n.load(Ordering::SeqCst), 1, "run when it ends");
     }
 
     #[test]

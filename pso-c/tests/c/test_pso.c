@@ -133,6 +133,7 @@ typedef struct {
     pso_orchestrator self;   /* for calls made from inside a handler */
     int call_back_in;        /* 1: from on_activate, query status and try a lifecycle call */
     int close_in;            /* 1: from on_activate, close `self` */
+    int query_on_free;       /* 1: free_cfg calls pso_system_status(self) */
     atomic_int entered;      /* on_activate has started */
     atomic_int inner_status_of;
     atomic_int inner_activate;
@@ -174,9 +175,17 @@ static void check_freed_at(int want, int wait, const char *file, int line) {
     check_at(got == want, what, file, line);
 }
 
+/* What pso_system_status returned inside free_cfg (for query_on_free). */
+static atomic_int g_status_in_free = -1;
+
 static void free_cfg(void *p) {
     handler_cfg *c = p;
     CHECK(c != NULL && c->magic == MAGIC);
+    if (c->query_on_free) {
+        char *json = NULL;
+        atomic_store(&g_status_in_free, (int)pso_system_status(c->self, &json));
+        pso_string_free(json);
+    }
     c->magic = 0;
     free(c);
     atomic_fetch_add(&g_freed, 1);
@@ -734,13 +743,25 @@ static void test_user_data_ownership(void) {
     /* No free function: user_data is just borrowed. */
     CHECK_STATUS(pso_set_handlers(o, "svc", NULL, NULL, &g_stack_user_data, NULL), PSO_OK);
 
+    /* free_user_data may call back into PSO, on replacement and on close. */
+    handler_cfg *calls_back = handle(o, "svc", &rec);
+    calls_back->query_on_free = 1;
+    handler_cfg *last = handle(o, "svc", &rec);
+    CHECK_FREED_NOW(base + 4); /* synchronous: no transaction used it */
+    CHECK(atomic_load(&g_status_in_free) == PSO_OK);
+    last->query_on_free = 1;
+    atomic_store(&g_status_in_free, -1);
+    base += 1;
+
     /* Closing frees the live user_data exactly once. */
     CHECK_STATUS(pso_register_system(o, "svc2", NULL, NULL), PSO_OK);
     handle(o, "svc2", &rec);
     CHECK_STATUS(pso_activate_system(o, "svc2", NULL), PSO_OK);
     CHECK_FREED(base + 3);
     CHECK_STATUS(pso_orchestrator_close(o), PSO_OK);
-    CHECK_FREED_NOW(base + 4);
+    CHECK_FREED_NOW(base + 5);
+    /* `last` was freed during the close: its handle was already retired. */
+    CHECK(atomic_load(&g_status_in_free) == PSO_ERR_STALE_HANDLE);
 }
 
 static void test_timeouts(void) {
