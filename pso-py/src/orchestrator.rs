@@ -191,20 +191,20 @@ impl PyOrchestrator {
         Ok(py.detach(|| orch.len()))
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         if std::process::id() != self.owner_pid {
             return format!(
                 "<pso.Orchestrator of process {} (unusable in this forked process)>",
                 self.owner_pid
             );
         }
-        match &*lock(&self.inner) {
-            Some(o) if !o.is_closed() => format!(
+        match self.core(py) {
+            Ok(o) => format!(
                 "<pso.Orchestrator systems={} workers={}>",
-                o.len(),
+                py.detach(|| o.len()),
                 o.workers()
             ),
-            _ => "<pso.Orchestrator closed>".to_owned(),
+            Err(_) => "<pso.Orchestrator closed>".to_owned(),
         }
     }
 
