@@ -183,6 +183,14 @@ def test_failing_deactivate_handler(orch: pso.Orchestrator) -> None:
     assert info.value.chain == ["store"] and info.value.target == "store"
     assert isinstance(info.value.__cause__, OSError)
     assert orch.status("store").state == "Failed"
+    orch.set_handlers("store", on_deactivate=broken)
+    orch.register("app", requires=["store"])
+    orch.activate_system("app")
+    with pytest.raises(pso.HandlerError) as info:
+        orch.deactivate_all()
+    # deactivate_all: the chain names the system whose handler failed.
+    assert (info.value.target, info.value.chain) == ("*", ["store"])
+    assert info.value.report.deactivated == ["app"]
 
 
 def test_retry_after_fixing_the_handler(orch: pso.Orchestrator) -> None:
@@ -197,6 +205,8 @@ def test_retry_after_fixing_the_handler(orch: pso.Orchestrator) -> None:
     assert orch.status("svc").has_activate_handler
     assert not orch.status("svc").has_deactivate_handler
     assert orch.activate_system("svc").activated == ["svc"] and seen == ["svc"]
+    orch.set_handlers("svc")  # no handlers at all
+    assert not orch.status("svc").has_activate_handler
     states = [(t.from_, t.to) for t in orch.status("svc").history]
     assert states == [
         ("Registered", "Activating"),

@@ -134,6 +134,7 @@ def test_topology_errors_change_nothing(orch: pso.Orchestrator, tmp_path: pathli
     with pytest.raises(pso.IoError) as io:
         orch.load_topology(tmp_path / "missing.toml")
     assert isinstance(io.value, OSError) and io.value.code == 20
+    assert str(io.value).startswith("cannot read topology file ")
     with pytest.raises(pso.InvalidArgumentError):
         orch.load_topology(tmp_path / "topology.yaml")
     assert [s.name for s in orch.system_status()] == ["base"]
