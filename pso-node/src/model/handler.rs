@@ -162,6 +162,7 @@ fn call(tsfn: &HandlerTsfn, ctx: &LifecycleContext<'_>) -> Outcome {
 
 /// Waits for the JS outcome until pso-core gives up on this handler.
 fn wait(rx: &Receiver<Outcome>, ctx: &LifecycleContext<'_>) -> Outcome {
+    let started = Instant::now();
     // False once every sender is gone without an answer: the handler's Promise
     // was collected without settling, so it never will.
     let mut listening = true;
@@ -169,9 +170,12 @@ fn wait(rx: &Receiver<Outcome>, ctx: &LifecycleContext<'_>) -> Outcome {
         let now = Instant::now();
         let deadline = ctx.deadline();
         if now >= deadline && ctx.abandoned() {
-            // pso-core already recorded the timeout; this result is ignored.
+            // pso-core already recorded the timeout and ignores this result,
+            // but notes it in `last_error` ("... returned after ... with
+            // error: <this>"), so say the same thing it said.
+            let timeout = deadline.saturating_duration_since(started);
             return Err(HandlerError::TimedOut {
-                after: now.saturating_duration_since(deadline),
+                after: Duration::from_millis(timeout.as_secs_f64().mul_add(1000.0, 0.5) as u64),
             });
         }
         let slice = if now < deadline {
