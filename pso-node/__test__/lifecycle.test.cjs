@@ -287,10 +287,13 @@ test('a lifecycle call from inside a handler gets PSO_BUSY, not a deadlock', T, 
 
   // Outside handlers, the same calls work.
   assert.deepEqual((await o.activateSystem('other')).outcomes[0].outcome, 'activated')
-  // A handler of another orchestrator is not "inside" this one.
+  // As in pso-core, "inside a handler" means any handler, of any orchestrator
+  // (two orchestrators calling each other from handlers would deadlock).
   const o2 = make(t)
-  o2.register({ name: 'x', onActivate: () => o.activateSystem('other') })
-  assert.deepEqual((await o2.activateSystem('x')).activated, ['x'])
+  o2.register({ name: 'x', onActivate: () => o.deactivateSystem('other') })
+  const x = await rejectsPso(o2.activateSystem('x'), 'PSO_HANDLER_FAILED')
+  assert.equal(x.cause.code, 'PSO_BUSY')
+  assert.equal(o.status('other').state, 'Active')
 })
 
 test('many concurrent lifecycle calls all settle', T, async (t) => {

@@ -103,7 +103,7 @@ pub(crate) fn closed(env: &Env) -> napi::Error {
     registry(env, &RegistryError::Closed)
 }
 
-/// A lifecycle call made from inside one of this orchestrator's handlers.
+/// A lifecycle call made from inside a lifecycle handler.
 pub(crate) fn busy(env: &Env, call: &'static str) -> napi::Error {
     lifecycle(env, &LifecycleError::Reentrant { call })
 }

@@ -20,7 +20,7 @@
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -32,13 +32,10 @@ use pso_core::{ActivationReport, LifecycleError, Orchestrator};
 
 use crate::error;
 use crate::lifecycle::{JsActivationReport, JsPlan};
-use crate::model::handler::HandlerScope;
+use crate::model::handler;
 use crate::model::{self, js};
 use crate::status::{self, JsSystemStatus};
 use crate::topology;
-
-/// Ids for the handler scope of each orchestrator.
-static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
 type Resolver = Box<dyn FnOnce(Env) -> napi::Result<JsActivationReport> + Send>;
 type Deferred = JsDeferred<JsActivationReport, Resolver>;
@@ -90,7 +87,6 @@ pub struct JsOrchestrator {
     core: Orchestrator,
     closed: Cell<bool>,
     in_flight: Arc<AtomicUsize>,
-    scope: HandlerScope,
 }
 
 impl std::fmt::Debug for JsOrchestrator {
@@ -121,7 +117,6 @@ impl JsOrchestrator {
                 core,
                 closed: Cell::new(false),
                 in_flight: Arc::new(AtomicUsize::new(0)),
-                scope: HandlerScope::new(&env, NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             })
         })
     }
@@ -153,7 +148,7 @@ impl JsOrchestrator {
     pub fn register(&self, env: &Env, spec: Unknown<'_>) -> napi::Result<()> {
         guard(env, || {
             let core = self.open(env)?;
-            let spec = model::system_spec(env, &self.scope, spec, "spec")?;
+            let spec = model::system_spec(env, spec, "spec")?;
             core.register(spec).map_err(|e| error::registry(env, &e))
         })
     }
@@ -172,7 +167,7 @@ impl JsOrchestrator {
             let specs = js::array(env, systems, "systems")?
                 .into_iter()
                 .enumerate()
-                .map(|(i, s)| model::system_spec(env, &self.scope, s, &format!("systems[{i}]")))
+                .map(|(i, s)| model::system_spec(env, s, &format!("systems[{i}]")))
                 .collect::<napi::Result<Vec<_>>>()?;
             let edges = match edges {
                 Some(e) if !js::is_nullish(&e) => js::array(env, e, "edges")?
@@ -222,7 +217,7 @@ impl JsOrchestrator {
         guard(env, || {
             let core = self.open(env)?;
             let name = js::string(env, name, "name")?;
-            let handlers = model::handlers(env, &self.scope, handlers, "handlers")?;
+            let handlers = model::handlers(env, handlers, "handlers")?;
             core.set_handlers(&name, handlers)
                 .map_err(|e| error::registry(env, &e))
         })
@@ -309,7 +304,7 @@ impl JsOrchestrator {
         let (deferred, promise) = env.create_deferred::<JsActivationReport, Resolver>()?;
         let prepared = guard(env, || {
             let core = self.open(env)?;
-            if self.scope.inside(env) {
+            if handler::inside_handler(env) {
                 return Err(error::busy(env, verb.name()));
             }
             let name = match name {

@@ -19,13 +19,14 @@
 //! ([`JsCause`]), which becomes `err.cause` of the `PSO_HANDLER_FAILED` error.
 //!
 //! # Re-entrancy
-//! pso-core detects a lifecycle call made from inside a handler with a
-//! thread-local flag on the worker thread. JS handlers run on the JS thread,
-//! and their lifecycle calls are started from a helper thread, so that flag
-//! cannot see them. Instead each orchestrator runs its handlers inside an
-//! `AsyncLocalStorage` context (Node's `node:async_hooks`) holding its id; the
-//! context follows the handler through `await`s, and a lifecycle call made
-//! while it is set fails with `PSO_BUSY` instead of waiting for itself.
+//! pso-core refuses a lifecycle call made from inside any lifecycle handler
+//! (`PSO_BUSY`), detected with a thread-local flag on the worker thread. JS
+//! handlers run on the JS thread, and lifecycle calls are started from a
+//! helper thread, so that flag cannot see them. Instead every handler runs
+//! inside an `AsyncLocalStorage` context (Node's `node:async_hooks`, one per
+//! environment); the context follows the handler through `await`s, and a
+//! lifecycle call made while it is set fails with `PSO_BUSY` instead of
+//! waiting for itself.
 
 #![forbid(unsafe_code)]
 
@@ -42,6 +43,7 @@ use napi::{Env, Status, ValueType};
 use pso_core::{HandlerError, HostPayload, LifecycleContext, LifecycleFn};
 
 use crate::error::JsCause;
+use crate::model::js::{is_nullish, type_of};
 
 /// A JS handler as napi-rs sees it: called with the system name.
 pub(crate) type JsHandler<'e> = Function<'e, String, Unknown<'static>>;
@@ -54,70 +56,11 @@ type Outcome = Result<(), HandlerError>;
 /// How often a worker looks again once its handler's deadline has passed.
 const ABANDON_POLL: Duration = Duration::from_millis(2);
 
-/// `als.run` and `als.getStore` of one `AsyncLocalStorage`, bound to it.
+/// `als.run` and `als.getStore` of the environment's `AsyncLocalStorage`,
+/// bound to it. Kept as the environment's instance data (freed with it).
 struct Storage {
     run: FunctionRef<(), Unknown<'static>>,
     get_store: FunctionRef<(), Unknown<'static>>,
-}
-
-/// The handler context of one orchestrator (see the module docs).
-pub(crate) struct HandlerScope {
-    id: u32,
-    storage: Option<Storage>,
-}
-
-impl HandlerScope {
-    /// A scope for the orchestrator `id`. Without `process.getBuiltinModule`
-    /// (Node < 20.16) handlers run unscoped: a lifecycle call from inside a
-    /// handler then waits for the handler's timeout instead of failing fast.
-    pub(crate) fn new(env: &Env, id: u32) -> HandlerScope {
-        HandlerScope {
-            id,
-            storage: Storage::new(env).ok(),
-        }
-    }
-
-    /// Whether the JS code running now is (asynchronously) inside one of this
-    /// orchestrator's handlers.
-    pub(crate) fn inside(&self, env: &Env) -> bool {
-        let Some(storage) = &self.storage else {
-            return false;
-        };
-        let store = storage.get_store.borrow_back(env).and_then(|f| f.call(()));
-        match store {
-            Ok(v) if v.get_type().ok() == Some(ValueType::Number) => v
-                .coerce_to_number()
-                .and_then(|n| n.get_uint32())
-                .is_ok_and(|n| n == self.id),
-            _ => false,
-        }
-    }
-
-    /// Wraps the JS function `f` as a pso-core lifecycle handler.
-    pub(crate) fn lifecycle_fn(&self, env: &Env, f: JsHandler<'_>) -> napi::Result<LifecycleFn> {
-        let tsfn: HandlerTsfn = match &self.storage {
-            Some(storage) => {
-                let run = storage.run.borrow_back(env)?;
-                // `als.run.bind(als).bind(null, id, f)`: called with `system`,
-                // it runs `f(system)` inside this orchestrator's context.
-                let bind: Function<'_, FnArgs<(Null, u32, JsHandler<'_>)>, JsHandler<'_>> =
-                    run.get_named_property("bind")?;
-                let scoped = bind.apply(run, FnArgs::from((Null, self.id, f)))?;
-                scoped
-                    .build_threadsafe_function::<String>()
-                    .weak::<true>()
-                    .callee_handled::<false>()
-                    .build()?
-            }
-            None => f
-                .build_threadsafe_function::<String>()
-                .weak::<true>()
-                .callee_handled::<false>()
-                .build()?,
-        };
-        let tsfn = Arc::new(tsfn);
-        Ok(Arc::new(move |ctx: &LifecycleContext<'_>| call(&tsfn, ctx)))
-    }
 }
 
 impl Storage {
@@ -136,6 +79,61 @@ impl Storage {
             get_store: get_store.bind(als)?.create_ref()?,
         })
     }
+
+    /// The environment's storage, created on first use. `None` without
+    /// `process.getBuiltinModule` (Node < 20.16): handlers then run unscoped,
+    /// and a lifecycle call from inside a handler waits for the handler's
+    /// timeout instead of failing fast.
+    fn of(env: &Env) -> Option<&'static Storage> {
+        if let Ok(Some(storage)) = env.get_instance_data::<Option<Storage>>() {
+            return storage.as_ref();
+        }
+        env.set_instance_data(Storage::new(env).ok(), (), |_| {})
+            .ok()?;
+        env.get_instance_data::<Option<Storage>>()
+            .ok()
+            .flatten()
+            .and_then(|s| s.as_ref())
+    }
+}
+
+/// Whether the JS code running now is (asynchronously) inside a lifecycle
+/// handler.
+pub(crate) fn inside_handler(env: &Env) -> bool {
+    let Some(storage) = Storage::of(env) else {
+        return false;
+    };
+    storage
+        .get_store
+        .borrow_back(env)
+        .and_then(|f| f.call(()))
+        .is_ok_and(|store| !is_nullish(&store))
+}
+
+/// Wraps the JS function `f` as a pso-core lifecycle handler.
+pub(crate) fn lifecycle_fn(env: &Env, f: JsHandler<'_>) -> napi::Result<LifecycleFn> {
+    let tsfn: HandlerTsfn = match Storage::of(env) {
+        Some(storage) => {
+            let run = storage.run.borrow_back(env)?;
+            // `als.run.bind(als).bind(null, true, f)`: called with `system`,
+            // it runs `f(system)` inside the handler context.
+            let bind: Function<'_, FnArgs<(Null, bool, JsHandler<'_>)>, JsHandler<'_>> =
+                run.get_named_property("bind")?;
+            let scoped = bind.apply(run, FnArgs::from((Null, true, f)))?;
+            scoped
+                .build_threadsafe_function::<String>()
+                .weak::<true>()
+                .callee_handled::<false>()
+                .build()?
+        }
+        None => f
+            .build_threadsafe_function::<String>()
+            .weak::<true>()
+            .callee_handled::<false>()
+            .build()?,
+    };
+    let tsfn = Arc::new(tsfn);
+    Ok(Arc::new(move |ctx: &LifecycleContext<'_>| call(&tsfn, ctx)))
 }
 
 /// Runs on a pso-core worker: calls the JS handler and waits for its outcome.
@@ -288,5 +286,5 @@ fn describe(value: &Unknown<'_>, message: &str) -> (String, String) {
             .unwrap_or_default(),
         _ => "a non-Error value was thrown".to_owned(),
     };
-    (crate::model::js::type_of(value).to_owned(), text)
+    (type_of(value).to_owned(), text)
 }

@@ -19,7 +19,7 @@ use napi::bindgen_prelude::{Function, JsObjectValue, Object, Unknown};
 use napi_derive::napi;
 use pso_core::{EdgeKind, EdgeSpec, Handlers, LifecycleFn, Priority, SystemSpec};
 
-use self::handler::{HandlerScope, JsHandler};
+use self::handler::JsHandler;
 use self::js::{check_keys, get};
 use crate::error;
 
@@ -176,12 +176,7 @@ pub(crate) fn options(env: &Env, v: Option<Unknown<'_>>) -> napi::Result<Options
 }
 
 /// Reads one `SystemSpec`; `what` names it in errors (`"spec"`, `"systems[2]"`).
-pub(crate) fn system_spec(
-    env: &Env,
-    scope: &HandlerScope,
-    v: Unknown<'_>,
-    what: &str,
-) -> napi::Result<SystemSpec> {
+pub(crate) fn system_spec(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<SystemSpec> {
     let obj = js::object(env, v, what)?;
     let name = js::string(env, get(&obj, "name")?, &format!("{what}.name"))?;
     let what = format!("system spec '{name}'");
@@ -213,7 +208,7 @@ pub(crate) fn system_spec(
     if let Some(t) = millis(env, get(&obj, "timeoutMs")?, &field("timeoutMs"))? {
         spec = spec.timeout(t);
     }
-    Ok(spec.handlers(handlers_of(env, scope, &obj, &what)?))
+    Ok(spec.handlers(handlers_of(env, &obj, &what)?))
 }
 
 /// Reads one `EdgeSpec`.
@@ -234,27 +229,17 @@ pub(crate) fn edge_kind(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<E
 }
 
 /// Reads `setHandlers(name, handlers)`'s object (`undefined` removes both).
-pub(crate) fn handlers(
-    env: &Env,
-    scope: &HandlerScope,
-    v: Option<Unknown<'_>>,
-    what: &str,
-) -> napi::Result<Handlers> {
+pub(crate) fn handlers(env: &Env, v: Option<Unknown<'_>>, what: &str) -> napi::Result<Handlers> {
     match js::opt_object(env, v, "handlers")? {
         None => Ok(Handlers::new()),
         Some(obj) => {
             check_keys(env, &obj, &HANDLER_KEYS, what)?;
-            handlers_of(env, scope, &obj, what)
+            handlers_of(env, &obj, what)
         }
     }
 }
 
-fn handlers_of(
-    env: &Env,
-    scope: &HandlerScope,
-    obj: &Object<'_>,
-    what: &str,
-) -> napi::Result<Handlers> {
+fn handlers_of(env: &Env, obj: &Object<'_>, what: &str) -> napi::Result<Handlers> {
     let one = |key: &str| -> napi::Result<Option<LifecycleFn>> {
         let v = get(obj, key)?;
         if js::is_nullish(&v) {
@@ -270,7 +255,7 @@ fn handlers_of(
             ));
         }
         let f: JsHandler<'_> = obj.get_named_property::<Function<'_, _, _>>(key)?;
-        scope.lifecycle_fn(env, f).map(Some)
+        handler::lifecycle_fn(env, f).map(Some)
     };
     Ok(Handlers::new()
         .with_activate(one("onActivate")?)
