@@ -258,9 +258,10 @@ pub unsafe extern "C" fn pso_orchestrator_new(
 /// finish, then stops the worker threads; calls still running on other threads
 /// finish or fail with `PSO_ERR_CLOSED`. Every `free_user_data` runs once the
 /// last such call has returned (before this function returns if there are
-/// none). Called from inside one of this orchestrator's lifecycle handlers, it
-/// only retires the handle: the orchestrator closes when the lifecycle call
-/// that ran the handler returns.
+/// none). Called from inside a lifecycle handler (of any orchestrator), it
+/// only retires the handle without waiting: the orchestrator closes when the
+/// last call still using it returns (for its own handler: the lifecycle call
+/// that ran the handler).
 ///
 /// # Errors
 /// `PSO_ERR_STALE_HANDLE` if the handle was already closed (double close).
