@@ -296,6 +296,28 @@ test('a lifecycle call from inside a handler gets PSO_BUSY, not a deadlock', T, 
   assert.equal(o.status('other').state, 'Active')
 })
 
+test('work a handler scheduled may make lifecycle calls once the handler settled', T, async (t) => {
+  const o = make(t)
+  const results = []
+  let later
+  o.register({ name: 'worker' })
+  o.register({
+    name: 'scheduler',
+    onActivate: async () => {
+      // Still inside the handler: refused.
+      setTimeout(() => o.activateSystem('worker').catch((e) => results.push(e.code)), 0)
+      await sleep(20)
+      // Runs after the handler settled: allowed (a health check, say).
+      later = new Promise((resolve) => {
+        setTimeout(() => o.activateSystem('worker').then((r) => resolve(r.activated)), 30)
+      })
+    },
+  })
+  await o.activateSystem('scheduler')
+  assert.deepEqual(results, ['PSO_BUSY'])
+  assert.deepEqual(await later, ['worker'])
+})
+
 test('many concurrent lifecycle calls all settle', T, async (t) => {
   const o = make(t, { workers: 2 })
   const names = Array.from({ length: 30 }, (_, i) => `s${i}`)

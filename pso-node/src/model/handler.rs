@@ -24,9 +24,12 @@
 //! handlers run on the JS thread, and lifecycle calls are started from a
 //! helper thread, so that flag cannot see them. Instead every handler runs
 //! inside an `AsyncLocalStorage` context (Node's `node:async_hooks`, one per
-//! environment); the context follows the handler through `await`s, and a
-//! lifecycle call made while it is set fails with `PSO_BUSY` instead of
-//! waiting for itself.
+//! environment) whose store is a per-handler token: an array holding one
+//! entry per invocation that has not settled yet. The context follows the
+//! handler through `await`s, timers and callbacks; a lifecycle call made
+//! where the store is a non-empty token fails with `PSO_BUSY` instead of
+//! waiting for itself. Once the handler has settled, work it scheduled (a
+//! `setInterval` health check, say) may make lifecycle calls again.
 
 #![forbid(unsafe_code)]
 
@@ -43,7 +46,7 @@ use napi::{Env, Status, ValueType};
 use pso_core::{HandlerError, HostPayload, LifecycleContext, LifecycleFn};
 
 use crate::error::JsCause;
-use crate::model::js::{is_nullish, type_of};
+use crate::model::js::type_of;
 
 /// A JS handler as napi-rs sees it: called with the system name.
 pub(crate) type JsHandler<'e> = Function<'e, String, Unknown<'static>>;
@@ -98,52 +101,90 @@ impl Storage {
 }
 
 /// Whether the JS code running now is (asynchronously) inside a lifecycle
-/// handler.
+/// handler that has not settled yet.
 pub(crate) fn inside_handler(env: &Env) -> bool {
     let Some(storage) = Storage::of(env) else {
         return false;
     };
-    storage
-        .get_store
-        .borrow_back(env)
-        .and_then(|f| f.call(()))
-        .is_ok_and(|store| !is_nullish(&store))
+    let store = storage.get_store.borrow_back(env).and_then(|f| f.call(()));
+    match store {
+        Ok(token) if token.is_array().unwrap_or(false) => token
+            .coerce_to_object()
+            .and_then(|t| t.get_array_length())
+            .is_ok_and(|n| n > 0),
+        _ => false,
+    }
+}
+
+/// The token of one handler: `enter` pushes an entry before each call,
+/// `leave` pops one when that call has settled.
+struct Token {
+    enter: FunctionRef<u32, Unknown<'static>>,
+    leave: FunctionRef<(), Unknown<'static>>,
+}
+
+impl Token {
+    // `Function::call` clears a pending exception, so neither can leave one
+    // behind on the JS thread (there is none to expect from push/pop).
+    fn enter(&self, env: &Env) {
+        let _ = self.enter.borrow_back(env).and_then(|f| f.call(1));
+    }
+
+    fn leave(&self, env: &Env) {
+        let _ = self.leave.borrow_back(env).and_then(|f| f.call(()));
+    }
 }
 
 /// Wraps the JS function `f` as a pso-core lifecycle handler.
 pub(crate) fn lifecycle_fn(env: &Env, f: JsHandler<'_>) -> napi::Result<LifecycleFn> {
-    let tsfn: HandlerTsfn = match Storage::of(env) {
-        Some(storage) => {
-            let run = storage.run.borrow_back(env)?;
-            // `als.run.bind(als).bind(null, true, f)`: called with `system`,
-            // it runs `f(system)` inside the handler context.
-            let bind: Function<'_, FnArgs<(Null, bool, JsHandler<'_>)>, JsHandler<'_>> =
-                run.get_named_property("bind")?;
-            let scoped = bind.apply(run, FnArgs::from((Null, true, f)))?;
-            scoped
-                .build_threadsafe_function::<String>()
-                .weak::<true>()
-                .callee_handled::<false>()
-                .build()?
-        }
-        None => f
+    let Some(storage) = Storage::of(env) else {
+        let tsfn: HandlerTsfn = f
             .build_threadsafe_function::<String>()
             .weak::<true>()
             .callee_handled::<false>()
-            .build()?,
+            .build()?;
+        let tsfn = Arc::new(tsfn);
+        return Ok(Arc::new(move |ctx: &LifecycleContext<'_>| {
+            call(&tsfn, None, ctx)
+        }));
     };
+    let token = Vec::<u32>::new().into_unknown(env)?.coerce_to_object()?;
+    let push: Function<'_, u32, Unknown<'static>> = token.get_named_property("push")?;
+    let pop: Function<'_, (), Unknown<'static>> = token.get_named_property("pop")?;
+    let scope = Arc::new(Token {
+        enter: push.bind(token)?.create_ref()?,
+        leave: pop.bind(token)?.create_ref()?,
+    });
+    // `als.run.bind(als).bind(null, token, f)`: called with `system`, it runs
+    // `f(system)` with `token` as the store.
+    let run = storage.run.borrow_back(env)?;
+    let bind: Function<'_, FnArgs<(Null, Object<'_>, JsHandler<'_>)>, JsHandler<'_>> =
+        run.get_named_property("bind")?;
+    let scoped = bind.apply(run, FnArgs::from((Null, token, f)))?;
+    let entering = scope.clone();
+    let tsfn: HandlerTsfn = scoped
+        .build_threadsafe_function::<String>()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .build_callback(move |ctx| {
+            // On the JS thread, right before the handler runs.
+            entering.enter(&ctx.env);
+            Ok(ctx.value)
+        })?;
     let tsfn = Arc::new(tsfn);
-    Ok(Arc::new(move |ctx: &LifecycleContext<'_>| call(&tsfn, ctx)))
+    Ok(Arc::new(move |ctx: &LifecycleContext<'_>| {
+        call(&tsfn, Some(scope.clone()), ctx)
+    }))
 }
 
 /// Runs on a pso-core worker: calls the JS handler and waits for its outcome.
-fn call(tsfn: &HandlerTsfn, ctx: &LifecycleContext<'_>) -> Outcome {
+fn call(tsfn: &HandlerTsfn, token: Option<Arc<Token>>, ctx: &LifecycleContext<'_>) -> Outcome {
     let (tx, rx) = mpsc::channel::<Outcome>();
     let status = tsfn.call_with_return_value(
         ctx.system().to_owned(),
         ThreadsafeFunctionCallMode::NonBlocking,
         move |ret, env| {
-            settle(&env, ret, tx);
+            settle(&env, ret, tx, token);
             // An `Err` here would go to `napi_fatal_exception`: never return one.
             Ok(())
         },
@@ -193,35 +234,60 @@ fn wait(rx: &Receiver<Outcome>, ctx: &LifecycleContext<'_>) -> Outcome {
     }
 }
 
-/// On the JS thread: turns what the handler did into an outcome.
-fn settle(env: &Env, ret: napi::Result<Unknown<'static>>, tx: Sender<Outcome>) {
+/// On the JS thread: turns what the handler did into an outcome, and leaves
+/// the handler's token once that outcome is known.
+fn settle(
+    env: &Env,
+    ret: napi::Result<Unknown<'static>>,
+    tx: Sender<Outcome>,
+    token: Option<Arc<Token>>,
+) {
+    let leave = |env: &Env, token: &Option<Arc<Token>>| {
+        if let Some(t) = token {
+            t.leave(env);
+        }
+    };
     let value = match ret {
         Ok(value) => value,
         Err(thrown) => {
+            leave(env, &token);
             let _ = tx.send(Err(raised_from_error(env, thrown)));
             return;
         }
     };
     if !value.is_promise().unwrap_or(false) {
+        leave(env, &token);
         let _ = tx.send(Ok(()));
         return;
     }
-    let on_error = tx.clone();
-    if let Err(e) = await_promise(env, value, tx) {
+    let (on_error, token_on_error) = (tx.clone(), token.clone());
+    if let Err(e) = await_promise(env, value, tx, token) {
+        leave(env, &token_on_error);
         let _ = on_error.send(Err(HandlerError::failed(format!(
             "cannot wait for the Promise the handler returned: {e}"
         ))));
     }
 }
 
-fn await_promise(env: &Env, value: Unknown<'_>, tx: Sender<Outcome>) -> napi::Result<()> {
+fn await_promise(
+    env: &Env,
+    value: Unknown<'_>,
+    tx: Sender<Outcome>,
+    token: Option<Arc<Token>>,
+) -> napi::Result<()> {
     let promise = PromiseRaw::<Unknown<'_>>::new(env.raw(), value.raw());
-    let resolved = tx.clone();
-    let then = promise.then(move |_: CallbackContext<Unknown<'_>>| {
+    let (resolved, token_resolved) = (tx.clone(), token.clone());
+    let then = promise.then(move |ctx: CallbackContext<Unknown<'_>>| {
+        if let Some(t) = &token_resolved {
+            t.leave(&ctx.env);
+        }
         let _ = resolved.send(Ok(()));
         Ok(())
     })?;
     then.catch(move |ctx: CallbackContext<Unknown<'_>>| {
+        if let Some(t) = &token {
+            t.leave(&ctx.env);
+        }
         let error = raised(ctx.value, None);
         let _ = tx.send(Err(error));
         Ok(())
