@@ -112,6 +112,7 @@ impl OrchestratorBuilder {
         })?;
         Ok(Orchestrator {
             inner: Arc::new(Inner {
+                id: NEXT_ORCHESTRATOR_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 registry: Arc::new(RwLock::new(Registry::new())),
                 pool: Arc::new(pool),
                 lifecycle: Mutex::new(()),
@@ -136,7 +137,11 @@ impl PsoError for BuildError {
     }
 }
 
+/// Source of orchestrator ids (0 is never used).
+static NEXT_ORCHESTRATOR_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 struct Inner {
+    id: u64,
     registry: Arc<RwLock<Registry>>,
     pool: Arc<Pool>,
     lifecycle: Mutex<()>,
@@ -280,7 +285,11 @@ impl Orchestrator {
     /// [`RegistryError::UnknownSystem`].
     pub fn set_handlers(&self, name: &str, handlers: Handlers) -> Result<(), RegistryError> {
         self.check_open_registry()?;
-        self.inner.registry.write().set_handlers(name, handlers)
+        let old = self.inner.registry.write().set_handlers(name, handlers)?;
+        // Dropped after the lock is released: a host finalizer that runs when
+        // a closure is dropped may call back into the orchestrator.
+        drop(old);
+        Ok(())
     }
 
     /// Loads a topology file (`.toml` or `.json`) as one transaction. Returns
@@ -409,7 +418,7 @@ impl Orchestrator {
         if self.is_closed() {
             return Err(LifecycleError::Closed);
         }
-        if in_lifecycle_handler() {
+        if in_lifecycle_handler(self.inner.id) {
             return Err(LifecycleError::Reentrant { call });
         }
         let guard = self.inner.lifecycle.lock();
@@ -430,6 +439,7 @@ impl Orchestrator {
         set: OrderedSet,
     ) -> ActivationReport {
         let txn = Txn::new(
+            self.inner.id,
             &reg,
             self.inner.registry.clone(),
             self.inner.pool.clone(),
@@ -578,7 +588,7 @@ impl Orchestrator {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        if !in_lifecycle_handler() {
+        if !in_lifecycle_handler(self.inner.id) {
             let _wait = self.inner.lifecycle.lock();
         }
         self.inner.pool.shutdown();

@@ -657,3 +657,100 @@ fn many_threads_using_one_orchestrator() {
         }
     });
 }
+
+/// Counts drops of the closures that capture it.
+struct DropCounter(Arc<AtomicUsize>);
+
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Regression: `set_handlers` dropped the old closures while holding the
+/// registry lock, so a closure whose drop calls back into the orchestrator
+/// (a C `free_user_data`, a Python finalizer) deadlocked.
+#[test]
+fn replaced_handlers_are_dropped_outside_the_registry_lock() {
+    struct CallsBack(Orchestrator);
+    impl Drop for CallsBack {
+        fn drop(&mut self) {
+            let _ = self.0.system_status();
+        }
+    }
+    let o = orch(1);
+    o.register(SystemSpec::new("a")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let o2 = o.clone();
+    std::thread::spawn(move || {
+        let cb = CallsBack(o2.clone());
+        o2.set_handlers(
+            "a",
+            Handlers::new().on_activate(move |_| {
+                let _keep = &cb;
+                Ok(())
+            }),
+        )
+        .unwrap();
+        o2.set_handlers("a", Handlers::new()).unwrap();
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("set_handlers deadlocked dropping the old closure");
+}
+
+/// Regression: a finished transaction could keep handler closures alive for a
+/// moment after the lifecycle call returned.
+#[test]
+fn lifecycle_calls_release_handler_closures_before_returning() {
+    let o = orch(2);
+    o.register(SystemSpec::new("dep")).unwrap();
+    o.register(SystemSpec::new("s").requires("dep")).unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    for round in 1..=300 {
+        let (a, d) = (DropCounter(drops.clone()), DropCounter(drops.clone()));
+        o.set_handlers(
+            "s",
+            Handlers::new()
+                .on_activate(move |_| {
+                    let _keep = &a;
+                    Ok(())
+                })
+                .on_deactivate(move |_| {
+                    let _keep = &d;
+                    Ok(())
+                }),
+        )
+        .unwrap();
+        o.activate_system("s").unwrap();
+        o.deactivate_system("dep").unwrap();
+        o.set_handlers("s", Handlers::new()).unwrap();
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            2 * round,
+            "round {round}: a closure outlived the calls"
+        );
+    }
+}
+
+/// Regression: the re-entrancy guard was per thread, so a handler of one
+/// orchestrator could not drive another one.
+#[test]
+fn a_handler_may_drive_another_orchestrator() {
+    let inner = orch(1);
+    inner
+        .register(SystemSpec::new("leaf").on_activate(|_| Ok(())))
+        .unwrap();
+    let outer = orch(1);
+    let i2 = inner.clone();
+    outer
+        .register(SystemSpec::new("root").on_activate(move |_| {
+            i2.activate_system("leaf")
+                .map(|_| ())
+                .map_err(|e| HandlerError::failed(e.to_string()))
+        }))
+        .unwrap();
+    outer.activate_system("root").unwrap();
+    assert_eq!(inner.status("leaf").unwrap().state, SystemState::Active);
+    outer.close();
+}

@@ -6,9 +6,12 @@
 //! * One lifecycle transaction runs at a time per orchestrator (the
 //!   orchestrator's lifecycle lock); reads of status never wait for it.
 //! * A lifecycle handler never runs while the registry lock is held, so a
-//!   handler may read status; it may not start another lifecycle call (that
-//!   would wait on itself) and gets [`ErrorKind::Busy`](crate::ErrorKind::Busy)
-//!   if it tries.
+//!   handler may read status; it may not start another lifecycle call on the
+//!   same orchestrator (that would wait on itself) and gets
+//!   [`ErrorKind::Busy`](crate::ErrorKind::Busy) if it tries.
+//! * A transaction drops every handler closure it holds before it signals
+//!   completion, so after a lifecycle call returns, replaced handlers are
+//!   not kept alive by it.
 
 mod explain;
 mod report;
@@ -27,18 +30,21 @@ pub use state::{SystemState, Transition};
 pub(crate) use txn::{MEMBER_ABANDONED, Txn};
 
 thread_local! {
-    static IN_LIFECYCLE_HANDLER: Cell<bool> = const { Cell::new(false) };
+    /// The id of the orchestrator whose lifecycle handler this thread is
+    /// running (0: none).
+    static IN_LIFECYCLE_HANDLER: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Marks the current thread as running a lifecycle handler until dropped.
+/// Marks the current thread as running a lifecycle handler of orchestrator
+/// `id` until dropped.
 pub(crate) struct HandlerScope {
-    prev: bool,
+    prev: u64,
 }
 
 impl HandlerScope {
-    pub(crate) fn enter() -> Self {
+    pub(crate) fn enter(id: u64) -> Self {
         HandlerScope {
-            prev: IN_LIFECYCLE_HANDLER.with(|c| c.replace(true)),
+            prev: IN_LIFECYCLE_HANDLER.with(|c| c.replace(id)),
         }
     }
 }
@@ -49,9 +55,11 @@ impl Drop for HandlerScope {
     }
 }
 
-/// Whether the current thread is inside a lifecycle handler.
-pub(crate) fn in_lifecycle_handler() -> bool {
-    IN_LIFECYCLE_HANDLER.with(|c| c.get())
+/// Whether the current thread is inside a lifecycle handler of orchestrator
+/// `id` (a lifecycle call on *that* orchestrator would wait for itself; other
+/// orchestrators are fine).
+pub(crate) fn in_lifecycle_handler(id: u64) -> bool {
+    IN_LIFECYCLE_HANDLER.with(|c| c.get()) == id
 }
 
 /// Formats a wall-clock time as RFC 3339 with milliseconds (UTC).

@@ -47,12 +47,15 @@ const NONE: u32 = u32::MAX;
 struct Member {
     idx: NodeIndex,
     name: StdArc<str>,
-    handler: Option<LifecycleFn>,
+    /// Taken out before the handler runs and dropped right after, or drained
+    /// before completion is signalled, so no closure outlives the call.
+    handler: Mutex<Option<LifecycleFn>>,
     timeout: Duration,
 }
 
 /// A running (or finished) lifecycle transaction.
 pub(crate) struct Txn {
+    orch_id: u64,
     registry: Arc<RwLock<Registry>>,
     pool: Arc<Pool>,
     action: LifecycleAction,
@@ -83,7 +86,9 @@ impl std::fmt::Debug for Txn {
 impl Txn {
     /// Prepares a transaction over `set`, reading handlers and timeouts from
     /// `reg` (the caller holds its read lock).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        orch_id: u64,
         reg: &Registry,
         registry: Arc<RwLock<Registry>>,
         pool: Arc<Pool>,
@@ -101,13 +106,14 @@ impl Txn {
                 Member {
                     idx,
                     name: node.name.clone(),
-                    handler: node.handlers.for_action(action).cloned(),
+                    handler: Mutex::new(node.handlers.for_action(action).cloned()),
                     timeout: node.info.timeout.unwrap_or(default_timeout),
                 }
             })
             .collect();
         let atomics_u64 = || (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
         Arc::new(Txn {
+            orch_id,
             registry,
             pool,
             action,
@@ -134,7 +140,7 @@ impl Txn {
     /// Runs the transaction to completion on the pool and returns the report.
     pub(crate) fn run(self: &Arc<Self>, target: String) -> ActivationReport {
         if self.members.is_empty() {
-            self.done.set();
+            self.signal_done();
         }
         let roots: Vec<u32> = (0..self.members.len() as u32)
             .filter(|&i| self.set.pred_count[i as usize] == 0)
@@ -204,7 +210,8 @@ impl Txn {
             }
         }
 
-        let result = match &m.handler {
+        let handler = m.handler.lock().take();
+        let result = match &handler {
             None => Ok(()),
             Some(h) => {
                 let deadline = self
@@ -216,10 +223,11 @@ impl Txn {
                     deadline,
                     status: &self.status[iu],
                 };
-                let _scope = HandlerScope::enter();
+                let _scope = HandlerScope::enter(self.orch_id);
                 unwind::run_handler(|| h(&ctx))
             }
         };
+        drop(handler);
 
         let failed = result.is_err();
         {
@@ -270,6 +278,18 @@ impl Txn {
         self.finish(i, failed, true)
     }
 
+    /// Drops every handler still held (members that never ran), then wakes
+    /// the caller.
+    fn signal_done(&self) {
+        let leftovers: Vec<LifecycleFn> = self
+            .members
+            .iter()
+            .filter_map(|m| m.handler.lock().take())
+            .collect();
+        drop(leftovers);
+        self.done.set();
+    }
+
     fn deadline(&self, i: usize) -> Option<Instant> {
         let start = self.t0 + Duration::from_nanos(self.start_ns[i].load(Ordering::Relaxed));
         start.checked_add(self.members[i].timeout)
@@ -306,7 +326,7 @@ impl Txn {
             self.spawn_all(&ready);
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.done.set();
+            self.signal_done();
         }
         keep
     }

@@ -308,15 +308,15 @@ impl Registry {
         Ok(added_nodes.len())
     }
 
-    /// Replaces the handlers of `name`.
+    /// Replaces the handlers of `name`, returning the old ones (for the
+    /// caller to drop after releasing the lock).
     pub(crate) fn set_handlers(
         &mut self,
         name: &str,
         handlers: Handlers,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Handlers, RegistryError> {
         let idx = self.index(name)?;
-        self.graph[idx].handlers = handlers;
-        Ok(())
+        Ok(std::mem::replace(&mut self.graph[idx].handlers, handlers))
     }
 
     /// Every relation as `EdgeSpec`, oldest first.
