@@ -113,6 +113,8 @@ test('wrong JS types are PSO_INVALID_ARGUMENT errors that say what was wrong', T
     [() => o.register({ name: 'c', onActivate: 'go' }), /onActivate of system spec 'c' must be a function, got string/],
     [() => o.register({ name: 'c', timeoutMs: -1 }), /timeoutMs of system spec 'c' must be a positive number of milliseconds, got -1/],
     [() => o.register({ name: 'c', timeoutMs: 'soon' }), /must be a number, got string/],
+    [() => o.register({ name: 'c', timeoutMs: 1e300 }), /timeoutMs of system spec 'c' is too large/],
+    [() => o.register({ name: 'c', timeoutMs: Infinity }), /timeoutMs of system spec 'c' must be finite/],
     [() => o.register({ name: 'c', resources: { cpu: 1.5 } }), /resources\.cpu of system spec 'c' must be a non-negative integer, got 1\.5/],
     [() => o.register({ name: 'c', resources: { cpu: -1 } }), /non-negative integer, got -1/],
     [() => o.register({ name: 'c', resources: [] }), /resources of system spec 'c' must be an object, got array/],

@@ -147,7 +147,9 @@ pub(crate) struct Options {
 fn millis(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<Option<Duration>> {
     match js::opt_number(env, v, what)? {
         None => Ok(None),
-        Some(ms) if ms > 0.0 => Ok(Some(Duration::from_secs_f64(ms / 1000.0))),
+        Some(ms) if ms > 0.0 => Duration::try_from_secs_f64(ms / 1000.0)
+            .map(Some)
+            .map_err(|_| error::invalid(env, format!("{what} is too large: {ms}"))),
         Some(ms) => Err(error::invalid(
             env,
             format!("{what} must be a positive number of milliseconds, got {ms}"),
