@@ -218,3 +218,35 @@ fn large_batches_and_incremental_registration_agree() {
     }
     assert_eq!(single.plan(&format!("s{}", n - 1)).unwrap().levels.len(), n);
 }
+
+/// Regression: a rolled-back batch freed graph slots that later systems
+/// reused, so status and exports no longer listed systems in registration
+/// order.
+#[test]
+fn registration_order_survives_rolled_back_batches() {
+    let o = orch();
+    o.register(SystemSpec::new("first")).unwrap();
+    assert!(
+        o.register_batch(
+            [
+                SystemSpec::new("x").requires("y"),
+                SystemSpec::new("y").requires("x")
+            ],
+            []
+        )
+        .is_err()
+    );
+    for name in ["second", "third", "fourth"] {
+        o.register(SystemSpec::new(name).requires("first")).unwrap();
+    }
+    let names: Vec<String> = o.system_status().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["first", "second", "third", "fourth"]);
+    let exported: Vec<String> = o.topology().systems.into_iter().map(|s| s.name).collect();
+    assert_eq!(exported, names);
+    let dot = o.export(ExportFormat::Dot);
+    let pos = |n: &str| dot.find(&format!("\"{n}\" -> \"first\"")).unwrap();
+    assert!(
+        pos("second") < pos("third") && pos("third") < pos("fourth"),
+        "{dot}"
+    );
+}

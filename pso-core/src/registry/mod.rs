@@ -127,6 +127,9 @@ pub(crate) struct SystemNode {
 pub(crate) struct Registry {
     pub(crate) graph: StableDiGraph<SystemNode, EdgeKind>,
     names: HashMap<Arc<str>, NodeIndex>,
+    /// Nodes in registration order. `StableGraph` reuses the slots a
+    /// rolled-back batch freed, so its own index order is not registration order.
+    order: Vec<NodeIndex>,
 }
 
 impl Registry {
@@ -155,7 +158,7 @@ impl Registry {
 
     /// All node indices in registration order.
     pub(crate) fn indices(&self) -> impl Iterator<Item = NodeIndex> + '_ {
-        self.graph.node_indices()
+        self.order.iter().copied()
     }
 
     /// Targets of outgoing edges of `kind` from `idx`, in insertion order.
@@ -267,6 +270,7 @@ impl Registry {
                 life: Lifecycle::new(),
             });
             self.names.insert(name, idx);
+            self.order.push(idx);
             added_nodes.push(idx);
         }
         let mut added_edges = Vec::new();
@@ -296,6 +300,7 @@ impl Registry {
             for e in added_edges {
                 self.graph.remove_edge(e);
             }
+            self.order.truncate(self.order.len() - added_nodes.len());
             for n in added_nodes {
                 let node = self.graph.remove_node(n).expect("node added by this batch");
                 self.names.remove(&node.name);
@@ -319,20 +324,22 @@ impl Registry {
         Ok(std::mem::replace(&mut self.graph[idx].handlers, handlers))
     }
 
-    /// Every relation as `EdgeSpec`, oldest first.
+    /// Every relation as `EdgeSpec`: by source system in registration order,
+    /// then in the order the relations were added.
     pub(crate) fn edge_specs(&self) -> Vec<EdgeSpec> {
-        let mut v: Vec<(usize, EdgeSpec)> = self
-            .graph
-            .edge_indices()
-            .map(|e| {
-                let (a, b) = self.graph.edge_endpoints(e).expect("live edge");
-                (
-                    e.index(),
-                    EdgeSpec::new(&*self.graph[a].name, self.graph[e], &*self.graph[b].name),
-                )
-            })
-            .collect();
-        v.sort_by_key(|(i, _)| *i);
-        v.into_iter().map(|(_, e)| e).collect()
+        let mut v = Vec::new();
+        for &a in &self.order {
+            let mut out: Vec<(NodeIndex, EdgeKind)> = self
+                .graph
+                .edges_directed(a, Direction::Outgoing)
+                .map(|e| (e.target(), *e.weight()))
+                .collect();
+            out.reverse(); // petgraph lists a node's edges newest first
+            v.extend(
+                out.into_iter()
+                    .map(|(b, k)| EdgeSpec::new(&*self.graph[a].name, k, &*self.graph[b].name)),
+            );
+        }
+        v
     }
 }
