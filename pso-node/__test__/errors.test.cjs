@@ -134,20 +134,18 @@ test('wrong JS types are PSO_INVALID_ARGUMENT errors that say what was wrong', T
   assert.deepEqual(snapshot(o), before)
 })
 
-test('constructor options are checked', T, () => {
+test('constructor options are checked', T, (t) => {
   throwsPso(() => new Orchestrator({ workers: 0 }), 'PSO_INVALID_ARGUMENT', /workers must be at least 1/)
   throwsPso(() => new Orchestrator({ workers: -2 }), 'PSO_INVALID_ARGUMENT', /options\.workers must be a non-negative integer/)
   throwsPso(() => new Orchestrator({ workers: 1.5 }), 'PSO_INVALID_ARGUMENT')
   throwsPso(() => new Orchestrator({ wrkers: 2 }), 'PSO_INVALID_ARGUMENT', /unknown key 'wrkers'/)
   throwsPso(() => new Orchestrator({ transitionTimeoutMs: 0 }), 'PSO_INVALID_ARGUMENT', /transitionTimeoutMs/)
   throwsPso(() => new Orchestrator(5), 'PSO_INVALID_ARGUMENT', /options must be an object/)
-  const o = new Orchestrator({ workers: 3, transitionTimeoutMs: 1000 })
+  const o = make(t, { workers: 3, transitionTimeoutMs: 1000 })
   assert.equal(o.workers, 3)
   assert.equal(o.size, 0)
-  o.close()
-  const d = new Orchestrator()
+  const d = make(t, {})
   assert.ok(d.workers >= 1)
-  d.close()
 })
 
 test('parse errors carry line, column and source', T, (t) => {
@@ -198,8 +196,8 @@ test('conflicts carry system and other', T, async (t) => {
   await rejectsPso(o.activateAll(), 'PSO_CONFLICT')
 })
 
-test('after close() every call fails with PSO_CLOSED', T, async () => {
-  const o = new Orchestrator({ workers: 1 })
+test('after close() every call fails with PSO_CLOSED', T, async (t) => {
+  const o = make(t, { workers: 1 })
   o.register({ name: 'a' })
   o.close()
   o.close() // idempotent
@@ -225,8 +223,8 @@ test('after close() every call fails with PSO_CLOSED', T, async () => {
   await rejectsPso(o.deactivateAll(), 'PSO_CLOSED')
 })
 
-test('Symbol.dispose closes', T, () => {
-  const o = new Orchestrator({ workers: 1 })
+test('Symbol.dispose closes', T, (t) => {
+  const o = make(t, { workers: 1 })
   assert.equal(typeof o[Symbol.dispose], 'function')
   o[Symbol.dispose]()
   throwsPso(() => o.systemStatus(), 'PSO_CLOSED')

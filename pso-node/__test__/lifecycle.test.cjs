@@ -362,9 +362,8 @@ test('setHandlers replaces the handlers of a loaded system', T, async (t) => {
   throwsPso(() => o.setHandlers('svc', { onActivate: 1 }), 'PSO_INVALID_ARGUMENT')
 })
 
-test('close() during a running activation: the call settles, later calls fail', T, async () => {
-  const { Orchestrator } = require('..')
-  const o = new Orchestrator({ workers: 1 })
+test('close() during a running activation: the call settles, later calls fail', T, async (t) => {
+  const o = make(t, { workers: 1 })
   let finished = false
   o.register({ name: 'slow', onActivate: async () => { await sleep(100); finished = true } })
   const pending = o.activateSystem('slow')
