@@ -20,7 +20,7 @@
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -36,6 +36,9 @@ use crate::model::handler;
 use crate::model::{self, js};
 use crate::status::{self, JsSystemStatus};
 use crate::topology;
+
+/// Ids that tie JS handlers to their orchestrator (see `model::handler`).
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
 type Resolver = Box<dyn FnOnce(Env) -> napi::Result<JsActivationReport> + Send>;
 type Deferred = JsDeferred<JsActivationReport, Resolver>;
@@ -87,6 +90,7 @@ pub struct JsOrchestrator {
     core: Orchestrator,
     closed: Cell<bool>,
     in_flight: Arc<AtomicUsize>,
+    id: u32,
 }
 
 impl std::fmt::Debug for JsOrchestrator {
@@ -117,6 +121,7 @@ impl JsOrchestrator {
                 core,
                 closed: Cell::new(false),
                 in_flight: Arc::new(AtomicUsize::new(0)),
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             })
         })
     }
@@ -148,7 +153,7 @@ impl JsOrchestrator {
     pub fn register(&self, env: &Env, spec: Unknown<'_>) -> napi::Result<()> {
         guard(env, || {
             let core = self.open(env)?;
-            let spec = model::system_spec(env, spec, "spec")?;
+            let spec = model::system_spec(env, self.id, spec, "spec")?;
             core.register(spec).map_err(|e| error::registry(env, &e))
         })
     }
@@ -167,7 +172,7 @@ impl JsOrchestrator {
             let specs = js::array(env, systems, "systems")?
                 .into_iter()
                 .enumerate()
-                .map(|(i, s)| model::system_spec(env, s, &format!("systems[{i}]")))
+                .map(|(i, s)| model::system_spec(env, self.id, s, &format!("systems[{i}]")))
                 .collect::<napi::Result<Vec<_>>>()?;
             let edges = match edges {
                 Some(e) if !js::is_nullish(&e) => js::array(env, e, "edges")?
@@ -217,7 +222,7 @@ impl JsOrchestrator {
         guard(env, || {
             let core = self.open(env)?;
             let name = js::string(env, name, "name")?;
-            let handlers = model::handlers(env, handlers, "handlers")?;
+            let handlers = model::handlers(env, self.id, handlers, "handlers")?;
             core.set_handlers(&name, handlers)
                 .map_err(|e| error::registry(env, &e))
         })
@@ -304,7 +309,7 @@ impl JsOrchestrator {
         let (deferred, promise) = env.create_deferred::<JsActivationReport, Resolver>()?;
         let prepared = guard(env, || {
             let core = self.open(env)?;
-            if handler::inside_handler(env) {
+            if handler::inside_handler(env, self.id) {
                 return Err(error::busy(env, verb.name()));
             }
             let name = match name {

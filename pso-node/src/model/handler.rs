@@ -19,17 +19,19 @@
 //! ([`JsCause`]), which becomes `err.cause` of the `PSO_HANDLER_FAILED` error.
 //!
 //! # Re-entrancy
-//! pso-core refuses a lifecycle call made from inside any lifecycle handler
-//! (`PSO_BUSY`), detected with a thread-local flag on the worker thread. JS
-//! handlers run on the JS thread, and lifecycle calls are started from a
-//! helper thread, so that flag cannot see them. Instead every handler runs
-//! inside an `AsyncLocalStorage` context (Node's `node:async_hooks`, one per
-//! environment) whose store is a per-handler token: an array holding one
-//! entry per invocation that has not settled yet. The context follows the
-//! handler through `await`s, timers and callbacks; a lifecycle call made
-//! where the store is a non-empty token fails with `PSO_BUSY` instead of
-//! waiting for itself. Once the handler has settled, work it scheduled (a
-//! `setInterval` health check, say) may make lifecycle calls again.
+//! pso-core refuses a lifecycle call made from inside a lifecycle handler of
+//! the same orchestrator (`PSO_BUSY`), detected with a thread-local on the
+//! worker thread. JS handlers run on the JS thread, and lifecycle calls are
+//! started from a helper thread, so that cannot see them. Instead every
+//! handler runs inside an `AsyncLocalStorage` context (Node's
+//! `node:async_hooks`, one per environment) whose store is a per-handler
+//! token: an array holding one entry per invocation that has not settled
+//! yet, tagged with its orchestrator's id. The context follows the handler
+//! through `await`s, timers and callbacks; a lifecycle call on that
+//! orchestrator made where the token is non-empty fails with `PSO_BUSY`
+//! instead of waiting for itself. Once the handler has settled, work it
+//! scheduled (a `setInterval` health check, say) may make lifecycle calls
+//! again; other orchestrators may be driven from a handler at any time.
 
 #![forbid(unsafe_code)]
 
@@ -100,20 +102,33 @@ impl Storage {
     }
 }
 
+/// The token property naming the orchestrator a handler belongs to.
+const OWNER: &str = "orchestrator";
+
 /// Whether the JS code running now is (asynchronously) inside a lifecycle
-/// handler that has not settled yet.
-pub(crate) fn inside_handler(env: &Env) -> bool {
+/// handler of orchestrator `owner` that has not settled yet.
+pub(crate) fn inside_handler(env: &Env, owner: u32) -> bool {
     let Some(storage) = Storage::of(env) else {
         return false;
     };
     let store = storage.get_store.borrow_back(env).and_then(|f| f.call(()));
-    match store {
-        Ok(token) if token.is_array().unwrap_or(false) => token
-            .coerce_to_object()
-            .and_then(|t| t.get_array_length())
-            .is_ok_and(|n| n > 0),
-        _ => false,
+    let Ok(token) = store else {
+        return false;
+    };
+    if !token.is_array().unwrap_or(false) {
+        return false;
     }
+    let Ok(token) = token.coerce_to_object() else {
+        return false;
+    };
+    let pending = token.get_array_length().is_ok_and(|n| n > 0);
+    let ours = token
+        .get_named_property::<Unknown<'_>>(OWNER)
+        .ok()
+        .filter(|v| v.get_type().ok() == Some(ValueType::Number))
+        .and_then(|v| v.coerce_to_number().and_then(|n| n.get_uint32()).ok())
+        == Some(owner);
+    pending && ours
 }
 
 /// The token of one handler: `enter` pushes an entry before each call,
@@ -135,8 +150,8 @@ impl Token {
     }
 }
 
-/// Wraps the JS function `f` as a pso-core lifecycle handler.
-pub(crate) fn lifecycle_fn(env: &Env, f: JsHandler<'_>) -> napi::Result<LifecycleFn> {
+/// Wraps the JS function `f` as a lifecycle handler of orchestrator `owner`.
+pub(crate) fn lifecycle_fn(env: &Env, owner: u32, f: JsHandler<'_>) -> napi::Result<LifecycleFn> {
     let Some(storage) = Storage::of(env) else {
         let tsfn: HandlerTsfn = f
             .build_threadsafe_function::<String>()
@@ -148,7 +163,8 @@ pub(crate) fn lifecycle_fn(env: &Env, f: JsHandler<'_>) -> napi::Result<Lifecycl
             call(&tsfn, None, ctx)
         }));
     };
-    let token = Vec::<u32>::new().into_unknown(env)?.coerce_to_object()?;
+    let mut token = Vec::<u32>::new().into_unknown(env)?.coerce_to_object()?;
+    token.set_named_property(OWNER, owner)?;
     let push: Function<'_, u32, Unknown<'static>> = token.get_named_property("push")?;
     let pop: Function<'_, (), Unknown<'static>> = token.get_named_property("pop")?;
     let scope = Arc::new(Token {

@@ -178,7 +178,12 @@ pub(crate) fn options(env: &Env, v: Option<Unknown<'_>>) -> napi::Result<Options
 }
 
 /// Reads one `SystemSpec`; `what` names it in errors (`"spec"`, `"systems[2]"`).
-pub(crate) fn system_spec(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<SystemSpec> {
+pub(crate) fn system_spec(
+    env: &Env,
+    owner: u32,
+    v: Unknown<'_>,
+    what: &str,
+) -> napi::Result<SystemSpec> {
     let obj = js::object(env, v, what)?;
     let name = js::string(env, get(&obj, "name")?, &format!("{what}.name"))?;
     let what = format!("system spec '{name}'");
@@ -210,7 +215,7 @@ pub(crate) fn system_spec(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result
     if let Some(t) = millis(env, get(&obj, "timeoutMs")?, &field("timeoutMs"))? {
         spec = spec.timeout(t);
     }
-    Ok(spec.handlers(handlers_of(env, &obj, &what)?))
+    Ok(spec.handlers(handlers_of(env, owner, &obj, &what)?))
 }
 
 /// Reads one `EdgeSpec`.
@@ -231,17 +236,22 @@ pub(crate) fn edge_kind(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<E
 }
 
 /// Reads `setHandlers(name, handlers)`'s object (`undefined` removes both).
-pub(crate) fn handlers(env: &Env, v: Option<Unknown<'_>>, what: &str) -> napi::Result<Handlers> {
+pub(crate) fn handlers(
+    env: &Env,
+    owner: u32,
+    v: Option<Unknown<'_>>,
+    what: &str,
+) -> napi::Result<Handlers> {
     match js::opt_object(env, v, "handlers")? {
         None => Ok(Handlers::new()),
         Some(obj) => {
             check_keys(env, &obj, &HANDLER_KEYS, what)?;
-            handlers_of(env, &obj, what)
+            handlers_of(env, owner, &obj, what)
         }
     }
 }
 
-fn handlers_of(env: &Env, obj: &Object<'_>, what: &str) -> napi::Result<Handlers> {
+fn handlers_of(env: &Env, owner: u32, obj: &Object<'_>, what: &str) -> napi::Result<Handlers> {
     let one = |key: &str| -> napi::Result<Option<LifecycleFn>> {
         let v = get(obj, key)?;
         if js::is_nullish(&v) {
@@ -257,7 +267,7 @@ fn handlers_of(env: &Env, obj: &Object<'_>, what: &str) -> napi::Result<Handlers
             ));
         }
         let f: JsHandler<'_> = obj.get_named_property::<Function<'_, _, _>>(key)?;
-        handler::lifecycle_fn(env, f).map(Some)
+        handler::lifecycle_fn(env, owner, f).map(Some)
     };
     Ok(Handlers::new()
         .with_activate(one("onActivate")?)
