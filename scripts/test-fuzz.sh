@@ -7,7 +7,8 @@
 #   FUZZ_SECONDS   time per target (default 20)
 #
 # Seeds: pso-core/tests/fuzz/testdata/<target>/ (read-only) plus
-# fuzz/corpus/<target>/ (grows, git-ignored). A crash fails the script; copy
+# fuzz/corpus/<target>/ (grows, git-ignored); fuzz/<target>.dict if present.
+# A crash fails the script; copy
 # fuzz/artifacts/<target>/crash-* into pso-core/tests/fuzz/testdata/<target>/
 # so `cargo test -p pso-core --test fuzz_regressions` replays it.
 set -euo pipefail
@@ -33,8 +34,10 @@ for target in $targets; do
   cargo +nightly fuzz build "$target"
   log=$(mktemp)
   status=0
+  dict=()
+  [[ -f "$target.dict" ]] && dict=(-dict="$target.dict")
   cargo +nightly fuzz run "$target" "corpus/$target" "$seeds" -- \
-    -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || status=$?
+    -max_total_time="$seconds" -print_final_stats=1 "${dict[@]}" >"$log" 2>&1 || status=$?
   runs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1 executions in \2 s/p' "$log")
   if [[ $status -ne 0 ]]; then
     tail -n 60 "$log"

@@ -421,10 +421,8 @@ proptest! {
                     model.n = total;
                     model.rels = all;
                     let (names, directed, symmetric) = registry_view(&o);
-                    // As sets: registration order after a rolled-back batch is
-                    // pso-core bug 1 (see `registration_order_survives_a_rejected_batch`).
-                    let names: BTreeSet<String> = names.into_iter().collect();
-                    prop_assert_eq!(names, (0..model.n).map(name).collect::<BTreeSet<_>>());
+                    // In registration order, also after rolled-back batches.
+                    prop_assert_eq!(names, (0..model.n).map(name).collect::<Vec<_>>());
                     let (m_directed, m_symmetric) = model.relation_view();
                     prop_assert_eq!(directed, m_directed);
                     prop_assert_eq!(symmetric, m_symmetric);
@@ -729,13 +727,11 @@ proptest! {
     }
 }
 
-/// pso-core bug 1, found by `rejected_batches_leave_the_registry_unchanged`:
-/// a batch rejected for a cycle is rolled back by removing its nodes from the
-/// `StableGraph`, whose free list then hands those slots out again in reverse.
-/// Systems registered afterwards are listed out of registration order by
-/// `system_status()` and `export()`, which promise registration order.
+/// Regression for a bug this file found (fixed in b07830a): a batch rejected
+/// for a cycle was rolled back by removing its nodes from the `StableGraph`,
+/// whose free list then handed those slots out again in reverse, so systems
+/// registered afterwards were listed out of registration order.
 #[test]
-#[ignore = "pso-core bug 1: registration order after a rolled-back batch (reported to the lead)"]
 fn registration_order_survives_a_rejected_batch() {
     let o = orchestrator();
     let cyclic = o.register_batch(
