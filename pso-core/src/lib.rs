@@ -54,7 +54,7 @@ pub use crate::model::{
     LifecycleFn, Priority, Resources, SystemSpec,
 };
 pub use crate::orchestrator::{
-    BuildError, DEFAULT_TRANSITION_TIMEOUT, Orchestrator, OrchestratorBuilder,
+    BuildError, DEFAULT_TRANSITION_TIMEOUT, MAX_WORKERS, Orchestrator, OrchestratorBuilder,
 };
 pub use crate::registry::RegistryError;
 pub use crate::status::SystemStatus;

@@ -25,6 +25,9 @@ use crate::status::SystemStatus;
 use crate::sync::{Arc, AtomicBool, Mutex, MutexGuard, Ordering, RwLock, RwLockReadGuard};
 use crate::topology::{self, ExportFormat, Topology, TopologyError, TopologyFormat};
 
+/// The largest worker pool an orchestrator accepts.
+pub const MAX_WORKERS: usize = 1024;
+
 /// The default timeout for one lifecycle transition.
 pub const DEFAULT_TRANSITION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -93,6 +96,12 @@ impl OrchestratorBuilder {
                 return Err(BuildError {
                     kind: ErrorKind::InvalidArgument,
                     message: "workers must be at least 1".into(),
+                });
+            }
+            Some(n) if n > MAX_WORKERS => {
+                return Err(BuildError {
+                    kind: ErrorKind::InvalidArgument,
+                    message: format!("workers must be at most {MAX_WORKERS}, got {n}"),
                 });
             }
             Some(n) => n,

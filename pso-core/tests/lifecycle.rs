@@ -605,6 +605,11 @@ fn builder_rejects_bad_settings() {
     );
     let o = Orchestrator::builder().workers(3).build().unwrap();
     assert_eq!(o.workers(), 3);
+    let e = Orchestrator::builder()
+        .workers(pso_core::MAX_WORKERS + 1)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 }
 
 #[test]
@@ -753,4 +758,34 @@ fn a_handler_may_drive_another_orchestrator() {
     outer.activate_system("root").unwrap();
     assert_eq!(inner.status("leaf").unwrap().state, SystemState::Active);
     outer.close();
+}
+
+/// A handler that gives up because it was abandoned does not bury the
+/// timeout message under a note about its own late result.
+#[test]
+fn a_handler_giving_up_after_abandonment_keeps_the_timeout_message() {
+    let o = orch(1);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let tx = Mutex::new(tx);
+    o.register(
+        SystemSpec::new("stuck")
+            .timeout(Duration::from_millis(30))
+            .on_activate(move |ctx| {
+                while !ctx.abandoned() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let _ = tx.lock().unwrap().send(());
+                Err(HandlerError::TimedOut {
+                    after: Duration::from_millis(30),
+                })
+            }),
+    )
+    .unwrap();
+    o.activate_system("stuck").unwrap_err();
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(20)); // let the worker record its late result
+    assert_eq!(
+        o.status("stuck").unwrap().last_error.as_deref(),
+        Some("activate handler timed out after 30ms")
+    );
 }

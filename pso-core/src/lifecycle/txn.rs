@@ -241,18 +241,22 @@ impl Txn {
             let life = &mut reg.node_mut(m.idx).life;
             if resolved.is_err() {
                 // Abandoned after its timeout: the caller already recorded the
-                // failure and moved on. Note the late result and stop here.
+                // failure and moved on. Keep the timeout as the error and note
+                // the late result after it (a handler that gave up because it
+                // was abandoned adds nothing).
                 let took =
                     Duration::from_nanos(self.now_ns() - self.start_ns[iu].load(Ordering::Relaxed));
-                life.last_error = Some(format!(
-                    "{} handler returned after {} (past its timeout) with {}; result ignored",
-                    self.action,
-                    humantime::format_duration(round_ms(took)),
-                    match &result {
-                        Ok(()) => "success".to_owned(),
-                        Err(e) => format!("error: {e}"),
-                    }
-                ));
+                let late = match &result {
+                    Err(HandlerError::TimedOut { .. }) => None,
+                    Ok(()) => Some("success".to_owned()),
+                    Err(e) => Some(format!("error: {e}")),
+                };
+                if let (Some(late), Some(err)) = (late, life.last_error.as_mut()) {
+                    err.push_str(&format!(
+                        " (it returned later, after {}, with {late}; result ignored)",
+                        humantime::format_duration(round_ms(took))
+                    ));
+                }
                 return None;
             }
             let (to, why) = match (&result, self.action) {
