@@ -33,12 +33,13 @@ mod error;
 mod lifecycle;
 mod model;
 mod orchestrator;
-mod pool;
 mod registry;
+mod scheduler;
 mod status;
 mod sync;
 mod topology;
 mod unwind;
+mod value;
 
 /// The repository README's Rust example, compiled and run as a doctest.
 #[cfg(doctest)]
@@ -59,3 +60,4 @@ pub use crate::orchestrator::{
 pub use crate::registry::RegistryError;
 pub use crate::status::SystemStatus;
 pub use crate::topology::{ExportFormat, SystemDecl, Topology, TopologyError, TopologyFormat};
+pub use crate::value::Value;

@@ -19,8 +19,8 @@ use crate::lifecycle::{
     ActivationReport, LifecycleError, Outcome, Plan, Txn, in_lifecycle_handler, why_inactive,
 };
 use crate::model::{EdgeKind, EdgeSpec, HandlerError, Handlers, LifecycleAction, SystemSpec};
-use crate::pool::Pool;
 use crate::registry::{OrderedSet, Registry, RegistryError};
+use crate::scheduler::Pool;
 use crate::status::SystemStatus;
 use crate::sync::{Arc, AtomicBool, Mutex, MutexGuard, Ordering, RwLock, RwLockReadGuard};
 use crate::topology::{self, ExportFormat, Topology, TopologyError, TopologyFormat};

@@ -32,8 +32,8 @@ use super::HandlerScope;
 use super::report::{ActivationReport, Outcome, SystemOutcome};
 use super::state::{SystemState, Transitioned};
 use crate::model::{HandlerError, LifecycleAction, LifecycleContext, LifecycleFn};
-use crate::pool::{Latch, Pool};
 use crate::registry::{OrderedSet, Registry};
+use crate::scheduler::{Job, Latch, Pool};
 use crate::sync::{Arc, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock};
 use crate::unwind;
 
@@ -51,6 +51,8 @@ struct Member {
     /// before completion is signalled, so no closure outlives the call.
     handler: Mutex<Option<LifecycleFn>>,
     timeout: Duration,
+    /// Scheduler priority class (the system's priority rank).
+    class: usize,
 }
 
 /// A running (or finished) lifecycle transaction.
@@ -108,6 +110,7 @@ impl Txn {
                     name: node.name.clone(),
                     handler: Mutex::new(node.handlers.for_action(action).cloned()),
                     timeout: node.info.timeout.unwrap_or(default_timeout),
+                    class: node.info.priority.rank() as usize,
                 }
             })
             .collect();
@@ -154,16 +157,12 @@ impl Txn {
         let now = self.now_ns();
         for &i in ready {
             self.ready_ns[i as usize].store(now, Ordering::Relaxed);
-        }
-        if let [i] = *ready {
             let txn = self.clone();
-            self.pool.spawn(Box::new(move || txn.drive(i)));
-            return;
+            self.pool.spawn(
+                Job::boxed(move || txn.drive(i)),
+                self.members[i as usize].class,
+            );
         }
-        self.pool.spawn_many(ready.iter().map(|&i| {
-            let txn = self.clone();
-            Box::new(move || txn.drive(i)) as crate::pool::Job
-        }));
     }
 
     /// Runs member `i`, then keeps running one newly ready successor inline.
