@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::sync::{AtomicU8, Ordering};
+use crate::value::Value;
+use crate::workflow::StepContext;
 
 /// Amounts per named resource dimension (`cpu` millicores, `memory` MiB, or any
 /// custom counter such as `gpu` or `db_connections`).
@@ -333,6 +335,10 @@ impl LifecycleContext<'_> {
 /// A lifecycle handler: returns `Ok(())` on success.
 pub type LifecycleFn = Arc<dyn Fn(&LifecycleContext<'_>) -> Result<(), HandlerError> + Send + Sync>;
 
+/// A system operation or workflow function: reads its inputs from the step
+/// context and returns its output.
+pub type OpFn = Arc<dyn Fn(&StepContext<'_>) -> Result<Value, HandlerError> + Send + Sync>;
+
 /// The handlers of one system. A system without handlers is valid: its
 /// transitions succeed immediately.
 #[derive(Clone, Default)]
@@ -395,6 +401,20 @@ impl Handlers {
     }
 }
 
+impl fmt::Debug for SystemSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SystemSpec")
+            .field("name", &self.name)
+            .field("tier", &self.tier)
+            .field("priority", &self.priority)
+            .field("edges", &self.edges)
+            .field("handlers", &self.handlers)
+            .field("operations", &self.operations.keys().collect::<Vec<_>>())
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Debug for Handlers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handlers")
@@ -453,7 +473,7 @@ impl fmt::Display for EdgeSpec {
 /// assert_eq!(report.activated(), vec!["db", "api"]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SystemSpec {
     pub(crate) name: String,
     pub(crate) tier: Option<String>,
@@ -463,6 +483,8 @@ pub struct SystemSpec {
     pub(crate) timeout: Option<Duration>,
     pub(crate) edges: Vec<(EdgeKind, String)>,
     pub(crate) handlers: Handlers,
+    pub(crate) operations: BTreeMap<String, OpFn>,
+    pub(crate) concurrency: Option<u32>,
 }
 
 impl SystemSpec {
@@ -477,6 +499,8 @@ impl SystemSpec {
             timeout: None,
             edges: Vec::new(),
             handlers: Handlers::default(),
+            operations: BTreeMap::new(),
+            concurrency: None,
         }
     }
 
@@ -568,6 +592,23 @@ impl SystemSpec {
         F: Fn(&LifecycleContext<'_>) -> Result<(), HandlerError> + Send + Sync + 'static,
     {
         self.handlers.deactivate = Some(Arc::new(f));
+        self
+    }
+
+    /// Adds the named operation `name`, which workflow steps can run
+    /// (`op(name, input) -> output`).
+    pub fn operation<F>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(&StepContext<'_>) -> Result<Value, HandlerError> + Send + Sync + 'static,
+    {
+        self.operations.insert(name.into(), Arc::new(f));
+        self
+    }
+
+    /// Limits how many workflow steps of this system run at once (at least 1).
+    /// Steps beyond the limit wait in a queue without holding a worker.
+    pub fn concurrency(mut self, limit: u32) -> Self {
+        self.concurrency = Some(limit);
         self
     }
 

@@ -21,7 +21,7 @@ mod plan;
 #[cfg(test)]
 mod test;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +32,8 @@ use thiserror::Error;
 
 use crate::error::{ErrorKind, PsoError};
 use crate::lifecycle::Lifecycle;
-use crate::model::{EdgeKind, EdgeSpec, Handlers, Priority, Resources, SystemSpec, validate_name};
+use crate::model::{EdgeKind, EdgeSpec, Handlers, OpFn, Priority, Resources, SystemSpec, validate_name};
+use crate::workflow::SystemSlots;
 
 pub(crate) use plan::OrderedSet;
 
@@ -114,12 +115,25 @@ pub(crate) struct SystemInfo {
 }
 
 /// A node of the registry graph.
-#[derive(Debug)]
 pub(crate) struct SystemNode {
     pub(crate) name: Arc<str>,
     pub(crate) info: SystemInfo,
     pub(crate) handlers: Handlers,
     pub(crate) life: Lifecycle,
+    /// Named operations for workflow steps.
+    pub(crate) operations: BTreeMap<Arc<str>, OpFn>,
+    /// Concurrency slots shared by every run that uses this system.
+    pub(crate) slots: Arc<SystemSlots>,
+}
+
+impl std::fmt::Debug for SystemNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemNode")
+            .field("name", &self.name)
+            .field("state", &self.life.state)
+            .field("operations", &self.operations.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Systems and relations. See the module docs for its invariants.
@@ -214,6 +228,14 @@ impl Registry {
         let mut new_names: HashSet<&str> = HashSet::with_capacity(systems.len());
         for spec in &systems {
             validate_name(&spec.name).map_err(|message| RegistryError::Invalid { message })?;
+            if spec.concurrency == Some(0) {
+                return Err(RegistryError::Invalid {
+                    message: format!("system '{}': concurrency limit must be at least 1", spec.name),
+                });
+            }
+            if let Some(op) = spec.operations.keys().find(|op| op.is_empty()) {
+                return Err(RegistryError::Invalid { message: format!("system '{}': operation name '{op}' is empty", spec.name) });
+            }
             if self.names.contains_key(spec.name.as_str()) || !new_names.insert(spec.name.as_str())
             {
                 return Err(RegistryError::DuplicateSystem {
@@ -268,6 +290,8 @@ impl Registry {
                 },
                 handlers: spec.handlers,
                 life: Lifecycle::new(),
+                operations: spec.operations.into_iter().map(|(k, v)| (Arc::from(k.as_str()), v)).collect(),
+                slots: Arc::new(SystemSlots::new(spec.concurrency)),
             });
             self.names.insert(name, idx);
             self.order.push(idx);
@@ -322,6 +346,15 @@ impl Registry {
     ) -> Result<Handlers, RegistryError> {
         let idx = self.index(name)?;
         Ok(std::mem::replace(&mut self.graph[idx].handlers, handlers))
+    }
+
+    /// Adds or replaces operation `op` of `name`.
+    pub(crate) fn set_operation(&mut self, name: &str, op: &str, f: OpFn) -> Result<Option<OpFn>, RegistryError> {
+        let idx = self.index(name)?;
+        if op.is_empty() {
+            return Err(RegistryError::Invalid { message: format!("system '{name}': operation name is empty") });
+        }
+        Ok(self.graph[idx].operations.insert(Arc::from(op), f))
     }
 
     /// Every relation as `EdgeSpec`: by source system in registration order,

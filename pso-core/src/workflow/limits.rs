@@ -1,0 +1,143 @@
+//! Per-system concurrency limits for workflow steps.
+//!
+//! A system with a limit lets at most `limit` of its steps run at once, across
+//! every run. A step that finds no free slot is parked in the system's FIFO
+//! queue — it holds no worker — and the step that frees a slot hands it over
+//! directly to the first waiter (the running count does not drop and rise
+//! again, so nobody can jump the queue). Systems without a limit take no lock.
+//!
+//! # Invariants
+//! * `running <= limit` whenever a limit is set (raising the limit releases
+//!   waiters at once; lowering it lets running steps finish).
+//! * A parked step is in exactly one queue and its bookkeeping is owned by
+//!   that queue entry (the entry holds a strong reference to its run).
+
+use std::collections::VecDeque;
+
+use crate::sync::{Arc, AtomicU32, Mutex, Ordering};
+use crate::workflow::run::RunInner;
+
+/// A parked step.
+pub(crate) struct Waiter {
+    pub(crate) run: Arc<RunInner>,
+    pub(crate) step: u32,
+}
+
+#[derive(Default)]
+struct Queue {
+    running: u32,
+    waiting: VecDeque<Waiter>,
+}
+
+/// The slots of one system.
+#[derive(Default)]
+pub(crate) struct SystemSlots {
+    limit: AtomicU32,
+    queue: Mutex<Queue>,
+}
+
+impl std::fmt::Debug for SystemSlots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = self.queue.lock();
+        f.debug_struct("SystemSlots")
+            .field("limit", &self.limit())
+            .field("running", &q.running)
+            .field("waiting", &q.waiting.len())
+            .finish()
+    }
+}
+
+/// What [`SystemSlots::acquire`] did.
+#[must_use]
+pub(crate) enum Acquire {
+    /// The step holds a slot (or the system has no limit) and may run.
+    Granted,
+    /// The step was parked; the queue owns it now.
+    Parked,
+}
+
+impl SystemSlots {
+    pub(crate) fn new(limit: Option<u32>) -> Self {
+        SystemSlots { limit: AtomicU32::new(limit.unwrap_or(0)), queue: Mutex::new(Queue::default()) }
+    }
+
+    /// The limit, if any.
+    pub(crate) fn limit(&self) -> Option<u32> {
+        match self.limit.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    /// Whether a limit is set (the fast path skips the lock when not).
+    pub(crate) fn limited(&self) -> bool {
+        self.limit.load(Ordering::Acquire) != 0
+    }
+
+    /// Steps running and waiting now.
+    pub(crate) fn load(&self) -> (u32, usize) {
+        let q = self.queue.lock();
+        (q.running, q.waiting.len())
+    }
+
+    /// Takes a slot for `waiter`, or parks it.
+    pub(crate) fn acquire(&self, waiter: impl FnOnce() -> Waiter) -> Acquire {
+        let limit = self.limit.load(Ordering::Acquire);
+        if limit == 0 {
+            return Acquire::Granted;
+        }
+        let mut q = self.queue.lock();
+        if q.running < limit {
+            q.running += 1;
+            Acquire::Granted
+        } else {
+            q.waiting.push_back(waiter());
+            Acquire::Parked
+        }
+    }
+
+    /// Gives back a slot taken by [`SystemSlots::acquire`]; returns the waiter
+    /// that now holds it, if any (the caller must start it).
+    pub(crate) fn release(&self) -> Option<Waiter> {
+        if self.limit.load(Ordering::Acquire) == 0 {
+            // The limit was removed while the step ran: drain the bookkeeping.
+            let mut q = self.queue.lock();
+            q.running = q.running.saturating_sub(1);
+            return q.waiting.pop_front();
+        }
+        let mut q = self.queue.lock();
+        let limit = self.limit.load(Ordering::Acquire);
+        if q.running <= limit
+            && let Some(w) = q.waiting.pop_front()
+        {
+            return Some(w); // hand the slot over
+        }
+        q.running = q.running.saturating_sub(1);
+        None
+    }
+
+    /// Changes the limit; returns waiters that may now run (each holds a slot).
+    pub(crate) fn set_limit(&self, limit: Option<u32>) -> Vec<Waiter> {
+        let mut q = self.queue.lock();
+        self.limit.store(limit.unwrap_or(0), Ordering::Release);
+        let mut out = Vec::new();
+        match limit {
+            None => out.extend(q.waiting.drain(..)),
+            Some(l) => {
+                while q.running < l {
+                    match q.waiting.pop_front() {
+                        Some(w) => {
+                            q.running += 1;
+                            out.push(w);
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        if limit.is_none() {
+            q.running = 0;
+        }
+        out
+    }
+}
