@@ -47,11 +47,13 @@ pub enum ErrorKind {
     Closed = 19,
     /// Reading or writing a file failed.
     Io = 20,
+    /// A system the call needs is not Active.
+    NotActive = 21,
 }
 
 impl ErrorKind {
     /// Every kind, in code order. Bindings iterate this to build their tables.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::NullPointer,
         ErrorKind::InvalidUtf8,
         ErrorKind::StaleHandle,
@@ -67,6 +69,7 @@ impl ErrorKind {
         ErrorKind::Busy,
         ErrorKind::Closed,
         ErrorKind::Io,
+        ErrorKind::NotActive,
     ];
 
     /// The stable C status code.
@@ -92,6 +95,7 @@ impl ErrorKind {
             ErrorKind::Busy => "BUSY",
             ErrorKind::Closed => "CLOSED",
             ErrorKind::Io => "IO",
+            ErrorKind::NotActive => "NOT_ACTIVE",
         }
     }
 

@@ -40,6 +40,7 @@ mod sync;
 mod topology;
 mod unwind;
 mod value;
+mod workflow;
 
 /// The repository README's Rust example, compiled and run as a doctest.
 #[cfg(doctest)]
@@ -52,7 +53,7 @@ pub use crate::lifecycle::{
 };
 pub use crate::model::{
     EdgeKind, EdgeSpec, HandlerError, Handlers, HostPayload, LifecycleAction, LifecycleContext,
-    LifecycleFn, Priority, Resources, SystemSpec,
+    LifecycleFn, OpFn, Priority, Resources, SystemSpec,
 };
 pub use crate::orchestrator::{
     BuildError, DEFAULT_TRANSITION_TIMEOUT, MAX_WORKERS, Orchestrator, OrchestratorBuilder,
@@ -61,3 +62,9 @@ pub use crate::registry::RegistryError;
 pub use crate::status::SystemStatus;
 pub use crate::topology::{ExportFormat, SystemDecl, Topology, TopologyError, TopologyFormat};
 pub use crate::value::Value;
+pub use crate::workflow::run::RunOptions;
+pub use crate::workflow::{
+    CancelToken, Child, ConditionFn, Estimate, RetryPolicy, RunHandle, RunProgress, RunResult,
+    RunState, SchedulingPolicy, StepContext, StepCounts, StepDecl, StepRecord, StepSpec, StepState,
+    Workflow, WorkflowBuilder, WorkflowDecl, WorkflowError,
+};

@@ -18,12 +18,18 @@ use crate::error::{ErrorKind, PsoError};
 use crate::lifecycle::{
     ActivationReport, LifecycleError, Outcome, Plan, Txn, in_lifecycle_handler, why_inactive,
 };
-use crate::model::{EdgeKind, EdgeSpec, HandlerError, Handlers, LifecycleAction, SystemSpec};
+use crate::model::{EdgeKind, EdgeSpec, HandlerError, Handlers, LifecycleAction, OpFn, SystemSpec};
 use crate::registry::{OrderedSet, Registry, RegistryError};
 use crate::scheduler::Pool;
 use crate::status::SystemStatus;
 use crate::sync::{Arc, AtomicBool, Mutex, MutexGuard, Ordering, RwLock, RwLockReadGuard};
 use crate::topology::{self, ExportFormat, Topology, TopologyError, TopologyFormat};
+use crate::value::Value;
+use crate::workflow::run::{RunInner, RunOptions, STOP_CLOSE};
+use crate::workflow::{
+    Estimate, RunEnv, RunHandle, SchedulingPolicy, StepContext, Workflow, WorkflowBuilder,
+    WorkflowDecl, WorkflowError,
+};
 
 /// The largest worker pool an orchestrator accepts.
 pub const MAX_WORKERS: usize = 1024;
@@ -48,6 +54,9 @@ pub struct OrchestratorBuilder {
     workers: Option<usize>,
     transition_timeout: Duration,
     thread_name: String,
+    default_estimate: Duration,
+    estimate_alpha: f64,
+    policy: SchedulingPolicy,
 }
 
 impl Default for OrchestratorBuilder {
@@ -56,6 +65,9 @@ impl Default for OrchestratorBuilder {
             workers: None,
             transition_timeout: DEFAULT_TRANSITION_TIMEOUT,
             thread_name: "pso-worker".into(),
+            default_estimate: Duration::from_millis(1),
+            estimate_alpha: 0.2,
+            policy: SchedulingPolicy::CriticalPath,
         }
     }
 }
@@ -82,6 +94,27 @@ impl OrchestratorBuilder {
     /// Prefix of worker thread names (default `pso-worker`).
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.thread_name = name.into();
+        self
+    }
+
+    /// Duration assumed for a workflow step before any was measured (default
+    /// 1 ms); it orders ready steps by critical path from the first run.
+    pub fn default_estimate(mut self, estimate: Duration) -> Self {
+        self.default_estimate = estimate;
+        self
+    }
+
+    /// Weight of each new measurement in the duration estimates, in (0, 1]
+    /// (default 0.2).
+    pub fn estimate_alpha(mut self, alpha: f64) -> Self {
+        self.estimate_alpha = alpha;
+        self
+    }
+
+    /// How ready steps of one priority class are ordered (default: critical
+    /// path).
+    pub fn scheduling_policy(mut self, policy: SchedulingPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -115,15 +148,35 @@ impl OrchestratorBuilder {
                 message: "transition_timeout must be positive".into(),
             });
         }
+        if !(self.estimate_alpha > 0.0 && self.estimate_alpha <= 1.0) {
+            return Err(BuildError {
+                kind: ErrorKind::InvalidArgument,
+                message: format!(
+                    "estimate_alpha must be in (0, 1], got {}",
+                    self.estimate_alpha
+                ),
+            });
+        }
         let pool = Pool::new(workers, &self.thread_name).map_err(|e| BuildError {
             kind: ErrorKind::Io,
             message: format!("cannot start worker threads: {e}"),
         })?;
+        let pool = Arc::new(pool);
+        let registry = Arc::new(RwLock::new(Registry::new()));
+        let env = Arc::new(RunEnv::new(
+            pool.clone(),
+            registry.clone(),
+            &self.thread_name,
+            self.estimate_alpha,
+        ));
+        env.set_policy(self.policy);
         Ok(Orchestrator {
             inner: Arc::new(Inner {
                 id: NEXT_ORCHESTRATOR_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                registry: Arc::new(RwLock::new(Registry::new())),
-                pool: Arc::new(pool),
+                registry,
+                env,
+                default_estimate_ns: self.default_estimate.as_nanos().min(u64::MAX as u128) as u64,
+                pool,
                 lifecycle: Mutex::new(()),
                 closed: AtomicBool::new(false),
                 transition_timeout: self.transition_timeout,
@@ -152,15 +205,28 @@ static NEXT_ORCHESTRATOR_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::A
 struct Inner {
     id: u64,
     registry: Arc<RwLock<Registry>>,
+    env: Arc<RunEnv>,
+    default_estimate_ns: u64,
     pool: Arc<Pool>,
     lifecycle: Mutex<()>,
     closed: AtomicBool,
     transition_timeout: Duration,
 }
 
+impl Inner {
+    /// Cancels live runs, then stops the timer and the workers.
+    fn shut_down(&self) {
+        for run in self.env.live_runs() {
+            run.stop_all(STOP_CLOSE);
+        }
+        self.env.timer.shutdown();
+        self.pool.shutdown();
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.pool.shutdown();
+        self.shut_down();
     }
 }
 
@@ -597,10 +663,184 @@ impl Orchestrator {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        for run in self.inner.env.live_runs() {
+            run.stop_all(STOP_CLOSE);
+        }
         if !in_lifecycle_handler(self.inner.id) {
             let _wait = self.inner.lifecycle.lock();
         }
-        self.inner.pool.shutdown();
+        self.inner.shut_down();
+    }
+
+    /// Adds or replaces operation `op` of `system` (for systems loaded from a
+    /// topology file, or registered without it). Workflows built afterwards
+    /// use it; already built ones keep what they resolved.
+    ///
+    /// # Errors
+    /// Unknown system, empty operation name, closed orchestrator.
+    pub fn set_operation<F>(&self, system: &str, op: &str, f: F) -> Result<(), RegistryError>
+    where
+        F: Fn(&StepContext<'_>) -> Result<Value, HandlerError> + Send + Sync + 'static,
+    {
+        self.set_operation_shared(system, op, std::sync::Arc::new(f))
+    }
+
+    /// [`Orchestrator::set_operation`] with a shared function (bindings use this).
+    ///
+    /// # Errors
+    /// As [`Orchestrator::set_operation`].
+    pub fn set_operation_shared(
+        &self,
+        system: &str,
+        op: &str,
+        f: OpFn,
+    ) -> Result<(), RegistryError> {
+        self.check_open_registry()?;
+        let old = self.inner.registry.write().set_operation(system, op, f)?;
+        drop(old); // outside the lock: a host finalizer may call back
+        Ok(())
+    }
+
+    /// Sets (or with `None` removes) the limit on how many workflow steps of
+    /// `system` run at once. Raising it starts waiting steps at once.
+    ///
+    /// # Errors
+    /// Unknown system, a limit of 0, closed orchestrator.
+    pub fn set_concurrency_limit(
+        &self,
+        system: &str,
+        limit: Option<u32>,
+    ) -> Result<(), RegistryError> {
+        self.check_open_registry()?;
+        if limit == Some(0) {
+            return Err(RegistryError::Invalid {
+                message: format!("system '{system}': concurrency limit must be at least 1"),
+            });
+        }
+        let slots = {
+            let reg = self.inner.registry.read();
+            reg.node(reg.index(system)?).slots.clone()
+        };
+        for w in slots.set_limit(limit) {
+            self.inner.env.start_waiter(w);
+        }
+        Ok(())
+    }
+
+    /// Validates and compiles a workflow (see [`WorkflowBuilder::build`]).
+    pub(crate) fn build_workflow(
+        &self,
+        builder: WorkflowBuilder,
+    ) -> Result<Workflow, WorkflowError> {
+        if self.is_closed() {
+            return Err(WorkflowError::Closed);
+        }
+        let reg = self.inner.registry.read();
+        builder.compile(
+            &reg,
+            self.inner.id,
+            &self.inner.env.estimates,
+            self.inner.default_estimate_ns,
+        )
+    }
+
+    /// Loads a workflow definition file (`.toml` or `.json`) and builds it.
+    ///
+    /// # Errors
+    /// Parse errors with file, line and column; build errors naming the step.
+    pub fn load_workflow(&self, path: impl AsRef<Path>) -> Result<Workflow, WorkflowError> {
+        let path = path.as_ref();
+        let format = TopologyFormat::from_path(path).ok_or_else(|| WorkflowError::Invalid {
+            message: format!(
+                "cannot tell the format of {}: use a .toml or .json extension",
+                path.display()
+            ),
+        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| WorkflowError::Invalid {
+            message: format!("cannot read workflow file {}: {e}", path.display()),
+        })?;
+        WorkflowDecl::parse(&text, format, &path.display().to_string())?
+            .into_builder()
+            .build(self)
+    }
+
+    /// Parses a workflow definition from text and builds it.
+    ///
+    /// # Errors
+    /// As [`Orchestrator::load_workflow`].
+    pub fn load_workflow_str(
+        &self,
+        text: &str,
+        format: TopologyFormat,
+    ) -> Result<Workflow, WorkflowError> {
+        WorkflowDecl::parse(text, format, "<string>")?
+            .into_builder()
+            .build(self)
+    }
+
+    /// Runs a workflow across the systems: steps start as soon as their
+    /// predecessors are done, in parallel on the worker pool. Returns at once
+    /// with a handle to wait on, await or cancel.
+    ///
+    /// # Errors
+    /// [`WorkflowError::NotActive`] naming a system that is not Active (and the
+    /// first step that uses it); the workflow was built by another
+    /// orchestrator; the orchestrator is closed. Nothing ran.
+    pub fn coordinate_systems(&self, workflow: &Workflow) -> Result<RunHandle, WorkflowError> {
+        self.coordinate_systems_with(workflow, RunOptions::default())
+    }
+
+    /// [`Orchestrator::coordinate_systems`] with an input, a deadline, or
+    /// timing turned off.
+    ///
+    /// # Errors
+    /// As [`Orchestrator::coordinate_systems`].
+    pub fn coordinate_systems_with(
+        &self,
+        workflow: &Workflow,
+        options: RunOptions,
+    ) -> Result<RunHandle, WorkflowError> {
+        if self.is_closed() {
+            return Err(WorkflowError::Closed);
+        }
+        let wf = &workflow.inner;
+        if wf.orch_id != self.inner.id {
+            return Err(WorkflowError::ForeignWorkflow {
+                workflow: wf.name.clone(),
+            });
+        }
+        if !wf.systems.is_empty() {
+            let reg = self.inner.registry.read();
+            for s in wf.systems.iter() {
+                let state = &reg.node(s.idx).life.state;
+                if !state.is_active() {
+                    return Err(WorkflowError::NotActive {
+                        workflow: wf.name.clone(),
+                        step: s.first_step.clone(),
+                        system: s.name.to_string(),
+                        state: state.name().to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(RunHandle {
+            run: RunInner::start(&self.inner.env, wf, options),
+        })
+    }
+
+    /// Learned duration estimates per `system.operation`, with sample counts.
+    pub fn estimates(&self) -> Vec<Estimate> {
+        self.inner.env.estimates.snapshot()
+    }
+
+    /// How ready steps of one priority class are ordered.
+    pub fn scheduling_policy(&self) -> SchedulingPolicy {
+        self.inner.env.policy()
+    }
+
+    /// Changes the scheduling policy for runs started from now on.
+    pub fn set_scheduling_policy(&self, policy: SchedulingPolicy) {
+        self.inner.env.set_policy(policy);
     }
 }
 

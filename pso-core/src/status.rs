@@ -52,6 +52,14 @@ pub struct SystemStatus {
     pub has_deactivate_handler: bool,
     /// Recent transitions, oldest first (bounded).
     pub history: Vec<Transition>,
+    /// Operations workflow steps can run on it.
+    pub operations: Vec<String>,
+    /// Limit on its concurrently running workflow steps, if any.
+    pub concurrency: Option<u32>,
+    /// Its workflow steps running now (counted only under a limit).
+    pub running_steps: u32,
+    /// Its workflow steps waiting for a slot now.
+    pub waiting_steps: usize,
 }
 
 impl SystemStatus {
@@ -83,6 +91,10 @@ impl SystemStatus {
             has_activate_handler: n.handlers.has_activate(),
             has_deactivate_handler: n.handlers.has_deactivate(),
             history: n.life.history.iter().cloned().collect(),
+            operations: n.operations.keys().map(|k| k.to_string()).collect(),
+            concurrency: n.slots.limit(),
+            running_steps: n.slots.load().0,
+            waiting_steps: n.slots.load().1,
         }
     }
 }

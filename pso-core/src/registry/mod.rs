@@ -32,7 +32,9 @@ use thiserror::Error;
 
 use crate::error::{ErrorKind, PsoError};
 use crate::lifecycle::Lifecycle;
-use crate::model::{EdgeKind, EdgeSpec, Handlers, OpFn, Priority, Resources, SystemSpec, validate_name};
+use crate::model::{
+    EdgeKind, EdgeSpec, Handlers, OpFn, Priority, Resources, SystemSpec, validate_name,
+};
 use crate::workflow::SystemSlots;
 
 pub(crate) use plan::OrderedSet;
@@ -230,11 +232,16 @@ impl Registry {
             validate_name(&spec.name).map_err(|message| RegistryError::Invalid { message })?;
             if spec.concurrency == Some(0) {
                 return Err(RegistryError::Invalid {
-                    message: format!("system '{}': concurrency limit must be at least 1", spec.name),
+                    message: format!(
+                        "system '{}': concurrency limit must be at least 1",
+                        spec.name
+                    ),
                 });
             }
             if let Some(op) = spec.operations.keys().find(|op| op.is_empty()) {
-                return Err(RegistryError::Invalid { message: format!("system '{}': operation name '{op}' is empty", spec.name) });
+                return Err(RegistryError::Invalid {
+                    message: format!("system '{}': operation name '{op}' is empty", spec.name),
+                });
             }
             if self.names.contains_key(spec.name.as_str()) || !new_names.insert(spec.name.as_str())
             {
@@ -290,7 +297,11 @@ impl Registry {
                 },
                 handlers: spec.handlers,
                 life: Lifecycle::new(),
-                operations: spec.operations.into_iter().map(|(k, v)| (Arc::from(k.as_str()), v)).collect(),
+                operations: spec
+                    .operations
+                    .into_iter()
+                    .map(|(k, v)| (Arc::from(k.as_str()), v))
+                    .collect(),
                 slots: Arc::new(SystemSlots::new(spec.concurrency)),
             });
             self.names.insert(name, idx);
@@ -349,10 +360,17 @@ impl Registry {
     }
 
     /// Adds or replaces operation `op` of `name`.
-    pub(crate) fn set_operation(&mut self, name: &str, op: &str, f: OpFn) -> Result<Option<OpFn>, RegistryError> {
+    pub(crate) fn set_operation(
+        &mut self,
+        name: &str,
+        op: &str,
+        f: OpFn,
+    ) -> Result<Option<OpFn>, RegistryError> {
         let idx = self.index(name)?;
         if op.is_empty() {
-            return Err(RegistryError::Invalid { message: format!("system '{name}': operation name is empty") });
+            return Err(RegistryError::Invalid {
+                message: format!("system '{name}': operation name is empty"),
+            });
         }
         Ok(self.graph[idx].operations.insert(Arc::from(op), f))
     }

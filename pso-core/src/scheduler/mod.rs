@@ -143,23 +143,31 @@ impl Pool {
         self.shared.sleep.notify_one();
     }
 
-    /// Submits many jobs of one class and wakes as many workers as useful.
-    pub(crate) fn spawn_many(&self, jobs: impl IntoIterator<Item = Job>, class: usize) {
-        let class = class.min(CLASSES - 1);
+    /// Submits jobs, each with its class, in order (to the current worker's
+    /// deques when called from a worker, else to the injectors), then wakes
+    /// as many parked workers as useful — one wake-up check for the batch.
+    pub(crate) fn spawn_batch(&self, jobs: impl IntoIterator<Item = (Job, usize)>) {
         let mut n = 0usize;
         match self.current_local() {
-            Some(local) => jobs.into_iter().for_each(|j| {
-                local.push(j, class);
+            Some(local) => jobs.into_iter().for_each(|(j, c)| {
+                local.push(j, c.min(CLASSES - 1));
                 n += 1;
             }),
-            None => jobs.into_iter().for_each(|j| {
-                self.shared.injectors[class].push(j);
+            None => jobs.into_iter().for_each(|(j, c)| {
+                self.shared.injectors[c.min(CLASSES - 1)].push(j);
                 n += 1;
             }),
         }
         for _ in 0..n.min(self.size) {
             self.shared.sleep.notify_one();
         }
+    }
+
+    /// The calling worker, if it belongs to this pool: a handle for repeated
+    /// local pushes without re-reading the thread-local each time.
+    pub(crate) fn worker(&self) -> Option<WorkerRef<'_>> {
+        self.current_local()
+            .map(|local| WorkerRef { pool: self, local })
     }
 
     /// The index of the calling worker, if it is a worker of this pool.
@@ -170,13 +178,6 @@ impl Pool {
     /// Whether the calling thread is a worker of this pool.
     pub(crate) fn on_worker(&self) -> bool {
         self.current_local().is_some()
-    }
-
-    /// The highest class (lowest number) that may have work in the calling
-    /// worker's own deques, or `CLASSES` if none (or not on a worker).
-    pub(crate) fn local_best_class(&self) -> usize {
-        self.current_local()
-            .map_or(CLASSES, |l| l.mask.get().trailing_zeros() as usize)
     }
 
     /// Runs one queued job on the calling worker thread, if there is one. Lets
@@ -219,6 +220,37 @@ impl Pool {
         // leave this thread (`Local` is neither `Send` nor `Sync`).
         let local = unsafe { &*ptr };
         std::ptr::eq(local.shared, Arc::as_ptr(&self.shared)).then_some(local)
+    }
+}
+
+/// The worker running on this thread; see [`Pool::worker`].
+pub(crate) struct WorkerRef<'a> {
+    pool: &'a Pool,
+    local: &'a Local,
+}
+
+impl WorkerRef<'_> {
+    /// The highest class (lowest number) that may have work in this worker's
+    /// own deques, or `CLASSES` if none.
+    pub(crate) fn best_class(&self) -> usize {
+        self.local.mask.get().trailing_zeros() as usize
+    }
+
+    /// Pushes a job onto this worker's own deque, without waking anyone.
+    pub(crate) fn push(&self, job: Job, class: usize) {
+        self.local.push(job, class.min(CLASSES - 1));
+    }
+
+    /// Wakes up to `n` parked workers to steal from this one. The check is a
+    /// relaxed read: a worker that is just going to sleep may be missed, which
+    /// only loses parallelism for a moment — this worker runs its own deque
+    /// to the end, so no job is stranded.
+    pub(crate) fn wake(&self, n: usize) {
+        for _ in 0..n.min(self.pool.size) {
+            if !self.pool.shared.sleep.notify_one_relaxed() {
+                break;
+            }
+        }
     }
 }
 

@@ -34,6 +34,17 @@ impl Sleep {
         }
     }
 
+    /// Like `notify_one`, without the fence; returns false if nobody sleeps.
+    /// Only for pushes to a worker's own deque (see `WorkerRef::wake`).
+    pub(super) fn notify_one_relaxed(&self) -> bool {
+        if self.sleepers.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let _g = self.lock.lock();
+        self.cv.notify_one();
+        true
+    }
+
     pub(super) fn notify_all(&self) {
         let _g = self.lock.lock();
         self.cv.notify_all();

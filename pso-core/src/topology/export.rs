@@ -32,6 +32,7 @@ pub(crate) fn to_topology(reg: &Registry) -> Topology {
             conflicts: names(EdgeKind::Conflicts),
             interacts: names(EdgeKind::Interacts),
             timeout_ms: n.info.timeout.map(|d| d.as_millis() as u64),
+            concurrency: n.slots.limit(),
         });
     }
     Topology {

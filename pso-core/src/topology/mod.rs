@@ -77,6 +77,9 @@ pub struct SystemDecl {
     /// Per-transition timeout in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Limit on concurrently running workflow steps of this system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
 }
 
 fn is_normal(p: &Priority) -> bool {
@@ -91,6 +94,7 @@ impl SystemDecl {
         spec.priority = self.priority;
         spec.resources = self.resources;
         spec.timeout = self.timeout_ms.map(std::time::Duration::from_millis);
+        spec.concurrency = self.concurrency;
         for (kind, list) in [
             (EdgeKind::Requires, self.requires),
             (EdgeKind::Wants, self.wants),

@@ -8,7 +8,8 @@ use std::sync::Arc as StdArc;
 use crate::model::{HandlerError, OpFn};
 use crate::sync::Arc;
 use crate::value::Value;
-use crate::workflow::run::{ChildGroup, RunInner};
+use crate::workflow::fanout::ChildGroup;
+use crate::workflow::run::RunInner;
 
 /// The context passed to a step's function.
 pub struct StepContext<'a> {
@@ -16,23 +17,37 @@ pub struct StepContext<'a> {
     pub(crate) step: u32,
     pub(crate) attempt: u32,
     pub(crate) child: Option<(&'a ChildGroup, u32)>,
-    pub(crate) children: RefCell<Option<Vec<Child>>>,
+    pub(crate) children: RefCell<Vec<Child>>,
 }
 
 impl fmt::Debug for StepContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StepContext").field("step", &self.step_name()).field("attempt", &self.attempt).finish()
+        f.debug_struct("StepContext")
+            .field("step", &self.step_name())
+            .field("attempt", &self.attempt)
+            .finish()
     }
 }
 
 impl<'a> StepContext<'a> {
-    pub(crate) fn new(run: &'a RunInner, step: u32, attempt: u32, child: Option<(&'a ChildGroup, u32)>) -> Self {
-        StepContext { run, step, attempt, child, children: RefCell::new(None) }
+    pub(crate) fn new(
+        run: &'a RunInner,
+        step: u32,
+        attempt: u32,
+        child: Option<(&'a ChildGroup, u32)>,
+    ) -> Self {
+        StepContext {
+            run,
+            step,
+            attempt,
+            child,
+            children: RefCell::new(Vec::new()),
+        }
     }
 
     /// The step's name (`parent[i]` for a fan-out child).
     pub fn step_name(&self) -> String {
-        let parent = &self.run.wf.steps[self.step as usize].name;
+        let parent = &self.run.wf.meta[self.step as usize].name;
         match self.child {
             Some((_, k)) => format!("{parent}[{k}]"),
             None => parent.to_string(),
@@ -61,7 +76,7 @@ impl<'a> StepContext<'a> {
     pub fn operation(&self) -> Option<&str> {
         match self.child {
             Some((g, k)) => g.defs[k as usize].op.as_deref(),
-            None => self.run.wf.steps[self.step as usize].op.as_deref(),
+            None => self.run.wf.meta[self.step as usize].op.as_deref(),
         }
     }
 
@@ -95,7 +110,12 @@ impl<'a> StepContext<'a> {
             Some((g, k)) => g.defs[k as usize].input.clone(),
             None => {
                 if self.run.wf.has_inputs(self.step) {
-                    Value::Map(self.inputs().into_iter().map(|(k, v)| (k.to_owned(), v.clone())).collect())
+                    Value::Map(
+                        self.inputs()
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v.clone()))
+                            .collect(),
+                    )
                 } else {
                     self.run.input.clone()
                 }
@@ -118,7 +138,39 @@ impl<'a> StepContext<'a> {
     /// A token that answers [`StepContext::is_cancelled`] from anywhere (for
     /// example another thread the handler started), for as long as it lives.
     pub fn cancel_token(&self) -> CancelToken {
-        CancelToken { run: self.run.arc(), step: self.step, attempt: self.attempt, child: self.child.map(|(_, k)| k) }
+        CancelToken {
+            run: self.run.arc(),
+            step: self.step,
+            attempt: self.attempt,
+            child: self.child.map(|(_, k)| k),
+        }
+    }
+
+    /// A fan-out child that runs operation `op` of `system` with `input`.
+    ///
+    /// # Errors
+    /// The system or operation does not exist, or the system is not Active.
+    pub fn child_op(
+        &self,
+        system: &str,
+        op: &str,
+        input: impl Into<Value>,
+    ) -> Result<Child, HandlerError> {
+        let reg = self.run.env.registry.read();
+        let idx = reg
+            .index(system)
+            .map_err(|e| HandlerError::failed(e.to_string()))?;
+        let node = reg.node(idx);
+        if !node.life.state.is_active() {
+            return Err(HandlerError::failed(format!(
+                "system '{system}' is {}, not Active",
+                node.life.state.name()
+            )));
+        }
+        let (name, f) = node.operations.get_key_value(op).ok_or_else(|| {
+            HandlerError::failed(format!("system '{system}' has no operation '{op}'"))
+        })?;
+        Ok(Child::shared(input, f.clone()).with_op(node.name.clone(), name.clone()))
     }
 
     /// Emits child steps (dynamic fan-out). They run in parallel once this
@@ -133,7 +185,7 @@ impl<'a> StepContext<'a> {
         if self.child.is_some() {
             return Err(HandlerError::failed("a fan-out child cannot fan out"));
         }
-        self.children.borrow_mut().get_or_insert_with(Vec::new).extend(children);
+        self.children.borrow_mut().extend(children);
         Ok(())
     }
 }
@@ -149,7 +201,11 @@ pub struct Child {
 
 impl fmt::Debug for Child {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Child").field("input", &self.input).field("system", &self.system).field("op", &self.op).finish()
+        f.debug_struct("Child")
+            .field("input", &self.input)
+            .field("system", &self.system)
+            .field("op", &self.op)
+            .finish()
     }
 }
 
@@ -159,12 +215,22 @@ impl Child {
     where
         F: Fn(&StepContext<'_>) -> Result<Value, HandlerError> + Send + Sync + 'static,
     {
-        Child { f: StdArc::new(f), input: input.into(), system: None, op: None }
+        Child {
+            f: StdArc::new(f),
+            input: input.into(),
+            system: None,
+            op: None,
+        }
     }
 
     /// A child that runs a shared function with `input`.
     pub fn shared(input: impl Into<Value>, f: OpFn) -> Child {
-        Child { f, input: input.into(), system: None, op: None }
+        Child {
+            f,
+            input: input.into(),
+            system: None,
+            op: None,
+        }
     }
 
     /// Names the system operation this child stands for (for history and
@@ -188,16 +254,22 @@ pub struct CancelToken {
 
 impl fmt::Debug for CancelToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CancelToken").field("cancelled", &self.is_cancelled()).finish()
+        f.debug_struct("CancelToken")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
     }
 }
 
 impl CancelToken {
     /// Whether the step should stop.
     pub fn is_cancelled(&self) -> bool {
-        let group = self.child.and_then(|k| self.run.group_of(self.step).map(|g| (g, k)));
+        let group = self
+            .child
+            .and_then(|k| self.run.group_of(self.step).map(|g| (g, k)));
         match group {
-            Some((g, k)) => self.run.step_abandoned(self.step, self.attempt, Some((&g, k))),
+            Some((g, k)) => self
+                .run
+                .step_abandoned(self.step, self.attempt, Some((&g, k))),
             None => self.run.step_abandoned(self.step, self.attempt, None),
         }
     }

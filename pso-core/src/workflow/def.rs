@@ -91,7 +91,11 @@ impl WorkflowDecl {
     ///
     /// # Errors
     /// [`WorkflowError::Parse`] with line and column.
-    pub fn parse(text: &str, format: TopologyFormat, source_name: &str) -> Result<WorkflowDecl, WorkflowError> {
+    pub fn parse(
+        text: &str,
+        format: TopologyFormat,
+        source_name: &str,
+    ) -> Result<WorkflowDecl, WorkflowError> {
         let parse_err = |line: usize, column: usize, message: String| WorkflowError::Parse {
             source_name: source_name.to_owned(),
             line,
@@ -105,7 +109,9 @@ impl WorkflowDecl {
             }),
             TopologyFormat::Json => serde_json::from_str(text).map_err(|e| {
                 let full = e.to_string();
-                let msg = full.rfind(" at line ").map_or(full.clone(), |i| full[..i].to_owned());
+                let msg = full
+                    .rfind(" at line ")
+                    .map_or(full.clone(), |i| full[..i].to_owned());
                 parse_err(e.line().max(1), e.column().max(1), msg)
             }),
         }

@@ -58,7 +58,10 @@ pub(crate) enum Acquire {
 
 impl SystemSlots {
     pub(crate) fn new(limit: Option<u32>) -> Self {
-        SystemSlots { limit: AtomicU32::new(limit.unwrap_or(0)), queue: Mutex::new(Queue::default()) }
+        SystemSlots {
+            limit: AtomicU32::new(limit.unwrap_or(0)),
+            queue: Mutex::new(Queue::default()),
+        }
     }
 
     /// The limit, if any.

@@ -16,12 +16,15 @@
 //! A built workflow keeps its compiled form: later changes to a system's
 //! operations do not affect it (build it again to pick them up).
 
+mod buffers;
 mod context;
+mod control;
 mod def;
+mod fanout;
 mod limits;
 mod plan;
-pub(crate) mod run;
 mod result;
+pub(crate) mod run;
 #[cfg(test)]
 mod test;
 
@@ -65,7 +68,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_retries: 0, base: Duration::from_millis(10), max: Duration::from_secs(10), jitter: true }
+        RetryPolicy {
+            max_retries: 0,
+            base: Duration::from_millis(10),
+            max: Duration::from_secs(10),
+            jitter: true,
+        }
     }
 }
 
@@ -76,7 +84,9 @@ impl RetryPolicy {
         let d = self.base.saturating_mul(1u32 << exp).min(self.max);
         if self.jitter && !d.is_zero() {
             let half = d / 2;
-            half + Duration::from_nanos(fastrand::u64(0..=half.as_nanos().min(u64::MAX as u128) as u64))
+            half + Duration::from_nanos(fastrand::u64(
+                0..=half.as_nanos().min(u64::MAX as u128) as u64,
+            ))
         } else {
             d
         }
@@ -130,14 +140,27 @@ impl fmt::Debug for StepSpec {
         if let Action::Op { system, op } = &self.action {
             d.field("system", system).field("op", op);
         }
-        d.field("inputs", &self.inputs).field("after", &self.after).field("retry", &self.retry).finish_non_exhaustive()
+        d.field("inputs", &self.inputs)
+            .field("after", &self.after)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
     }
 }
 
 impl StepSpec {
     /// A step that runs operation `op` of `system`.
-    pub fn op(name: impl Into<String>, system: impl Into<String>, op: impl Into<String>) -> StepSpec {
-        Self::new(name.into(), Action::Op { system: system.into(), op: op.into() })
+    pub fn op(
+        name: impl Into<String>,
+        system: impl Into<String>,
+        op: impl Into<String>,
+    ) -> StepSpec {
+        Self::new(
+            name.into(),
+            Action::Op {
+                system: system.into(),
+                op: op.into(),
+            },
+        )
     }
 
     /// A step that runs a function.
@@ -308,7 +331,9 @@ pub enum WorkflowError {
         message: String,
     },
     /// A system the workflow uses is not Active.
-    #[error("cannot run workflow '{workflow}': step '{step}' uses system '{system}', which is {state} (activate it first)")]
+    #[error(
+        "cannot run workflow '{workflow}': step '{step}' uses system '{system}', which is {state} (activate it first)"
+    )]
     NotActive {
         /// The workflow.
         workflow: String,
@@ -338,7 +363,9 @@ impl PsoError for WorkflowError {
             | WorkflowError::UnknownSystem { .. }
             | WorkflowError::UnknownOperation { .. } => ErrorKind::NotFound,
             WorkflowError::Cycle { .. } => ErrorKind::Cycle,
-            WorkflowError::Invalid { .. } | WorkflowError::ForeignWorkflow { .. } => ErrorKind::InvalidArgument,
+            WorkflowError::Invalid { .. } | WorkflowError::ForeignWorkflow { .. } => {
+                ErrorKind::InvalidArgument
+            }
             WorkflowError::Parse { .. } => ErrorKind::Parse,
             WorkflowError::NotActive { .. } => ErrorKind::NotActive,
             WorkflowError::Closed => ErrorKind::Closed,
@@ -350,7 +377,9 @@ impl From<RegistryError> for WorkflowError {
     fn from(e: RegistryError) -> Self {
         match e {
             RegistryError::Closed => WorkflowError::Closed,
-            other => WorkflowError::Invalid { message: other.to_string() },
+            other => WorkflowError::Invalid {
+                message: other.to_string(),
+            },
         }
     }
 }
@@ -382,7 +411,10 @@ pub struct WorkflowBuilder {
 impl WorkflowBuilder {
     /// An empty workflow called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        WorkflowBuilder { name: name.into(), steps: Vec::new() }
+        WorkflowBuilder {
+            name: name.into(),
+            steps: Vec::new(),
+        }
     }
 
     /// Adds a step.
@@ -415,32 +447,51 @@ impl WorkflowBuilder {
         orch.build_workflow(self)
     }
 
-    pub(crate) fn compile(self, reg: &Registry, orch_id: u64, est: &Estimates, default_ns: u64) -> Result<Workflow, WorkflowError> {
+    pub(crate) fn compile(
+        self,
+        reg: &Registry,
+        orch_id: u64,
+        est: &Estimates,
+        default_ns: u64,
+    ) -> Result<Workflow, WorkflowError> {
         let wf_name = self.name;
         if wf_name.is_empty() {
-            return Err(WorkflowError::Invalid { message: "workflow name is empty".into() });
+            return Err(WorkflowError::Invalid {
+                message: "workflow name is empty".into(),
+            });
         }
         let n = self.steps.len();
         if n >= u32::MAX as usize / 2 {
-            return Err(WorkflowError::Invalid { message: format!("workflow '{wf_name}' has too many steps ({n})") });
+            return Err(WorkflowError::Invalid {
+                message: format!("workflow '{wf_name}' has too many steps ({n})"),
+            });
         }
         let mut index: HashMap<&str, u32> = HashMap::with_capacity(n);
         for (i, s) in self.steps.iter().enumerate() {
             if s.name.is_empty() || s.name.len() > 256 || s.name.chars().any(char::is_control) {
                 return Err(WorkflowError::Invalid {
-                    message: format!("workflow '{wf_name}': step name {:?} must be 1 to 256 printable characters", s.name),
+                    message: format!(
+                        "workflow '{wf_name}': step name {:?} must be 1 to 256 printable characters",
+                        s.name
+                    ),
                 });
             }
             if index.insert(s.name.as_str(), i as u32).is_some() {
-                return Err(WorkflowError::DuplicateStep { workflow: wf_name.clone(), step: s.name.clone() });
+                return Err(WorkflowError::DuplicateStep {
+                    workflow: wf_name.clone(),
+                    step: s.name.clone(),
+                });
             }
         }
         let lookup = |step: &str, other: &str| -> Result<u32, WorkflowError> {
-            index.get(other).copied().ok_or_else(|| WorkflowError::UnknownStep {
-                workflow: wf_name.clone(),
-                step: step.to_owned(),
-                missing: other.to_owned(),
-            })
+            index
+                .get(other)
+                .copied()
+                .ok_or_else(|| WorkflowError::UnknownStep {
+                    workflow: wf_name.clone(),
+                    step: step.to_owned(),
+                    missing: other.to_owned(),
+                })
         };
 
         // Edges pred -> succ, deduplicated per pair; named inputs per step.
@@ -452,10 +503,18 @@ impl WorkflowBuilder {
             input_start.push(inputs.len() as u32);
             for (input, from) in &s.inputs {
                 if input.is_empty() {
-                    return Err(WorkflowError::Invalid { message: format!("workflow '{wf_name}': step '{}' has an input with an empty name", s.name) });
+                    return Err(WorkflowError::Invalid {
+                        message: format!(
+                            "workflow '{wf_name}': step '{}' has an input with an empty name",
+                            s.name
+                        ),
+                    });
                 }
                 let p = lookup(&s.name, from)?;
-                inputs.push(InputRef { name: StdArc::from(input.as_str()), from: p });
+                inputs.push(InputRef {
+                    name: StdArc::from(input.as_str()),
+                    from: p,
+                });
                 edges.push((p, i as u32));
             }
             for a in &s.after {
@@ -475,13 +534,18 @@ impl WorkflowBuilder {
         for &(p, s) in &edges {
             if p == s {
                 let name = self.steps[p as usize].name.clone();
-                return Err(WorkflowError::Cycle { workflow: wf_name.clone(), path: vec![name.clone(), name] });
+                return Err(WorkflowError::Cycle {
+                    workflow: wf_name.clone(),
+                    path: vec![name.clone(), name],
+                });
             }
         }
         edges.sort_unstable();
         edges.dedup();
 
-        let csr = |pairs: &[(u32, u32)], key: fn(&(u32, u32)) -> (u32, u32)| -> (Box<[u32]>, Box<[u32]>) {
+        let csr = |pairs: &[(u32, u32)],
+                   key: fn(&(u32, u32)) -> (u32, u32)|
+         -> (Box<[u32]>, Box<[u32]>) {
             let mut start = vec![0u32; n + 1];
             for e in pairs {
                 start[key(e).0 as usize + 1] += 1;
@@ -518,24 +582,33 @@ impl WorkflowBuilder {
         }
         if topo.len() < n {
             let names: Vec<&str> = self.steps.iter().map(|s| s.name.as_str()).collect();
-            let path = plan::find_cycle(&left, &succ_start, &succ).into_iter().map(|i| names[i as usize].to_owned()).collect();
-            return Err(WorkflowError::Cycle { workflow: wf_name, path });
+            let path = plan::find_cycle(&left, &succ_start, &succ)
+                .into_iter()
+                .map(|i| names[i as usize].to_owned())
+                .collect();
+            return Err(WorkflowError::Cycle {
+                workflow: wf_name,
+                path,
+            });
         }
 
         // Resolve systems and operations.
         let mut systems: Vec<SystemRef> = Vec::new();
         let mut system_ix: HashMap<NodeIndex, u32> = HashMap::new();
         let mut steps = Vec::with_capacity(n);
+        let mut meta = Vec::with_capacity(n);
         let mut est_init = Vec::with_capacity(n);
         for (s, cond) in self.steps.into_iter().zip(conditions) {
             let (f, system, op, class) = match s.action {
                 Action::Func(f) => (f, None, None, Priority::Normal),
                 Action::Op { system, op } => {
-                    let idx = reg.index(&system).map_err(|_| WorkflowError::UnknownSystem {
-                        workflow: wf_name.clone(),
-                        step: s.name.clone(),
-                        system: system.clone(),
-                    })?;
+                    let idx = reg
+                        .index(&system)
+                        .map_err(|_| WorkflowError::UnknownSystem {
+                            workflow: wf_name.clone(),
+                            step: s.name.clone(),
+                            system: system.clone(),
+                        })?;
                     let node = reg.node(idx);
                     let Some((op_name, f)) = node.operations.get_key_value(op.as_str()) else {
                         return Err(WorkflowError::UnknownOperation {
@@ -547,25 +620,49 @@ impl WorkflowBuilder {
                         });
                     };
                     let sys = *system_ix.entry(idx).or_insert_with(|| {
-                        systems.push(SystemRef { name: node.name.clone(), idx, slots: node.slots.clone(), first_step: s.name.clone() });
+                        systems.push(SystemRef {
+                            name: node.name.clone(),
+                            idx,
+                            slots: node.slots.clone(),
+                            first_step: s.name.clone(),
+                        });
                         (systems.len() - 1) as u32
                     });
-                    (f.clone(), Some(sys), Some(op_name.clone()), node.info.priority)
+                    (
+                        f.clone(),
+                        Some(sys),
+                        Some(op_name.clone()),
+                        node.info.priority,
+                    )
                 }
             };
             let key = match (&system, &op) {
                 (Some(sys), Some(op)) => Some(format!("{}.{op}", systems[*sys as usize].name)),
                 _ => None,
             };
-            est_init.push(key.as_deref().and_then(|k| est.mean_ns(k)).unwrap_or(default_ns));
+            est_init.push(
+                key.as_deref()
+                    .and_then(|k| est.mean_ns(k))
+                    .unwrap_or(default_ns),
+            );
+            let timeout_ns = s
+                .timeout
+                .map_or(0, |d| d.as_nanos().clamp(1, u64::MAX as u128) as u64);
+            let retry = (s.retry.max_retries > 0).then(|| Box::new(s.retry));
+            let flags = if timeout_ns > 0 { HAS_TIMEOUT } else { 0 }
+                | if retry.is_some() { HAS_RETRY } else { 0 }
+                | if cond.is_some() { HAS_CONDITION } else { 0 };
             steps.push(StepDef {
-                name: StdArc::from(s.name.as_str()),
                 f,
                 system,
-                op,
                 class: s.priority.unwrap_or(class).rank(),
-                timeout_ns: s.timeout.map_or(0, |d| d.as_nanos().clamp(1, u64::MAX as u128) as u64),
-                retry: (s.retry.max_retries > 0).then(|| Box::new(s.retry)),
+                flags,
+            });
+            meta.push(StepMeta {
+                name: StdArc::from(s.name.as_str()),
+                op,
+                timeout_ns,
+                retry,
                 condition: cond.map(Box::new),
                 est_key: key.map(|k| StdArc::from(k.as_str())),
             });
@@ -575,6 +672,7 @@ impl WorkflowBuilder {
             name: wf_name,
             orch_id,
             steps: steps.into_boxed_slice(),
+            meta: meta.into_boxed_slice(),
             succ_start,
             succ,
             pred_start,
@@ -587,8 +685,11 @@ impl WorkflowBuilder {
             est: est_init.into_iter().map(AtomicU64::new).collect(),
             est_version: AtomicU64::new(1),
             plan: Mutex::new(None),
+            buffers: buffers::BufferPool::default(),
         };
-        Ok(Workflow { inner: Arc::new(wf) })
+        Ok(Workflow {
+            inner: Arc::new(wf),
+        })
     }
 }
 
@@ -611,13 +712,23 @@ pub(crate) struct SystemRef {
     pub(crate) first_step: String,
 }
 
-/// A compiled step.
+/// The hot part of a compiled step: what running it reads (24 bytes).
 pub(crate) struct StepDef {
-    pub(crate) name: StdArc<str>,
     pub(crate) f: OpFn,
     pub(crate) system: Option<u32>,
-    pub(crate) op: Option<StdArc<str>>,
     pub(crate) class: u8,
+    /// `HAS_TIMEOUT | HAS_RETRY | HAS_CONDITION`: whether to look at [`StepMeta`].
+    pub(crate) flags: u8,
+}
+
+pub(crate) const HAS_TIMEOUT: u8 = 1;
+pub(crate) const HAS_RETRY: u8 = 2;
+pub(crate) const HAS_CONDITION: u8 = 4;
+
+/// The cold part of a compiled step.
+pub(crate) struct StepMeta {
+    pub(crate) name: StdArc<str>,
+    pub(crate) op: Option<StdArc<str>>,
     /// 0 = no timeout.
     pub(crate) timeout_ns: u64,
     pub(crate) retry: Option<Box<RetryPolicy>>,
@@ -631,6 +742,7 @@ pub(crate) struct WorkflowInner {
     pub(crate) name: String,
     pub(crate) orch_id: u64,
     pub(crate) steps: Box<[StepDef]>,
+    pub(crate) meta: Box<[StepMeta]>,
     pub(crate) succ_start: Box<[u32]>,
     pub(crate) succ: Box<[u32]>,
     pub(crate) pred_start: Box<[u32]>,
@@ -644,6 +756,8 @@ pub(crate) struct WorkflowInner {
     pub(crate) est: Box<[AtomicU64]>,
     pub(crate) est_version: AtomicU64,
     pub(crate) plan: Mutex<Option<Arc<plan::RunPlan>>>,
+    /// Buffers of finished runs, for the next runs.
+    pub(crate) buffers: buffers::BufferPool,
 }
 
 impl WorkflowInner {
@@ -656,7 +770,8 @@ impl WorkflowInner {
     }
 
     pub(crate) fn inputs_of(&self, i: u32) -> &[InputRef] {
-        &self.inputs[self.input_start[i as usize] as usize..self.input_start[i as usize + 1] as usize]
+        &self.inputs
+            [self.input_start[i as usize] as usize..self.input_start[i as usize + 1] as usize]
     }
 
     pub(crate) fn has_inputs(&self, i: u32) -> bool {
@@ -664,7 +779,9 @@ impl WorkflowInner {
     }
 
     pub(crate) fn step_system(&self, i: u32) -> Option<&str> {
-        self.steps[i as usize].system.map(|s| &*self.systems[s as usize].name)
+        self.steps[i as usize]
+            .system
+            .map(|s| &*self.systems[s as usize].name)
     }
 }
 
@@ -676,7 +793,10 @@ pub struct Workflow {
 
 impl fmt::Debug for Workflow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Workflow").field("name", &self.inner.name).field("steps", &self.inner.steps.len()).finish()
+        f.debug_struct("Workflow")
+            .field("name", &self.inner.name)
+            .field("steps", &self.inner.steps.len())
+            .finish()
     }
 }
 
@@ -703,7 +823,11 @@ impl Workflow {
 
     /// Step names in a topological order.
     pub fn step_names(&self) -> Vec<&str> {
-        self.inner.topo.iter().map(|&i| &*self.inner.steps[i as usize].name).collect()
+        self.inner
+            .topo
+            .iter()
+            .map(|&i| &*self.inner.meta[i as usize].name)
+            .collect()
     }
 
     /// The systems the workflow's steps operate on.
@@ -714,10 +838,15 @@ impl Workflow {
     /// The current duration estimate of each step, by name.
     pub fn estimates(&self) -> Vec<(&str, Duration)> {
         self.inner
-            .steps
+            .meta
             .iter()
             .zip(self.inner.est.iter())
-            .map(|(s, e)| (&*s.name, Duration::from_nanos(e.load(crate::sync::Ordering::Relaxed))))
+            .map(|(s, e)| {
+                (
+                    &*s.name,
+                    Duration::from_nanos(e.load(crate::sync::Ordering::Relaxed)),
+                )
+            })
             .collect()
     }
 }

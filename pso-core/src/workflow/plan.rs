@@ -42,7 +42,9 @@ impl std::str::FromStr for SchedulingPolicy {
         match s {
             "critical_path" => Ok(SchedulingPolicy::CriticalPath),
             "fifo" => Ok(SchedulingPolicy::Fifo),
-            _ => Err(format!("unknown scheduling policy '{s}' (expected 'critical_path' or 'fifo')")),
+            _ => Err(format!(
+                "unknown scheduling policy '{s}' (expected 'critical_path' or 'fifo')"
+            )),
         }
     }
 }
@@ -91,7 +93,10 @@ pub(crate) struct Estimates {
 
 impl Estimates {
     pub(crate) fn new(alpha: f64) -> Self {
-        Estimates { alpha, map: Mutex::new(HashMap::new()) }
+        Estimates {
+            alpha,
+            map: Mutex::new(HashMap::new()),
+        }
     }
 
     pub(crate) fn alpha(&self) -> f64 {
@@ -100,7 +105,11 @@ impl Estimates {
 
     /// Mean estimate in ns, if there is any sample.
     pub(crate) fn mean_ns(&self, key: &str) -> Option<u64> {
-        self.map.lock().get(key).filter(|e| e.n > 0).map(|e| e.mean as u64)
+        self.map
+            .lock()
+            .get(key)
+            .filter(|e| e.n > 0)
+            .map(|e| e.mean as u64)
     }
 
     /// Folds in measurements `(key, ns)`.
@@ -137,6 +146,8 @@ pub(crate) struct RunPlan {
     pub(crate) cp: Box<[u64]>,
     /// Root steps, best first.
     pub(crate) roots: Box<[u32]>,
+    /// `roots[lo..hi]` ranges of one priority class each.
+    pub(crate) root_groups: Box<[(usize, usize)]>,
 }
 
 impl RunPlan {
@@ -165,14 +176,42 @@ pub(crate) fn current(wf: &WorkflowInner, policy: SchedulingPolicy) -> Arc<RunPl
     let mut cp = vec![0u64; n].into_boxed_slice();
     if policy == SchedulingPolicy::CriticalPath {
         for &i in wf.topo.iter().rev() {
-            let tail = wf.succ_of(i).iter().map(|&s| cp[s as usize]).max().unwrap_or(0);
-            cp[i as usize] = wf.est[i as usize].load(Ordering::Relaxed).saturating_add(tail);
+            let tail = wf
+                .succ_of(i)
+                .iter()
+                .map(|&s| cp[s as usize])
+                .max()
+                .unwrap_or(0);
+            cp[i as usize] = wf.est[i as usize]
+                .load(Ordering::Relaxed)
+                .saturating_add(tail);
         }
     }
-    let mut plan = RunPlan { version, policy, cp, roots: Box::new([]) };
-    let mut roots: Vec<u32> = (0..n as u32).filter(|&i| wf.pred_count[i as usize] == 0).collect();
+    let mut plan = RunPlan {
+        version,
+        policy,
+        cp,
+        roots: Box::new([]),
+        root_groups: Box::new([]),
+    };
+    let mut roots: Vec<u32> = (0..n as u32)
+        .filter(|&i| wf.pred_count[i as usize] == 0)
+        .collect();
     roots.sort_by_key(|&i| plan.key(wf, i));
+    let mut groups = Vec::new();
+    let mut lo = 0;
+    while lo < roots.len() {
+        let class = wf.steps[roots[lo] as usize].class;
+        let hi = lo
+            + roots[lo..]
+                .iter()
+                .take_while(|&&r| wf.steps[r as usize].class == class)
+                .count();
+        groups.push((lo, hi));
+        lo = hi;
+    }
     plan.roots = roots.into_boxed_slice();
+    plan.root_groups = groups.into_boxed_slice();
     let plan = Arc::new(plan);
     *cached = Some(plan.clone());
     plan
@@ -210,7 +249,10 @@ pub(crate) fn find_cycle(left: &[u32], succ_start: &[u32], succ: &[u32]) -> Vec<
                     stack.push((s, succ_start[s as usize]));
                 }
                 GREY => {
-                    let from = stack.iter().position(|f| f.0 == s).expect("grey node is on the stack");
+                    let from = stack
+                        .iter()
+                        .position(|f| f.0 == s)
+                        .expect("grey node is on the stack");
                     let mut path: Vec<u32> = stack[from..].iter().map(|f| f.0).collect();
                     path.push(s);
                     return path;

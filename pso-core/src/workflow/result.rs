@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::fanout::ChildGroup;
 use super::run::{
-    CANCELLED, CANCELLED_Q, ChildGroup, FAILED, FANNED, PENDING, RETRY_WAIT, RUNNING, RunInner, SKIPPED, STOP_CANCEL,
-    STOP_CLOSE, STOP_DEADLINE, STOP_NONE, SUCCEEDED, TIMED_OUT, TIMED_OUT_Q, split,
+    CANCELLED, CANCELLED_Q, FAILED, FANNED, PENDING, RETRY_WAIT, RUNNING, RunInner, SKIPPED,
+    STOP_CANCEL, STOP_CLOSE, STOP_DEADLINE, STOP_NONE, SUCCEEDED, TIMED_OUT, TIMED_OUT_Q, split,
 };
 use crate::sync::{Arc, Ordering};
 use crate::value::Value;
@@ -82,7 +83,10 @@ pub enum StepState {
 impl StepState {
     /// Whether the state is terminal.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, StepState::Pending | StepState::Running | StepState::WaitingRetry)
+        !matches!(
+            self,
+            StepState::Pending | StepState::Running | StepState::WaitingRetry
+        )
     }
 
     /// The snake_case name.
@@ -206,7 +210,10 @@ pub struct RunHandle {
 
 impl fmt::Debug for RunHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunHandle").field("id", &self.run.id).field("workflow", &self.run.wf.name).finish()
+        f.debug_struct("RunHandle")
+            .field("id", &self.run.id)
+            .field("workflow", &self.run.wf.name)
+            .finish()
     }
 }
 
@@ -247,23 +254,32 @@ impl RunHandle {
     /// orchestrator it runs other work while waiting instead of blocking.
     pub fn wait(&self) -> RunResult {
         self.run.wait_done(None);
-        RunResult { run: self.run.clone() }
+        RunResult {
+            run: self.run.clone(),
+        }
     }
 
     /// Waits at most `timeout`; `None` if the run is still going.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<RunResult> {
         let deadline = Instant::now().checked_add(timeout);
-        self.run.wait_done(deadline).then(|| RunResult { run: self.run.clone() })
+        self.run.wait_done(deadline).then(|| RunResult {
+            run: self.run.clone(),
+        })
     }
 
     /// The result if the run is done, without waiting.
     pub fn try_result(&self) -> Option<RunResult> {
-        self.is_finished().then(|| RunResult { run: self.run.clone() })
+        self.is_finished().then(|| RunResult {
+            run: self.run.clone(),
+        })
     }
 
     /// Counts of steps by state right now.
     pub fn progress(&self) -> RunProgress {
-        RunProgress { state: run_state(&self.run), counts: counts(&self.run) }
+        RunProgress {
+            state: run_state(&self.run),
+            counts: counts(&self.run),
+        }
     }
 }
 
@@ -272,7 +288,9 @@ impl Future for RunHandle {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RunResult> {
         if self.run.register_waker(cx.waker()) {
-            Poll::Ready(RunResult { run: self.run.clone() })
+            Poll::Ready(RunResult {
+                run: self.run.clone(),
+            })
         } else {
             Poll::Pending
         }
@@ -289,12 +307,24 @@ fn run_state(run: &RunInner) -> RunState {
     }
     let any_bad = (0..run.wf.steps.len() as u32)
         .map(|i| public_state(run.step_state(i)))
-        .any(|s| matches!(s, StepState::Failed | StepState::TimedOut | StepState::Cancelled));
-    if any_bad { RunState::Failed } else { RunState::Succeeded }
+        .any(|s| {
+            matches!(
+                s,
+                StepState::Failed | StepState::TimedOut | StepState::Cancelled
+            )
+        });
+    if any_bad {
+        RunState::Failed
+    } else {
+        RunState::Succeeded
+    }
 }
 
 fn counts(run: &RunInner) -> StepCounts {
-    let mut c = StepCounts { accepted: run.accepted.load(Ordering::Acquire), ..StepCounts::default() };
+    let mut c = StepCounts {
+        accepted: run.accepted.load(Ordering::Acquire),
+        ..StepCounts::default()
+    };
     for i in 0..run.wf.steps.len() as u32 {
         c.add(public_state(run.step_state(i)));
     }
@@ -364,18 +394,29 @@ impl RunResult {
         Value::Map(
             (0..self.run.wf.steps.len() as u32)
                 .filter(|&i| self.run.step_state(i) == SUCCEEDED)
-                .map(|i| (self.run.wf.steps[i as usize].name.to_string(), self.run.slot(i).output.clone()))
+                .map(|i| {
+                    (
+                        self.run.wf.meta[i as usize].name.to_string(),
+                        self.run.slot(i).output.clone(),
+                    )
+                })
                 .collect(),
         )
     }
 
     /// The state of a step. O(steps).
     pub fn step_state(&self, step: &str) -> Option<StepState> {
-        self.index(step).map(|i| public_state(self.run.step_state(i)))
+        self.index(step)
+            .map(|i| public_state(self.run.step_state(i)))
     }
 
     fn index(&self, step: &str) -> Option<u32> {
-        self.run.wf.steps.iter().position(|s| &*s.name == step).map(|i| i as u32)
+        self.run
+            .wf
+            .meta
+            .iter()
+            .position(|s| &*s.name == step)
+            .map(|i| i as u32)
     }
 
     /// One record per step (in workflow order), then per fan-out child.
@@ -383,21 +424,20 @@ impl RunResult {
         let run = &*self.run;
         let wf = &*run.wf;
         let mut out = Vec::with_capacity(wf.steps.len());
-        for (i, def) in wf.steps.iter().enumerate() {
+        for (i, meta) in wf.meta.iter().enumerate() {
             let i = i as u32;
-            let st = split(run.state[i as usize].load(Ordering::Acquire)).1;
-            let slot = run.slot(i);
-            let state = public_state(st);
+            let (attempts, st) = split(run.state_word(i));
+            let t = &run.bufs.times[i as usize];
             out.push(StepRecord {
-                name: def.name.to_string(),
+                name: meta.name.to_string(),
                 system: wf.step_system(i).map(str::to_owned),
-                operation: def.op.as_deref().map(str::to_owned),
-                state,
+                operation: meta.op.as_deref().map(str::to_owned),
+                state: public_state(st),
                 error: self.error_text(i, st),
-                attempts: slot.attempts,
-                queued: run.ticks(slot.queued),
-                ran: run.ticks(slot.ran),
-                worker: (slot.worker != u32::MAX).then_some(slot.worker as usize),
+                attempts,
+                queued: run.ticks(t.queued.load(Ordering::Relaxed)),
+                ran: run.ticks(t.ran.load(Ordering::Relaxed)),
+                worker: worker_of(run, t),
                 parent: None,
             });
         }
@@ -423,11 +463,22 @@ impl RunResult {
                     .wf
                     .pred_of(i)
                     .iter()
-                    .filter(|&&p| matches!(run.step_state(p), FAILED | CANCELLED | CANCELLED_Q | TIMED_OUT | TIMED_OUT_Q))
-                    .map(|&p| &*run.wf.steps[p as usize].name)
+                    .filter(|&&p| {
+                        matches!(
+                            run.step_state(p),
+                            FAILED | CANCELLED | CANCELLED_Q | TIMED_OUT | TIMED_OUT_Q
+                        )
+                    })
+                    .map(|&p| &*run.wf.meta[p as usize].name)
                     .collect();
                 Some(if !bad.is_empty() {
-                    format!("upstream step {} did not succeed", bad.iter().map(|b| format!("'{b}'")).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "upstream step {} did not succeed",
+                        bad.iter()
+                            .map(|b| format!("'{b}'"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 } else if run.stop.load(Ordering::Acquire) == STOP_CLOSE {
                     "the orchestrator was closed".to_owned()
                 } else {
@@ -475,36 +526,42 @@ impl RunResult {
     }
 }
 
+fn worker_of(run: &RunInner, t: &super::buffers::StepTimes) -> Option<usize> {
+    match t.worker.load(Ordering::Relaxed) {
+        0 => None,
+        w if run.timing => Some(w as usize - 1),
+        _ => None,
+    }
+}
+
 fn child_records(run: &RunInner, g: &ChildGroup) -> Vec<StepRecord> {
-    let parent = &run.wf.steps[g.parent as usize].name;
+    let parent = &run.wf.meta[g.parent as usize].name;
     (0..g.defs.len())
         .map(|k| {
-            let st = split(g.state[k].load(Ordering::Acquire)).1;
-            let slot = unsafe_slot(g, k);
-            let error = slot.error.as_ref().map(|e| e.to_string()).or_else(|| match st {
-                CANCELLED | CANCELLED_Q => Some("the run was cancelled".to_owned()),
-                TIMED_OUT | TIMED_OUT_Q => Some("run deadline passed".to_owned()),
-                _ => None,
-            });
+            let (attempts, st) = split(g.state[k].load(Ordering::Acquire));
+            let slot = g.slot(k);
+            let t = &g.times[k];
+            let error = slot
+                .error
+                .as_ref()
+                .map(|e| e.to_string())
+                .or_else(|| match st {
+                    CANCELLED | CANCELLED_Q => Some("the run was cancelled".to_owned()),
+                    TIMED_OUT | TIMED_OUT_Q => Some("run deadline passed".to_owned()),
+                    _ => None,
+                });
             StepRecord {
                 name: format!("{parent}[{k}]"),
                 system: g.defs[k].system.as_deref().map(str::to_owned),
                 operation: g.defs[k].op.as_deref().map(str::to_owned),
                 state: public_state(st),
                 error,
-                attempts: slot.attempts,
-                queued: run.ticks(slot.queued),
-                ran: run.ticks(slot.ran),
-                worker: (slot.worker != u32::MAX).then_some(slot.worker as usize),
+                attempts,
+                queued: run.ticks(t.queued.load(Ordering::Relaxed)),
+                ran: run.ticks(t.ran.load(Ordering::Relaxed)),
+                worker: worker_of(run, t),
                 parent: Some(parent.to_string()),
             }
         })
         .collect()
-}
-
-fn unsafe_slot(g: &ChildGroup, k: usize) -> &super::run::Slot {
-    // SAFETY: results are only built for finished runs (RunResult exists only
-    // after `done`), and every child slot is written before its accounting,
-    // which happens before `done`.
-    unsafe { &*g.slots[k].0.get() }
 }

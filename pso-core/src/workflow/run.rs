@@ -1,4 +1,6 @@
-//! One run of a workflow.
+//! One run of a workflow: starting it, running steps, and the bookkeeping
+//! that releases successors. Stopping (cancel, deadline, step timeouts,
+//! retries) is in [`super::control`]; dynamic fan-out in [`super::fanout`].
 //!
 //! # Step states
 //! Each step has a state word `attempt << 8 | state`:
@@ -11,7 +13,7 @@
 //!                            --step timeout / run deadline--> TIMED_OUT
 //! PENDING --upstream failed, cancel--> CANCELLED
 //! PENDING --all predecessors skipped, condition false--> SKIPPED
-//! PENDING --cancel() / deadline while released or waiting--> CANCELLED_Q | TIMED_OUT_Q
+//! PENDING --cancel() / deadline while queued or waiting--> CANCELLED_Q | TIMED_OUT_Q
 //! ```
 //!
 //! States from `SUCCEEDED` up are terminal: they never change. `CANCELLED_Q`
@@ -22,47 +24,60 @@
 //! an abandoned attempt fail its CAS instead of overwriting a newer attempt.
 //!
 //! # Bookkeeping
-//! "Accounting" a terminal step releases its successors and decrements
-//! `remaining`; it happens exactly once, by the thread whose CAS moved the step
-//! to its terminal state (or resolved a `_Q` state). `deps[s]` packs the
-//! number of unfinished predecessors (low 32 bits), the number of skipped
-//! ones (bits 32–62) and an "a predecessor did not succeed" flag (bit 63), so
-//! releasing an edge is one atomic RMW. The thread whose decrement brings the
-//! count to zero owns starting the successor: it runs the best one inline and
-//! queues the rest, ordered by priority class and critical path.
+//! "Accounting" a terminal step releases its successors; it happens exactly
+//! once, by the thread whose CAS moved the step to its terminal state (or
+//! resolved a `_Q` state). `deps[s]` packs the number of unfinished
+//! predecessors (low 32 bits), the number of skipped ones (bits 32–62) and a
+//! "a predecessor did not succeed" flag (bit 63), so releasing an edge is one
+//! atomic RMW. The thread whose decrement brings the count to zero owns
+//! starting the successor: it runs the best one inline and queues the rest,
+//! ordered by priority class and critical path.
+//!
+//! `outstanding` counts steps that are ready, running, waiting for a retry or
+//! a slot, or fanned out — each holds one unit. Accounting a step hands its
+//! unit to its first released successor and adds one per extra successor
+//! (before queueing them); a step that releases nothing gives its unit back.
+//! So a chain never touches the shared counter, and the run is finished when
+//! it reaches zero: at that point every step is terminal, because a step can
+//! only become ready when a predecessor is accounted.
 //!
 //! # Lifetime
 //! A run lives in an `Arc`. `start` leaks one strong reference, the
-//! *execution reference*, reclaimed by whoever accounts the last step. Queued
-//! jobs hold only a raw pointer: a job exists only for an unaccounted step,
-//! so `remaining > 0` and the execution reference keeps the run alive. Paths
-//! that can account a step *another* thread is still running (step timeouts,
-//! the run deadline) require the running thread to hold a strong reference
+//! *execution reference*, reclaimed by whoever brings `outstanding` to zero.
+//! Queued raw jobs hold only a pointer: a job exists only for a step that
+//! holds a unit, so the execution reference keeps the run alive. Paths that
+//! can account a step *another* thread is still running (step timeouts, the
+//! run deadline) require the running thread to hold a strong reference
 //! (`guard`), taken for every step of a run with a deadline and every step
-//! with a timeout. Timer callbacks, slot queues and fan-out children hold
-//! strong references too.
+//! with a timeout. Timer callbacks, slot queues, root ranges and fan-out
+//! children hold strong references too.
 //!
 //! # Memory ordering
 //! A step's slot (output, error, timing) is written by its accounting thread
-//! before the `AcqRel` RMWs on its successors' `deps` and on `remaining`;
+//! before the `AcqRel` RMWs on its successors' `deps` (and on `outstanding`);
 //! readers are successors (after their own `deps` reached zero) and result
-//! readers (after `done`, stored with `Release` after the last accounting).
+//! readers (after `done`, stored with `Release` once `outstanding` is zero).
 
-use std::cell::UnsafeCell;
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::sync::Weak;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 
-use super::context::{Child, StepContext};
+use super::buffers::{RunBuffers, Slot};
+use super::context::StepContext;
+use super::fanout::ChildGroup;
 use super::limits::{Acquire, Waiter};
 use super::plan::{self, Estimates, RunPlan, SchedulingPolicy};
-use super::{CondDef, WorkflowInner};
-use crate::model::{HandlerError, OpFn};
+use super::{CondDef, HAS_CONDITION, HAS_RETRY, HAS_TIMEOUT, WorkflowInner};
+use crate::model::HandlerError;
+use crate::registry::Registry;
 use crate::scheduler::{Job, Pool, Timer, TimerId};
-use crate::sync::{Arc, AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::sync::{
+    Arc, AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering, RwLock,
+};
 use crate::unwind;
 use crate::value::Value;
 
@@ -83,11 +98,11 @@ pub(crate) const STOP_CANCEL: u8 = 1;
 pub(crate) const STOP_CLOSE: u8 = 2;
 pub(crate) const STOP_DEADLINE: u8 = 3;
 
-const FAILED_BIT: u64 = 1 << 63;
+pub(super) const FAILED_BIT: u64 = 1 << 63;
 const SKIP_ONE: u64 = 1 << 32;
 /// Set in a job's argument when the step already holds its system's slot.
 const SLOT_HELD: u32 = 1 << 31;
-const NO_WORKER: u32 = u32::MAX;
+pub(super) const NO_WORKER: u32 = u32::MAX;
 
 #[inline]
 pub(crate) fn word(attempt: u32, state: u32) -> u32 {
@@ -107,20 +122,27 @@ pub struct RunOptions {
     /// Stop the whole run (as `TimedOut`) this long after it starts.
     pub deadline: Option<Duration>,
     /// Record per-step queue wait and run time and learn durations (default
-    /// true). Off saves two clock reads per step.
+    /// true). Off saves the clock reads.
     pub timing: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { input: Value::Null, deadline: None, timing: true }
+        RunOptions {
+            input: Value::Null,
+            deadline: None,
+            timing: true,
+        }
     }
 }
 
 impl RunOptions {
     /// Default options with this input.
     pub fn with_input(input: impl Into<Value>) -> Self {
-        RunOptions { input: input.into(), ..Self::default() }
+        RunOptions {
+            input: input.into(),
+            ..Self::default()
+        }
     }
 
     /// Sets the run deadline.
@@ -139,6 +161,8 @@ impl RunOptions {
 /// Services shared by every run of an orchestrator.
 pub(crate) struct RunEnv {
     pub(crate) pool: Arc<Pool>,
+    /// For resolving fan-out children that name a system operation.
+    pub(crate) registry: Arc<RwLock<Registry>>,
     pub(crate) timer: Timer,
     pub(crate) clock: quanta::Clock,
     pub(crate) estimates: Estimates,
@@ -149,14 +173,22 @@ pub(crate) struct RunEnv {
 
 impl std::fmt::Debug for RunEnv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunEnv").field("live_runs", &self.runs.lock().len()).finish_non_exhaustive()
+        f.debug_struct("RunEnv")
+            .field("live_runs", &self.runs.lock().len())
+            .finish_non_exhaustive()
     }
 }
 
 impl RunEnv {
-    pub(crate) fn new(pool: Arc<Pool>, name: &str, alpha: f64) -> Self {
+    pub(crate) fn new(
+        pool: Arc<Pool>,
+        registry: Arc<RwLock<Registry>>,
+        name: &str,
+        alpha: f64,
+    ) -> Self {
         RunEnv {
             pool,
+            registry,
             timer: Timer::new(name),
             clock: quanta::Clock::new(),
             estimates: Estimates::new(alpha),
@@ -174,50 +206,34 @@ impl RunEnv {
     }
 
     pub(crate) fn set_policy(&self, p: SchedulingPolicy) {
-        self.policy.store(if p == SchedulingPolicy::Fifo { 1 } else { 0 }, Ordering::Relaxed);
+        self.policy.store(
+            if p == SchedulingPolicy::Fifo { 1 } else { 0 },
+            Ordering::Relaxed,
+        );
     }
 
     /// Live runs (for cancelling them all when closing).
     pub(crate) fn live_runs(&self) -> Vec<Arc<RunInner>> {
-        self.runs.lock().values().filter_map(Weak::upgrade).collect()
+        self.runs
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 
     /// Starts a step that was handed a concurrency slot.
     pub(crate) fn start_waiter(&self, w: Waiter) {
         let class = w.run.wf.steps[w.step as usize].class as usize;
-        // SAFETY: the parked step is unaccounted (its queue entry owned it), so
+        // SAFETY: the parked step holds a unit (its queue entry owned it), so
         // the run's execution reference is alive until that job accounts it.
-        let job = unsafe { Job::raw(exec_step, Arc::as_ptr(&w.run) as *const (), w.step | SLOT_HELD) };
+        let job = unsafe {
+            Job::raw(
+                exec_step,
+                Arc::as_ptr(&w.run) as *const (),
+                w.step | SLOT_HELD,
+            )
+        };
         self.pool.spawn(job, class);
-    }
-}
-
-/// What a step's output, error and timing are once it is terminal.
-#[derive(Default)]
-pub(crate) struct Slot {
-    pub(crate) output: Value,
-    pub(crate) error: Option<Box<HandlerError>>,
-    /// Raw clock ticks from ready to start.
-    pub(crate) queued: u64,
-    /// Raw clock ticks of the (last) attempt.
-    pub(crate) ran: u64,
-    pub(crate) worker: u32,
-    /// Attempts started.
-    pub(crate) attempts: u32,
-}
-
-/// A slot written once by the thread that accounts its step.
-pub(crate) struct SlotCell(pub(crate) UnsafeCell<Slot>);
-
-// SAFETY: a slot is written only by the thread that won its step's terminal
-// transition, before that step's accounting (Release); it is read only after
-// the accounting was observed (Acquire) — see the module docs. So no two
-// threads ever access it concurrently with a write.
-unsafe impl Sync for SlotCell {}
-
-impl Default for SlotCell {
-    fn default() -> Self {
-        SlotCell(UnsafeCell::new(Slot { worker: NO_WORKER, ..Slot::default() }))
     }
 }
 
@@ -228,19 +244,24 @@ pub(crate) enum Next {
     Run(u32),
     /// Nothing more here.
     Idle,
-    /// That was the last step: finish the run.
+    /// `outstanding` reached zero: finish the run.
     Last,
 }
 
-/// Children of one fan-out step.
-pub(crate) struct ChildGroup {
-    pub(crate) parent: u32,
-    pub(crate) attempt: u32,
-    pub(crate) defs: Vec<Child>,
-    pub(crate) state: Box<[AtomicU32]>,
-    pub(crate) slots: Box<[SlotCell]>,
-    pub(crate) ready_at: u64,
-    left: AtomicUsize,
+/// How an accounted step affects its successors.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Release {
+    Ok,
+    Skipped,
+    Failed,
+}
+
+pub(super) fn release_of(state: u32) -> Release {
+    match state {
+        SUCCEEDED => Release::Ok,
+        SKIPPED => Release::Skipped,
+        _ => Release::Failed,
+    }
 }
 
 /// A run. See the module docs.
@@ -252,40 +273,43 @@ pub(crate) struct RunInner {
     pub(crate) input: Value,
     pub(crate) timing: bool,
     pub(crate) deadline: Option<Instant>,
-    pub(crate) state: Box<[AtomicU32]>,
-    deps: Box<[AtomicU64]>,
-    ready_at: Box<[AtomicU64]>,
-    pub(crate) slots: Box<[SlotCell]>,
+    pub(super) bufs: ManuallyDrop<RunBuffers>,
     pub(crate) groups: Mutex<Vec<Arc<ChildGroup>>>,
-    remaining: AtomicUsize,
+    pub(super) outstanding: AtomicUsize,
     pub(crate) accepted: AtomicUsize,
     pub(crate) stop: AtomicU8,
     pub(crate) done: AtomicBool,
+    /// Whether any slot holds something to free (else dropping skips them).
+    needs_drop: AtomicBool,
     waiters: Mutex<Vec<Waker>>,
     cv: Condvar,
     pub(crate) started: Instant,
-    start_raw: u64,
     pub(crate) elapsed_ns: AtomicU64,
-    deadline_timer: Mutex<Option<TimerId>>,
+    pub(super) deadline_timer: Mutex<Option<TimerId>>,
+    /// Next unclaimed root of each root group (see `claim_roots`).
+    root_cursors: Box<[AtomicUsize]>,
 }
 
 impl std::fmt::Debug for RunInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunInner").field("id", &self.id).field("workflow", &self.wf.name).finish_non_exhaustive()
+        f.debug_struct("RunInner")
+            .field("id", &self.id)
+            .field("workflow", &self.wf.name)
+            .finish_non_exhaustive()
     }
 }
 
-/// Runs step jobs: the pool's entry point for a raw workflow job.
+/// The pool's entry point for a raw workflow job.
 ///
 /// # Safety
-/// `data` is a `*const RunInner` and `arg & !SLOT_HELD` an unaccounted step of
-/// that run (see the module docs), so the run is alive.
-unsafe fn exec_step(data: *const (), arg: u32) {
+/// `data` is a `*const RunInner` and `arg & !SLOT_HELD` a step of that run
+/// holding a unit (see the module docs), so the run is alive.
+pub(super) unsafe fn exec_step(data: *const (), arg: u32) {
     let ptr = data as *const RunInner;
     let mut next = arg & !SLOT_HELD;
     let mut slot_held = arg & SLOT_HELD != 0;
     loop {
-        // SAFETY: step `next` is unaccounted, so the execution reference keeps
+        // SAFETY: step `next` holds a unit, so the execution reference keeps
         // the run alive for this borrow, which ends before `finish`.
         let (what, guard) = unsafe { &*ptr }.step(next, slot_held);
         slot_held = false;
@@ -299,8 +323,8 @@ unsafe fn exec_step(data: *const (), arg: u32) {
                 return;
             }
             Next::Last => {
-                // SAFETY: we accounted the last step, so we own the execution
-                // reference; no borrow of the run is alive here.
+                // SAFETY: we brought `outstanding` to zero, so we own the
+                // execution reference; no borrow of the run is alive here.
                 unsafe { RunInner::finish(ptr) };
                 drop(guard);
                 return;
@@ -309,52 +333,45 @@ unsafe fn exec_step(data: *const (), arg: u32) {
     }
 }
 
-/// How an accounted step affects its successors.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Release {
-    Ok,
-    Skipped,
-    Failed,
-}
-
-fn release_of(state: u32) -> Release {
-    match state {
-        SUCCEEDED => Release::Ok,
-        SKIPPED => Release::Skipped,
-        _ => Release::Failed,
-    }
-}
-
 impl RunInner {
     /// Starts a run of `wf`.
-    pub(crate) fn start(env: &Arc<RunEnv>, wf: &Arc<WorkflowInner>, opts: RunOptions) -> Arc<RunInner> {
+    pub(crate) fn start(
+        env: &Arc<RunEnv>,
+        wf: &Arc<WorkflowInner>,
+        opts: RunOptions,
+    ) -> Arc<RunInner> {
         let n = wf.steps.len();
         let plan = plan::current(wf, env.policy());
         let started = Instant::now();
         let start_raw = if opts.timing { env.clock.raw() } else { 0 };
+        let bufs = wf
+            .buffers
+            .take(&wf.pred_count, word(1, PENDING), opts.timing, start_raw);
         let run = Arc::new(RunInner {
             id: env.next_run.fetch_add(1, Ordering::Relaxed),
             wf: wf.clone(),
             env: env.clone(),
-            plan,
             input: opts.input,
             timing: opts.timing,
             deadline: opts.deadline.and_then(|d| started.checked_add(d)),
-            state: (0..n).map(|_| AtomicU32::new(word(1, PENDING))).collect(),
-            deps: wf.pred_count.iter().map(|&c| AtomicU64::new(c as u64)).collect(),
-            ready_at: if opts.timing { (0..n).map(|_| AtomicU64::new(start_raw)).collect() } else { Box::new([]) },
-            slots: (0..n).map(|_| SlotCell::default()).collect(),
+            bufs: ManuallyDrop::new(bufs),
             groups: Mutex::new(Vec::new()),
-            remaining: AtomicUsize::new(n),
+            outstanding: AtomicUsize::new(plan.roots.len()),
             accepted: AtomicUsize::new(n),
             stop: AtomicU8::new(STOP_NONE),
             done: AtomicBool::new(false),
+            needs_drop: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
             cv: Condvar::new(),
             started,
-            start_raw,
             elapsed_ns: AtomicU64::new(0),
             deadline_timer: Mutex::new(None),
+            root_cursors: plan
+                .root_groups
+                .iter()
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
+            plan,
         });
         env.runs.lock().insert(run.id, Arc::downgrade(&run));
         if n == 0 {
@@ -364,46 +381,71 @@ impl RunInner {
         let exec = Arc::into_raw(run.clone()) as *const ();
         if let Some(d) = run.deadline {
             let r = run.clone();
-            *run.deadline_timer.lock() = env.timer.schedule(d, move || r.stop_all(STOP_DEADLINE));
+            *run.deadline_timer.lock() = env.timer.schedule(d, move || {
+                r.stop_all(STOP_DEADLINE);
+            });
         }
         let roots = &run.plan.roots;
-        let pool = &env.pool;
-        let make = |i: u32| {
-            // SAFETY: root `i` is unaccounted, so the execution reference
-            // (`exec`) keeps the run alive until its job accounts it.
-            unsafe { Job::raw(exec_step, exec, i) }
-        };
-        if pool.on_worker() {
-            // Local LIFO deques: push the best last.
-            for &i in roots.iter().rev() {
-                pool.spawn(make(i), wf.steps[i as usize].class as usize);
-            }
-        } else if roots.len() == 1 {
-            pool.spawn(make(roots[0]), wf.steps[roots[0] as usize].class as usize);
+        if let [only] = **roots {
+            // SAFETY: the root holds a unit, so the execution reference keeps
+            // the run alive until its job accounts it.
+            let job = unsafe { Job::raw(exec_step, exec, only) };
+            env.pool.spawn(job, wf.steps[only as usize].class as usize);
         } else {
-            // One seed job fans the roots out into a worker's own deque, which
-            // is much cheaper than pushing each into the shared injector.
-            let r = run.clone();
-            let class = wf.steps[roots[0] as usize].class as usize;
-            pool.spawn(
-                Job::boxed(move || {
-                    let pool = &r.env.pool;
-                    let exec = Arc::as_ptr(&r) as *const ();
-                    pool.spawn_batch(r.plan.roots.iter().rev().map(|&i| {
-                        // SAFETY: as above: roots are unaccounted.
-                        (unsafe { Job::raw(exec_step, exec, i) }, r.wf.steps[i as usize].class as usize)
-                    }));
-                }),
-                class,
-            );
+            // Roots are claimed from a shared cursor per priority class, in
+            // shrinking chunks, by a few claimer jobs (at most one per worker):
+            // one atomic claim per chunk instead of one queued job per root,
+            // and every worker can take part.
+            for (g, &(lo, hi)) in run.plan.root_groups.iter().enumerate() {
+                let class = wf.steps[roots[lo] as usize].class as usize;
+                let claimers = (hi - lo).min(env.pool.size());
+                env.pool.spawn_batch((0..claimers).map(|_| {
+                    let r = run.clone();
+                    (Job::boxed(move || r.claim_roots(g)), class)
+                }));
+            }
         }
         run
+    }
+
+    /// Claims and runs roots of group `g` until none are left.
+    fn claim_roots(self: &Arc<Self>, g: usize) {
+        let (lo, hi) = self.plan.root_groups[g];
+        let cursor = &self.root_cursors[g];
+        let share = 2 * self.env.pool.size();
+        loop {
+            let cur = cursor.load(Ordering::Relaxed);
+            if cur >= hi - lo {
+                return;
+            }
+            let chunk = ((hi - lo - cur) / share).max(1);
+            if cursor
+                .compare_exchange_weak(cur, cur + chunk, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            for k in lo + cur..lo + cur + chunk {
+                let mut next = self.plan.roots[k];
+                loop {
+                    let (what, _guard) = self.step(next, false);
+                    match what {
+                        Next::Run(n) => next = n,
+                        Next::Idle => break,
+                        Next::Last => {
+                            self.finish_arc();
+                            return;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// A new strong reference to this run.
     pub(crate) fn arc(&self) -> Arc<RunInner> {
         // SAFETY: every RunInner is created inside an `Arc` by `start`, and the
-        // caller holds either a strong reference or an unaccounted step (so the
+        // caller holds either a strong reference or a step with a unit (so the
         // execution reference is alive); the count is therefore > 0.
         unsafe {
             Arc::increment_strong_count(self as *const RunInner);
@@ -411,29 +453,51 @@ impl RunInner {
         }
     }
 
-    fn raw_now(&self) -> u64 {
+    #[inline]
+    pub(super) fn raw_now(&self) -> u64 {
         if self.timing { self.env.clock.raw() } else { 0 }
     }
 
+    /// Writes the slot of step `i`.
+    ///
     /// # Safety
-    /// The caller must be the thread that moved step `i` to a terminal state
-    /// and must not have accounted it yet.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slot_mut(&self, i: u32) -> &mut Slot {
-        // SAFETY: per the contract, nobody else reads or writes this slot now.
-        unsafe { &mut *self.slots[i as usize].0.get() }
+    /// The caller moved step `i` to a terminal state and has not accounted it.
+    #[inline]
+    pub(super) unsafe fn write_slot(&self, i: u32, slot: Slot) {
+        if slot.needs_drop() && !self.needs_drop.load(Ordering::Relaxed) {
+            self.needs_drop.store(true, Ordering::Relaxed);
+        }
+        // SAFETY: per the contract (see `SlotCell::write`).
+        unsafe { self.bufs.slots[i as usize].write(slot) }
     }
 
-    /// The slot of an accounted (terminal) step.
+    /// Records the timing of step `i` (timing on only).
+    #[inline]
+    pub(super) fn record_times(&self, i: u32, start: u64, end: u64, worker: u32) {
+        let t = &self.bufs.times[i as usize];
+        t.queued.store(
+            start.saturating_sub(t.ready.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        t.ran.store(end.saturating_sub(start), Ordering::Relaxed);
+        t.worker.store(worker.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// The slot of a terminal, accounted step.
     pub(crate) fn slot(&self, i: u32) -> &Slot {
         // SAFETY: callers only read slots of steps whose accounting they have
         // observed (successors after `deps` reached zero, results after
         // `done`); the slot is never written again.
-        unsafe { &*self.slots[i as usize].0.get() }
+        unsafe { self.bufs.slots[i as usize].get() }
+    }
+
+    #[inline]
+    pub(crate) fn state_word(&self, i: u32) -> u32 {
+        self.bufs.state[i as usize].load(Ordering::Acquire)
     }
 
     pub(crate) fn step_state(&self, i: u32) -> u32 {
-        split(self.state[i as usize].load(Ordering::Acquire)).1
+        split(self.state_word(i)).1
     }
 
     fn output_if_succeeded(&self, i: u32) -> Option<&Value> {
@@ -446,80 +510,145 @@ impl RunInner {
     }
 
     pub(crate) fn inputs_of(&self, step: u32) -> Vec<(&str, &Value)> {
-        self.wf.inputs_of(step).iter().filter_map(|r| self.output_if_succeeded(r.from).map(|v| (&*r.name, v))).collect()
+        self.wf
+            .inputs_of(step)
+            .iter()
+            .filter_map(|r| self.output_if_succeeded(r.from).map(|v| (&*r.name, v)))
+            .collect()
     }
 
-    pub(crate) fn group_of(&self, step: u32) -> Option<Arc<ChildGroup>> {
-        self.groups.lock().iter().rev().find(|g| g.parent == step).cloned()
+    pub(super) fn cas(&self, i: u32, att: u32, from: u32, to: u32) -> bool {
+        self.cas_word(i, word(att, from), word(att, to))
     }
 
-    pub(crate) fn step_abandoned(&self, step: u32, attempt: u32, child: Option<(&ChildGroup, u32)>) -> bool {
-        if self.stop.load(Ordering::Acquire) != STOP_NONE {
-            return true;
-        }
-        match child {
-            None => self.state[step as usize].load(Ordering::Acquire) != word(attempt, RUNNING),
-            Some((g, k)) => split(g.state[k as usize].load(Ordering::Acquire)).1 != RUNNING,
-        }
+    pub(super) fn cas_word(&self, i: u32, from: u32, to: u32) -> bool {
+        self.bufs.state[i as usize]
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// Runs (or resolves) step `i`, whose job this thread holds.
-    fn step(&self, i: u32, slot_held: bool) -> (Next, Option<Arc<RunInner>>) {
+    pub(super) fn step(&self, i: u32, slot_held: bool) -> (Next, Option<Arc<RunInner>>) {
         let iu = i as usize;
         let wf = &*self.wf;
         let def = &wf.steps[iu];
-        let (att, st) = split(self.state[iu].load(Ordering::Acquire));
-        let slots = def.system.map(|s| &*wf.systems[s as usize].slots);
-        let give_back = |held: bool| {
-            if held && let Some(w) = slots.and_then(|s| s.release()) {
-                self.env.start_waiter(w);
+        let (att, st) = split(self.state_word(i));
+        if st != PENDING {
+            return (self.step_queued(i, att, st, slot_held), None);
+        }
+        let deps = self.bufs.deps[iu].load(Ordering::Acquire);
+        let stop = self.stop.load(Ordering::Acquire);
+        // One test keeps the common case (no stop, every predecessor
+        // succeeded, no condition/timeout/retry, no system) on the fast path.
+        let held = if stop != STOP_NONE
+            || deps >> 32 != 0
+            || def.flags != 0
+            || def.system.is_some()
+            || slot_held
+        {
+            match self.step_prelude(i, att, deps, stop, slot_held) {
+                Ok(held) => held,
+                Err(next) => return (next, None),
             }
+        } else {
+            false
         };
+        if !self.cas(i, att, PENDING, RUNNING) {
+            // Cancelled or timed out while we looked: it is `_Q` now, and this
+            // job still owns its bookkeeping.
+            self.give_back(i, held);
+            return self.step(i, false);
+        }
+        self.run_claimed(i, att, held)
+    }
+
+    /// Step `i` has a job but is not pending: a `_Q` state to resolve.
+    #[cold]
+    fn step_queued(&self, i: u32, att: u32, st: u32, slot_held: bool) -> Next {
+        self.give_back(i, slot_held);
         match st {
-            PENDING => {}
-            CANCELLED_Q | TIMED_OUT_Q => {
-                give_back(slot_held);
-                let to = if st == CANCELLED_Q { CANCELLED } else { TIMED_OUT };
-                return (self.resolve(i, att, st, to, None, true), None);
-            }
+            CANCELLED_Q => self.resolve(i, att, st, CANCELLED, None),
+            TIMED_OUT_Q => self.resolve(i, att, st, TIMED_OUT, None),
             _ => {
                 debug_assert!(false, "a job for step {i} in state {st}");
-                give_back(slot_held);
-                return (Next::Idle, None);
+                Next::Idle
             }
         }
-        let deps = self.deps[iu].load(Ordering::Acquire);
+    }
+
+    /// Gives back the system slot step `i` holds, starting the next waiter.
+    fn give_back(&self, i: u32, held: bool) {
+        if held
+            && let Some(s) = self.wf.steps[i as usize].system
+            && let Some(w) = self.wf.systems[s as usize].slots.release()
+        {
+            self.env.start_waiter(w);
+        }
+    }
+
+    /// The uncommon checks before claiming step `i`: a stopped run, failed or
+    /// skipped predecessors, the concurrency slot, the condition. `Ok(held)`
+    /// to go on (holding a slot or not); `Err` if the step was resolved or
+    /// parked.
+    #[cold]
+    fn step_prelude(
+        &self,
+        i: u32,
+        att: u32,
+        deps: u64,
+        stop: u8,
+        slot_held: bool,
+    ) -> Result<bool, Next> {
+        let iu = i as usize;
+        let wf = &*self.wf;
+        let def = &wf.steps[iu];
+        // A stopped run wins over everything else: once the deadline passed,
+        // every unfinished step is TimedOut, whatever released it.
+        if stop != STOP_NONE {
+            self.give_back(i, slot_held);
+            let to = if stop == STOP_DEADLINE {
+                TIMED_OUT
+            } else {
+                CANCELLED
+            };
+            return Err(self.resolve(i, att, PENDING, to, None));
+        }
         if deps & FAILED_BIT != 0 {
-            give_back(slot_held);
-            return (self.resolve(i, att, PENDING, CANCELLED, None, true), None);
+            self.give_back(i, slot_held);
+            return Err(self.resolve(i, att, PENDING, CANCELLED, None));
         }
         let skipped = ((deps >> 32) & 0x7fff_ffff) as u32;
         if skipped > 0 && skipped == wf.pred_count[iu] {
-            give_back(slot_held);
-            return (self.resolve(i, att, PENDING, SKIPPED, None, true), None);
-        }
-        let stop = self.stop.load(Ordering::Acquire);
-        if stop != STOP_NONE {
-            give_back(slot_held);
-            let to = if stop == STOP_DEADLINE { TIMED_OUT } else { CANCELLED };
-            return (self.resolve(i, att, PENDING, to, None, true), None);
+            self.give_back(i, slot_held);
+            return Err(self.resolve(i, att, PENDING, SKIPPED, None));
         }
         let mut held = slot_held;
-        if !held && let Some(s) = slots.filter(|s| s.limited()) {
-            match s.acquire(|| Waiter { run: self.arc(), step: i }) {
-                Acquire::Parked => return (Next::Idle, None),
+        if !held
+            && let Some(s) = def
+                .system
+                .map(|s| &*wf.systems[s as usize].slots)
+                .filter(|s| s.limited())
+        {
+            match s.acquire(|| Waiter {
+                run: self.arc(),
+                step: i,
+            }) {
+                Acquire::Parked => return Err(Next::Idle),
                 Acquire::Granted => held = true,
             }
         }
-        if let Some(cond) = &def.condition {
-            let holds = match &**cond {
-                CondDef::Truthy(p) => Ok(self.output_if_succeeded(*p).is_some_and(Value::is_truthy)),
+        if def.flags & HAS_CONDITION != 0 {
+            let cond = wf.meta[iu].condition.as_deref().expect("HAS_CONDITION");
+            let holds = match cond {
+                CondDef::Truthy(p) => {
+                    Ok(self.output_if_succeeded(*p).is_some_and(Value::is_truthy))
+                }
                 CondDef::Predicate(f) => {
                     let ctx = StepContext::new(self, i, att, None);
                     unwind::run_handler(|| Ok(f(&ctx))).map_err(|e| match e {
-                        HandlerError::Panicked { message } => {
-                            HandlerError::Panicked { message: format!("condition: {message}") }
-                        }
+                        HandlerError::Panicked { message } => HandlerError::Panicked {
+                            message: format!("condition: {message}"),
+                        },
                         other => other,
                     })
                 }
@@ -527,57 +656,83 @@ impl RunInner {
             match holds {
                 Ok(true) => {}
                 Ok(false) => {
-                    give_back(held);
-                    return (self.resolve(i, att, PENDING, SKIPPED, None, true), None);
+                    self.give_back(i, held);
+                    return Err(self.resolve(i, att, PENDING, SKIPPED, None));
                 }
                 Err(e) => {
-                    give_back(held);
-                    return (self.resolve(i, att, PENDING, FAILED, Some(e), true), None);
+                    self.give_back(i, held);
+                    return Err(self.resolve(i, att, PENDING, FAILED, Some(e)));
                 }
             }
         }
-        if self.state[iu]
-            .compare_exchange(word(att, PENDING), word(att, RUNNING), Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            // Cancelled or timed out while we looked: it is `_Q` now, and this
-            // job still owns its bookkeeping.
-            give_back(held);
-            return self.step(i, false);
-        }
+        Ok(held)
+    }
 
-        let guard = (def.timeout_ns > 0 || self.deadline.is_some()).then(|| self.arc());
-        let timeout_id = (def.timeout_ns > 0).then(|| {
-            let r = self.arc();
-            let at = Instant::now() + Duration::from_nanos(def.timeout_ns);
-            self.env.timer.schedule(at, move || r.on_step_timeout(i, att))
-        });
+    /// Runs claimed (RUNNING) attempt `att` of step `i` and finishes it.
+    fn run_claimed(&self, i: u32, att: u32, held: bool) -> (Next, Option<Arc<RunInner>>) {
+        let iu = i as usize;
+        let wf = &*self.wf;
+        let def = &wf.steps[iu];
+        // Nobody but this thread can move a RUNNING step unless a timeout or
+        // the deadline may abandon it; only then is a CAS (and a strong
+        // reference keeping the run alive) needed to finish it.
+        let has_timeout = def.flags & HAS_TIMEOUT != 0;
+        let guarded = has_timeout || self.deadline.is_some();
+        let guard = guarded.then(|| self.arc());
+        let timeout_id = has_timeout
+            .then(|| self.schedule_timeout(i, att, wf.meta[iu].timeout_ns))
+            .flatten();
         let start = self.raw_now();
         let ctx = StepContext::new(self, i, att, None);
         let result = unwind::run_handler(|| (def.f)(&ctx));
-        let children = ctx.children.take();
+        let children = std::mem::take(&mut *ctx.children.borrow_mut());
         drop(ctx);
-        if let Some(Some(id)) = timeout_id {
+        if let Some(id) = timeout_id {
             self.env.timer.cancel(id);
         }
-        give_back(held);
+        self.give_back(i, held);
         let end = self.raw_now();
-        let worker = self.env.pool.current_worker().map_or(NO_WORKER, |w| w as u32);
-        let queued = if self.timing { start.saturating_sub(self.ready_at[iu].load(Ordering::Relaxed)) } else { 0 };
+        let record = || {
+            if self.timing {
+                let worker = self
+                    .env
+                    .pool
+                    .current_worker()
+                    .map_or(NO_WORKER, |w| w as u32);
+                self.record_times(i, start, end, worker);
+            }
+        };
+        let finish = |to: u32| -> bool {
+            if guarded {
+                self.cas(i, att, RUNNING, to)
+            } else {
+                self.bufs.state[iu].store(word(att, to), Ordering::Release);
+                true
+            }
+        };
 
         let next = match result {
-            Ok(v) => match children.filter(|c| !c.is_empty()) {
-                Some(children) => {
-                    if self.cas(i, att, RUNNING, FANNED) {
+            Ok(v) => match children.is_empty() {
+                false => {
+                    if finish(FANNED) {
+                        record();
                         self.fan_out(i, att, children, end);
                     }
                     Next::Idle
                 }
-                None => {
-                    if self.cas(i, att, RUNNING, SUCCEEDED) {
-                        // SAFETY: we won the terminal transition just now.
-                        let slot = unsafe { self.slot_mut(i) };
-                        *slot = Slot { output: v, error: None, queued, ran: end.saturating_sub(start), worker, attempts: att };
+                true => {
+                    if finish(SUCCEEDED) {
+                        record();
+                        // SAFETY: we moved the step to SUCCEEDED just now.
+                        unsafe {
+                            self.write_slot(
+                                i,
+                                Slot {
+                                    output: v,
+                                    error: None,
+                                },
+                            )
+                        };
                         self.account(i, Release::Ok, end, true)
                     } else {
                         Next::Idle
@@ -585,24 +740,24 @@ impl RunInner {
                 }
             },
             Err(e) => {
-                let retry = def.retry.as_deref().filter(|r| att <= r.max_retries);
+                let retry = if def.flags & HAS_RETRY != 0 {
+                    wf.meta[iu].retry.as_deref()
+                } else {
+                    None
+                }
+                .filter(|r| att <= r.max_retries);
                 match retry {
                     Some(r) if self.stop.load(Ordering::Acquire) == STOP_NONE => {
-                        if self.cas(i, att, RUNNING, RETRY_WAIT) {
-                            let run = self.arc();
-                            let at = Instant::now() + r.delay(att + 1);
-                            if self.env.timer.schedule(at, move || run.retry(i, att)).is_none() {
-                                // The timer is shut down: the orchestrator is closing.
-                                let _ = self.arc().stop_step(i, STOP_CLOSE);
-                            }
+                        if finish(RETRY_WAIT) {
+                            self.schedule_retry(i, att, r.delay(att + 1));
                         }
                         Next::Idle
                     }
                     _ => {
-                        if self.cas(i, att, RUNNING, FAILED) {
-                            // SAFETY: we won the terminal transition just now.
-                            let slot = unsafe { self.slot_mut(i) };
-                            *slot = Slot { output: Value::Null, error: Some(Box::new(e)), queued, ran: end.saturating_sub(start), worker, attempts: att };
+                        if finish(FAILED) {
+                            record();
+                            // SAFETY: we moved the step to FAILED just now.
+                            unsafe { self.write_slot(i, Slot::unrun(Some(e))) };
                             self.account(i, Release::Failed, end, true)
                         } else {
                             Next::Idle
@@ -614,363 +769,206 @@ impl RunInner {
         (next, guard)
     }
 
-    fn cas(&self, i: u32, att: u32, from: u32, to: u32) -> bool {
-        self.state[i as usize]
-            .compare_exchange(word(att, from), word(att, to), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
     /// Moves unstarted step `i` from `from` to terminal `to` and accounts it.
-    /// If the CAS loses (a concurrent `_Q` mark), re-dispatches through
-    /// [`RunInner::step`] semantics by resolving the `_Q` state instead.
-    fn resolve(&self, i: u32, att: u32, from: u32, to: u32, error: Option<HandlerError>, inline: bool) -> Next {
-        if !self.cas(i, att, from, to) {
-            let (att2, st) = split(self.state[i as usize].load(Ordering::Acquire));
+    /// If the CAS loses (a concurrent `_Q` mark), resolves that state instead.
+    pub(super) fn resolve(
+        &self,
+        i: u32,
+        att: u32,
+        from: u32,
+        to: u32,
+        error: Option<HandlerError>,
+    ) -> Next {
+        // Attempt `att` never started: the terminal word records `att - 1`.
+        if !self.cas_word(i, word(att, from), word(att - 1, to)) {
+            let (att2, st) = split(self.state_word(i));
             return match st {
-                CANCELLED_Q => self.resolve(i, att2, CANCELLED_Q, CANCELLED, None, inline),
-                TIMED_OUT_Q => self.resolve(i, att2, TIMED_OUT_Q, TIMED_OUT, None, inline),
+                CANCELLED_Q => self.resolve(i, att2, CANCELLED_Q, CANCELLED, None),
+                TIMED_OUT_Q => self.resolve(i, att2, TIMED_OUT_Q, TIMED_OUT, None),
                 _ => Next::Idle,
             };
         }
         let now = self.raw_now();
-        // SAFETY: we won the terminal transition just now.
-        let slot = unsafe { self.slot_mut(i) };
-        slot.error = error.map(Box::new);
-        slot.attempts = att - 1;
         if self.timing {
-            slot.queued = now.saturating_sub(self.ready_at[i as usize].load(Ordering::Relaxed));
+            let t = &self.bufs.times[i as usize];
+            t.queued.store(
+                now.saturating_sub(t.ready.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
         }
-        self.account(i, release_of(to), now, inline)
+        // SAFETY: we won the terminal transition just now.
+        unsafe { self.write_slot(i, Slot::unrun(error)) };
+        self.account(i, release_of(to), now, true)
     }
 
-    /// Releases the successors of terminal step `i` and counts it done.
-    fn account(&self, i: u32, kind: Release, end: u64, inline: bool) -> Next {
+    /// Releases the successors of terminal step `i` and hands on its unit.
+    pub(super) fn account(&self, i: u32, kind: Release, end: u64, inline: bool) -> Next {
         let wf = &*self.wf;
         let succ = wf.succ_of(i);
-        let mut ready: SmallVec<[u32; 8]> = SmallVec::new();
-        if !succ.is_empty() {
-            if kind == Release::Failed {
-                for &s in succ {
-                    self.deps[s as usize].fetch_or(FAILED_BIT, Ordering::Relaxed);
-                }
-            }
+        if kind == Release::Failed {
             for &s in succ {
-                let old = match kind {
-                    Release::Skipped => self.deps[s as usize].fetch_add(SKIP_ONE - 1, Ordering::AcqRel),
-                    _ => self.deps[s as usize].fetch_sub(1, Ordering::AcqRel),
-                };
-                if old as u32 == 1 {
-                    ready.push(s);
-                }
+                self.bufs.deps[s as usize].fetch_or(FAILED_BIT, Ordering::Relaxed);
             }
-            if self.timing {
-                for &s in &ready {
-                    self.ready_at[s as usize].store(end, Ordering::Relaxed);
+        }
+        // Released successors: the first two in locals (the common cases),
+        // any further ones in `more`.
+        let (mut first, mut second) = (u32::MAX, u32::MAX);
+        let mut more: SmallVec<[u32; 8]> = SmallVec::new();
+        for &s in succ {
+            let old = match kind {
+                Release::Skipped => {
+                    self.bufs.deps[s as usize].fetch_add(SKIP_ONE - 1, Ordering::AcqRel)
+                }
+                _ => self.bufs.deps[s as usize].fetch_sub(1, Ordering::AcqRel),
+            };
+            if old as u32 == 1 {
+                if first == u32::MAX {
+                    first = s;
+                } else if second == u32::MAX {
+                    second = s;
+                } else {
+                    more.push(s);
                 }
             }
         }
-        let next = self.dispatch(&mut ready, inline);
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            debug_assert!(next.is_none(), "the last step cannot release another");
-            return Next::Last;
+        if first == u32::MAX {
+            return if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+                Next::Last
+            } else {
+                Next::Idle
+            };
         }
-        match next {
+        if self.timing {
+            for s in [first, second]
+                .into_iter()
+                .filter(|&s| s != u32::MAX)
+                .chain(more.iter().copied())
+            {
+                self.bufs.times[s as usize]
+                    .ready
+                    .store(end, Ordering::Relaxed);
+            }
+        }
+        if second == u32::MAX {
+            // One successor takes over this step's unit.
+            return self.dispatch_one(first, inline);
+        }
+        // Before queueing, so no successor can bring the count to zero early.
+        self.outstanding.fetch_add(1 + more.len(), Ordering::AcqRel);
+        if more.is_empty() {
+            return self.dispatch_two(first, second, inline);
+        }
+        more.push(first);
+        more.push(second);
+        match self.dispatch(&mut more, inline) {
             Some(n) => Next::Run(n),
             None => Next::Idle,
         }
     }
 
+    #[inline]
+    fn job(&self, s: u32) -> Job {
+        // SAFETY: callers pass a step that holds a unit, so the run outlives
+        // the job.
+        unsafe { Job::raw(exec_step, self as *const RunInner as *const (), s) }
+    }
+
+    /// Runs the single released successor `s` inline if allowed (and nothing
+    /// of a higher class waits here), else queues it.
+    #[inline]
+    fn dispatch_one(&self, s: u32, inline: bool) -> Next {
+        let class = self.wf.steps[s as usize].class as usize;
+        match self.env.pool.worker() {
+            Some(w) if inline && class <= w.best_class() => Next::Run(s),
+            Some(w) => {
+                w.push(self.job(s), class);
+                w.wake(1);
+                Next::Idle
+            }
+            None => {
+                self.env.pool.spawn(self.job(s), class);
+                Next::Idle
+            }
+        }
+    }
+
+    /// Two released successors: the better one inline (if allowed), the
+    /// other queued.
+    fn dispatch_two(&self, a: u32, b: u32, inline: bool) -> Next {
+        let wf = &*self.wf;
+        let (best, other) = if self.plan.key(wf, b) < self.plan.key(wf, a) {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        let class = |s: u32| wf.steps[s as usize].class as usize;
+        match self.env.pool.worker() {
+            Some(w) if inline && class(best) <= w.best_class() => {
+                w.push(self.job(other), class(other));
+                w.wake(1);
+                Next::Run(best)
+            }
+            Some(w) => {
+                w.push(self.job(other), class(other));
+                w.push(self.job(best), class(best));
+                w.wake(2);
+                Next::Idle
+            }
+            None => {
+                self.env.pool.spawn_batch([
+                    (self.job(best), class(best)),
+                    (self.job(other), class(other)),
+                ]);
+                Next::Idle
+            }
+        }
+    }
+
     /// Queues ready steps best first; returns one to run inline if allowed.
     fn dispatch(&self, ready: &mut SmallVec<[u32; 8]>, inline: bool) -> Option<u32> {
-        if ready.is_empty() {
-            return None;
-        }
         let wf = &*self.wf;
-        if ready.len() > 1 {
-            ready.sort_by_key(|&s| self.plan.key(wf, s));
-        }
-        let pool = &self.env.pool;
-        let exec = self as *const RunInner as *const ();
-        // SAFETY (for every job below): the step is unaccounted, so the run
-        // outlives the job.
-        let job = |s: u32| unsafe { Job::raw(exec_step, exec, s) };
-        if pool.on_worker() {
-            let keep = (inline && wf.steps[ready[0] as usize].class as usize <= pool.local_best_class()).then(|| ready[0]);
-            let rest = if keep.is_some() { &ready[1..] } else { &ready[..] };
-            pool.spawn_batch(rest.iter().rev().map(|&s| (job(s), wf.steps[s as usize].class as usize)));
-            keep
-        } else {
-            pool.spawn_batch(ready.iter().map(|&s| (job(s), wf.steps[s as usize].class as usize)));
-            None
-        }
-    }
-
-    /// Timer callback: attempt `att` of step `i` overran its timeout.
-    fn on_step_timeout(self: &Arc<Self>, i: u32, att: u32) {
-        if !self.cas(i, att, RUNNING, TIMED_OUT) {
-            return;
-        }
-        let def = &self.wf.steps[i as usize];
-        let now = self.raw_now();
-        // SAFETY: we won the terminal transition just now.
-        let slot = unsafe { self.slot_mut(i) };
-        slot.error = Some(Box::new(HandlerError::TimedOut { after: Duration::from_nanos(def.timeout_ns) }));
-        slot.attempts = att;
-        slot.ran = if self.timing { self.env.clock.raw().saturating_sub(now) } else { 0 };
-        if let Next::Last = self.account(i, Release::Failed, now, false) {
-            self.finish_arc();
-        }
-    }
-
-    /// Timer callback: retry step `i` after failed attempt `att`.
-    fn retry(self: &Arc<Self>, i: u32, att: u32) {
-        if !self.cas_word(i, word(att, RETRY_WAIT), word(att + 1, PENDING)) {
-            return; // cancelled or timed out meanwhile (and accounted)
-        }
-        if self.timing {
-            self.ready_at[i as usize].store(self.env.clock.raw(), Ordering::Relaxed);
-        }
-        // SAFETY: step `i` is pending again and unaccounted.
-        let job = unsafe { Job::raw(exec_step, Arc::as_ptr(self) as *const (), i) };
-        self.env.pool.spawn(job, self.wf.steps[i as usize].class as usize);
-    }
-
-    fn cas_word(&self, i: u32, from: u32, to: u32) -> bool {
-        self.state[i as usize].compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
-    }
-
-    /// Stops the run: `cancel()`, close, or the deadline. Unstarted steps
-    /// stop at once; running ones are told through `is_cancelled()` (and, for
-    /// the deadline, abandoned). Returns whether this call stopped it.
-    pub(crate) fn stop_all(self: &Arc<Self>, kind: u8) -> bool {
-        if self.done.load(Ordering::Acquire)
-            || self.stop.compare_exchange(STOP_NONE, kind, Ordering::AcqRel, Ordering::Acquire).is_err()
-        {
-            return false;
-        }
-        for i in 0..self.wf.steps.len() as u32 {
-            if self.stop_step(i, kind) {
-                return true;
-            }
-        }
-        let groups: Vec<Arc<ChildGroup>> = self.groups.lock().clone();
-        for g in groups {
-            for k in 0..g.defs.len() {
-                if self.stop_child(&g, k as u32, kind) {
-                    return true;
+        ready.sort_unstable_by_key(|&s| self.plan.key(wf, s));
+        let class = |s: u32| wf.steps[s as usize].class as usize;
+        match self.env.pool.worker() {
+            Some(w) => {
+                let keep = (inline && class(ready[0]) <= w.best_class()).then(|| ready[0]);
+                let rest = if keep.is_some() {
+                    &ready[1..]
+                } else {
+                    &ready[..]
+                };
+                // Local LIFO deques: push the best last.
+                for &s in rest.iter().rev() {
+                    w.push(self.job(s), class(s));
                 }
-            }
-        }
-        true
-    }
-
-    /// Stops one step; returns true if that finished the run.
-    fn stop_step(self: &Arc<Self>, i: u32, kind: u8) -> bool {
-        let deadline = kind == STOP_DEADLINE;
-        let (queued, terminal) = if deadline { (TIMED_OUT_Q, TIMED_OUT) } else { (CANCELLED_Q, CANCELLED) };
-        loop {
-            let (att, st) = split(self.state[i as usize].load(Ordering::Acquire));
-            let (to, account) = match st {
-                PENDING => (queued, false),
-                RETRY_WAIT => (terminal, true),
-                RUNNING | FANNED if deadline => (TIMED_OUT, true),
-                _ => return false,
-            };
-            if !self.cas(i, att, st, to) {
-                continue;
-            }
-            if !account {
-                return false;
-            }
-            let now = self.raw_now();
-            // SAFETY: we won the terminal transition just now.
-            let slot = unsafe { self.slot_mut(i) };
-            slot.attempts = att;
-            if deadline {
-                slot.error = Some(Box::new(HandlerError::failed("run deadline passed")));
-            }
-            return match self.account(i, Release::Failed, now, false) {
-                Next::Last => {
-                    self.finish_arc();
-                    true
+                if !rest.is_empty() {
+                    w.wake(rest.len());
                 }
-                _ => false,
-            };
-        }
-    }
-
-    fn stop_child(self: &Arc<Self>, g: &Arc<ChildGroup>, k: u32, kind: u8) -> bool {
-        let deadline = kind == STOP_DEADLINE;
-        loop {
-            let (att, st) = split(g.state[k as usize].load(Ordering::Acquire));
-            let to = match st {
-                PENDING if deadline => TIMED_OUT_Q,
-                PENDING => CANCELLED_Q,
-                RUNNING if deadline => TIMED_OUT,
-                _ => return false,
-            };
-            if g.state[k as usize].compare_exchange(word(att, st), word(att, to), Ordering::AcqRel, Ordering::Acquire).is_err() {
-                continue;
+                keep
             }
-            if to != TIMED_OUT {
-                return false; // the child's job resolves it
+            None => {
+                self.env
+                    .pool
+                    .spawn_batch(ready.iter().map(|&s| (self.job(s), class(s))));
+                None
             }
-            // SAFETY: we won the child's terminal transition.
-            let slot = unsafe { &mut *g.slots[k as usize].0.get() };
-            slot.error = Some(Box::new(HandlerError::failed("run deadline passed")));
-            slot.attempts = 1;
-            return self.child_done(g);
-        }
-    }
-
-    /// Emits the children of step `i` (now FANNED).
-    fn fan_out(&self, i: u32, att: u32, children: Vec<Child>, now: u64) {
-        let n = children.len();
-        self.accepted.fetch_add(n, Ordering::Relaxed);
-        self.remaining.fetch_add(n, Ordering::AcqRel);
-        let group = Arc::new(ChildGroup {
-            parent: i,
-            attempt: att,
-            state: (0..n).map(|_| AtomicU32::new(word(1, PENDING))).collect(),
-            slots: (0..n).map(|_| SlotCell::default()).collect(),
-            defs: children,
-            ready_at: now,
-            left: AtomicUsize::new(n),
-        });
-        self.groups.lock().push(group.clone());
-        let class = self.wf.steps[i as usize].class as usize;
-        let run = self.arc();
-        self.env.pool.spawn_batch((0..n as u32).map(|k| {
-            let (run, group) = (run.clone(), group.clone());
-            (Job::boxed(move || run.run_child(&group, k)), class)
-        }));
-    }
-
-    fn run_child(self: &Arc<Self>, g: &Arc<ChildGroup>, k: u32) {
-        let ku = k as usize;
-        let (att, st) = split(g.state[ku].load(Ordering::Acquire));
-        let stop = self.stop.load(Ordering::Acquire);
-        let early = match st {
-            CANCELLED_Q => Some((CANCELLED_Q, CANCELLED)),
-            TIMED_OUT_Q => Some((TIMED_OUT_Q, TIMED_OUT)),
-            PENDING if stop == STOP_DEADLINE => Some((PENDING, TIMED_OUT)),
-            PENDING if stop != STOP_NONE => Some((PENDING, CANCELLED)),
-            PENDING => None,
-            _ => return,
-        };
-        let cas = |from: u32, to: u32| {
-            g.state[ku].compare_exchange(word(att, from), word(att, to), Ordering::AcqRel, Ordering::Acquire).is_ok()
-        };
-        if let Some((from, to)) = early {
-            if cas(from, to) {
-                self.child_done(g);
-            } else {
-                self.run_child(g, k);
-            }
-            return;
-        }
-        if !cas(PENDING, RUNNING) {
-            self.run_child(g, k);
-            return;
-        }
-        let def = &g.defs[ku];
-        let start = self.raw_now();
-        let ctx = StepContext::new(self, g.parent, att, Some((g, k)));
-        let result = unwind::run_handler(|| (def.f)(&ctx));
-        drop(ctx);
-        let end = self.raw_now();
-        let (to, output, error) = match result {
-            Ok(v) => (SUCCEEDED, v, None),
-            Err(e) => (FAILED, Value::Null, Some(Box::new(e))),
-        };
-        if !cas(RUNNING, to) {
-            return; // abandoned by the deadline
-        }
-        // SAFETY: we won the child's terminal transition.
-        let slot = unsafe { &mut *g.slots[ku].0.get() };
-        *slot = Slot {
-            output,
-            error,
-            queued: start.saturating_sub(g.ready_at),
-            ran: end.saturating_sub(start),
-            worker: self.env.pool.current_worker().map_or(NO_WORKER, |w| w as u32),
-            attempts: 1,
-        };
-        self.child_done(g);
-    }
-
-    /// Counts a child done; the last one completes the parent. Returns true if
-    /// that finished the run.
-    fn child_done(self: &Arc<Self>, g: &Arc<ChildGroup>) -> bool {
-        if g.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.finish_group(g);
-        }
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.finish_arc();
-            return true;
-        }
-        false
-    }
-
-    fn finish_group(self: &Arc<Self>, g: &Arc<ChildGroup>) {
-        let i = g.parent;
-        let mut outputs = Vec::with_capacity(g.defs.len());
-        let mut failed = 0usize;
-        let mut first_error: Option<String> = None;
-        for k in 0..g.defs.len() {
-            let st = split(g.state[k].load(Ordering::Acquire)).1;
-            // SAFETY: every child is terminal and accounted (`left` reached 0
-            // with AcqRel), so nobody writes these slots any more.
-            let slot = unsafe { &mut *g.slots[k].0.get() };
-            if st == SUCCEEDED {
-                outputs.push(std::mem::take(&mut slot.output));
-            } else {
-                failed += 1;
-                outputs.push(Value::Null);
-                if first_error.is_none() {
-                    first_error = Some(match &slot.error {
-                        Some(e) => format!("{}[{k}]: {e}", self.wf.steps[i as usize].name),
-                        None => format!("{}[{k}] was {}", self.wf.steps[i as usize].name, super::result::state_name(st)),
-                    });
-                }
-            }
-        }
-        let to = if failed == 0 { SUCCEEDED } else { FAILED };
-        if !self.cas(i, g.attempt, FANNED, to) {
-            return; // abandoned by the deadline and accounted there
-        }
-        let now = self.raw_now();
-        // SAFETY: we won the parent's terminal transition.
-        let slot = unsafe { self.slot_mut(i) };
-        if failed == 0 {
-            slot.output = Value::List(outputs);
-        } else {
-            slot.error = Some(Box::new(HandlerError::failed(format!(
-                "{failed} of {} children failed; first: {}",
-                g.defs.len(),
-                first_error.unwrap_or_default()
-            ))));
-        }
-        match self.account(i, release_of(to), now, false) {
-            Next::Last => unreachable!("the calling child is not counted yet"),
-            Next::Run(_) | Next::Idle => {}
         }
     }
 
     /// Finishes the run from a thread that holds a strong reference.
-    fn finish_arc(self: &Arc<Self>) {
+    pub(super) fn finish_arc(self: &Arc<Self>) {
         self.settle();
-        // SAFETY: the caller accounted the last step, so it owns the execution
-        // reference created by `Arc::into_raw` in `start`; its own strong
-        // reference keeps the allocation alive across this drop.
+        // SAFETY: the caller brought `outstanding` to zero, so it owns the
+        // execution reference created by `Arc::into_raw` in `start`; its own
+        // strong reference keeps the allocation alive across this drop.
         unsafe { drop(Arc::from_raw(Arc::as_ptr(self))) };
     }
 
     /// Finishes the run through the raw pointer of a job.
     ///
     /// # Safety
-    /// The caller accounted the last step (owns the execution reference) and
-    /// holds no borrow of the run.
+    /// The caller brought `outstanding` to zero (owns the execution reference)
+    /// and holds no borrow of the run.
     unsafe fn finish(ptr: *const RunInner) {
         {
             // SAFETY: the execution reference is still alive here.
@@ -982,8 +980,9 @@ impl RunInner {
     }
 
     /// Records the end of the run: estimates, bookkeeping, wake waiters.
-    fn settle(&self) {
-        self.elapsed_ns.store(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    pub(super) fn settle(&self) {
+        self.elapsed_ns
+            .store(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if let Some(id) = self.deadline_timer.lock().take() {
             self.env.timer.cancel(id);
         }
@@ -1007,16 +1006,22 @@ impl RunInner {
         let alpha = self.env.estimates.alpha();
         let mut shared: Vec<(std::sync::Arc<str>, u64)> = Vec::new();
         let mut changed = false;
-        for (i, def) in self.wf.steps.iter().enumerate() {
+        for (i, meta) in self.wf.meta.iter().enumerate() {
             if self.step_state(i as u32) != SUCCEEDED {
                 continue;
             }
-            let ns = self.env.clock.delta_as_nanos(0, self.slot(i as u32).ran);
+            let ns = self
+                .env
+                .clock
+                .delta_as_nanos(0, self.bufs.times[i].ran.load(Ordering::Relaxed));
             let e = &self.wf.est[i];
             let old = e.load(Ordering::Relaxed) as f64;
-            e.store((old + alpha * (ns as f64 - old)).max(0.0) as u64, Ordering::Relaxed);
+            e.store(
+                (old + alpha * (ns as f64 - old)).max(0.0) as u64,
+                Ordering::Relaxed,
+            );
             changed = true;
-            if let Some(k) = &def.est_key {
+            if let Some(k) = &meta.est_key {
                 shared.push((k.clone(), ns));
             }
         }
@@ -1030,7 +1035,11 @@ impl RunInner {
 
     /// Converts raw clock ticks to a duration.
     pub(crate) fn ticks(&self, raw: u64) -> Duration {
-        if self.timing { Duration::from_nanos(self.env.clock.delta_as_nanos(0, raw)) } else { Duration::ZERO }
+        if self.timing {
+            Duration::from_nanos(self.env.clock.delta_as_nanos(0, raw))
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// Waits until the run is done or `deadline` passes.
@@ -1043,7 +1052,7 @@ impl RunInner {
         let mut k = 0u32;
         while !self.done.load(Ordering::Acquire) {
             k += 1;
-            if k % 64 == 0 {
+            if k.is_multiple_of(64) {
                 let now = Instant::now();
                 if now >= spin_until || deadline.is_some_and(|d| now >= d) {
                     break;
@@ -1098,29 +1107,25 @@ impl RunInner {
         }
         false
     }
-
-    /// Child groups, for results.
-    pub(crate) fn child_groups(&self) -> Vec<Arc<ChildGroup>> {
-        self.groups.lock().clone()
-    }
-
-    /// Raw start tick (for converting absolute ticks).
-    #[allow(dead_code)]
-    pub(crate) fn start_raw(&self) -> u64 {
-        self.start_raw
-    }
-
-    /// The op function of a child (for bindings' history).
-    #[allow(dead_code)]
-    pub(crate) fn child_fn(g: &ChildGroup, k: u32) -> &OpFn {
-        &g.defs[k as usize].f
-    }
 }
 
 impl Drop for RunInner {
     fn drop(&mut self) {
-        // A run dropped while steps are unaccounted would mean a leaked
-        // execution reference was freed: impossible by construction.
-        debug_assert!(self.done.load(Ordering::Relaxed) || self.remaining.load(Ordering::Relaxed) == 0);
+        // SAFETY: the buffers are taken exactly once, here.
+        let bufs = unsafe { ManuallyDrop::take(&mut self.bufs) };
+        if !self.done.load(Ordering::Acquire) {
+            // Unfinished runs are never dropped (their execution reference
+            // keeps them); if one ever is, leak its slots rather than read them.
+            std::mem::forget(bufs);
+            return;
+        }
+        if self.needs_drop.load(Ordering::Acquire) {
+            // SAFETY: the run is done, so every step is terminal and every slot
+            // was written; this is the last reference.
+            unsafe { bufs.drop_slots() };
+        }
+        // Otherwise every slot holds only plain data: nothing to free, and the
+        // next run overwrites them as uninitialized memory.
+        self.wf.buffers.give(bufs);
     }
 }
