@@ -62,9 +62,8 @@ pub use crate::registry::RegistryError;
 pub use crate::status::SystemStatus;
 pub use crate::topology::{ExportFormat, SystemDecl, Topology, TopologyError, TopologyFormat};
 pub use crate::value::Value;
-pub use crate::workflow::run::RunOptions;
 pub use crate::workflow::{
-    CancelToken, Child, ConditionFn, Estimate, RetryPolicy, RunHandle, RunProgress, RunResult,
-    RunState, SchedulingPolicy, StepContext, StepCounts, StepDecl, StepRecord, StepSpec, StepState,
-    Workflow, WorkflowBuilder, WorkflowDecl, WorkflowError,
+    CancelToken, Child, ConditionFn, Estimate, RetryPolicy, RunHandle, RunOptions, RunProgress,
+    RunResult, RunState, SchedulingPolicy, StepContext, StepCounts, StepDecl, StepId, StepRecord,
+    StepSpec, StepState, Workflow, WorkflowBuilder, WorkflowDecl, WorkflowError,
 };

@@ -25,10 +25,10 @@ use crate::status::SystemStatus;
 use crate::sync::{Arc, AtomicBool, Mutex, MutexGuard, Ordering, RwLock, RwLockReadGuard};
 use crate::topology::{self, ExportFormat, Topology, TopologyError, TopologyFormat};
 use crate::value::Value;
-use crate::workflow::run::{RunInner, RunOptions, STOP_CLOSE};
+use crate::workflow::run::{RunInner, STOP_CLOSE};
 use crate::workflow::{
-    Estimate, RunEnv, RunHandle, SchedulingPolicy, StepContext, Workflow, WorkflowBuilder,
-    WorkflowDecl, WorkflowError,
+    Estimate, RunEnv, RunHandle, RunOptions, SchedulingPolicy, StepContext, Workflow,
+    WorkflowBuilder, WorkflowDecl, WorkflowError,
 };
 
 /// The largest worker pool an orchestrator accepts.

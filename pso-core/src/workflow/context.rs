@@ -47,7 +47,7 @@ impl<'a> StepContext<'a> {
 
     /// The step's name (`parent[i]` for a fan-out child).
     pub fn step_name(&self) -> String {
-        let parent = &self.run.wf.meta[self.step as usize].name;
+        let parent = self.run.wf.name_of(self.step);
         match self.child {
             Some((_, k)) => format!("{parent}[{k}]"),
             None => parent.to_string(),
@@ -76,7 +76,7 @@ impl<'a> StepContext<'a> {
     pub fn operation(&self) -> Option<&str> {
         match self.child {
             Some((g, k)) => g.defs[k as usize].op.as_deref(),
-            None => self.run.wf.meta[self.step as usize].op.as_deref(),
+            None => self.run.wf.step_op(self.step).map(|o| &*o.name),
         }
     }
 

@@ -134,7 +134,7 @@ impl RunInner {
         if !self.cas(i, att, RUNNING, TIMED_OUT) {
             return;
         }
-        let after = Duration::from_nanos(self.wf.meta[i as usize].timeout_ns);
+        let after = Duration::from_nanos(self.wf.meta_of(i).map_or(0, |m| m.timeout_ns));
         // SAFETY: we won the terminal transition just now.
         unsafe { self.write_slot(i, Slot::unrun(Some(HandlerError::TimedOut { after }))) };
         self.account_held(i, Release::Failed);

@@ -174,7 +174,7 @@ impl RunInner {
 
     fn finish_group(self: &Arc<Self>, g: &Arc<ChildGroup>) {
         let i = g.parent;
-        let name = &self.wf.meta[i as usize].name;
+        let name = self.wf.name_of(i);
         let mut outputs = Vec::with_capacity(g.defs.len());
         let mut failed = 0usize;
         let mut first_error: Option<String> = None;

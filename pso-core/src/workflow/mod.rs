@@ -16,10 +16,13 @@
 //! A built workflow keeps its compiled form: later changes to a system's
 //! operations do not affect it (build it again to pick them up).
 
+mod account;
 mod buffers;
+mod build;
 mod context;
 mod control;
 mod def;
+mod env;
 mod fanout;
 mod limits;
 mod plan;
@@ -27,8 +30,9 @@ mod result;
 pub(crate) mod run;
 #[cfg(test)]
 mod test;
+mod wait;
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc as StdArc;
 use std::time::Duration;
@@ -38,17 +42,18 @@ use thiserror::Error;
 
 use crate::error::{ErrorKind, PsoError};
 use crate::model::{HandlerError, OpFn, Priority};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::RegistryError;
 use crate::sync::{Arc, AtomicU64, Mutex};
 use crate::value::Value;
 
+pub use build::{StepId, WorkflowBuilder};
 pub use context::{CancelToken, Child, StepContext};
 pub use def::{StepDecl, WorkflowDecl};
+pub(crate) use env::RunEnv;
+pub use env::RunOptions;
 pub(crate) use limits::SystemSlots;
-pub(crate) use plan::Estimates;
 pub use plan::{Estimate, SchedulingPolicy};
 pub use result::{RunHandle, RunProgress, RunResult, RunState, StepCounts, StepRecord, StepState};
-pub(crate) use run::RunEnv;
 
 /// Retries of a failing step: up to `max_retries` more attempts, waiting
 /// `base * 2^(n-1)` (capped at `max`) before attempt `n + 1`, with jitter
@@ -384,315 +389,6 @@ impl From<RegistryError> for WorkflowError {
     }
 }
 
-/// Builds a [`Workflow`] from [`StepSpec`]s.
-///
-/// # Examples
-/// ```
-/// use pso_core::{Orchestrator, StepSpec, SystemSpec, Value, Workflow};
-/// let orch = Orchestrator::new();
-/// orch.register(SystemSpec::new("PDT").operation("collect", |_| Ok(Value::from(21))))?;
-/// orch.activate_system("PDT")?;
-/// let wf = Workflow::builder("double")
-///     .step(StepSpec::op("collect", "PDT", "collect"))
-///     .step(StepSpec::func("double", |ctx| Ok(Value::from(ctx.input("n").unwrap().as_int().unwrap() * 2)))
-///         .input("n", "collect"))
-///     .build(&orch)?;
-/// let result = orch.coordinate_systems(&wf)?.wait();
-/// assert!(result.is_success());
-/// assert_eq!(result.output("double"), Some(&Value::from(42)));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone)]
-pub struct WorkflowBuilder {
-    name: String,
-    steps: Vec<StepSpec>,
-}
-
-impl WorkflowBuilder {
-    /// An empty workflow called `name`.
-    pub fn new(name: impl Into<String>) -> Self {
-        WorkflowBuilder {
-            name: name.into(),
-            steps: Vec::new(),
-        }
-    }
-
-    /// Adds a step.
-    pub fn step(mut self, step: StepSpec) -> Self {
-        self.steps.push(step);
-        self
-    }
-
-    /// Adds a step in place.
-    pub fn add(&mut self, step: StepSpec) -> &mut Self {
-        self.steps.push(step);
-        self
-    }
-
-    /// Number of steps so far.
-    pub fn len(&self) -> usize {
-        self.steps.len()
-    }
-
-    /// Whether no step was added.
-    pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
-    }
-
-    /// Validates and compiles the workflow against `orch`'s systems.
-    ///
-    /// # Errors
-    /// [`WorkflowError`] naming the offending step.
-    pub fn build(self, orch: &crate::Orchestrator) -> Result<Workflow, WorkflowError> {
-        orch.build_workflow(self)
-    }
-
-    pub(crate) fn compile(
-        self,
-        reg: &Registry,
-        orch_id: u64,
-        est: &Estimates,
-        default_ns: u64,
-    ) -> Result<Workflow, WorkflowError> {
-        let wf_name = self.name;
-        if wf_name.is_empty() {
-            return Err(WorkflowError::Invalid {
-                message: "workflow name is empty".into(),
-            });
-        }
-        let n = self.steps.len();
-        if n >= u32::MAX as usize / 2 {
-            return Err(WorkflowError::Invalid {
-                message: format!("workflow '{wf_name}' has too many steps ({n})"),
-            });
-        }
-        let mut index: HashMap<&str, u32> = HashMap::with_capacity(n);
-        for (i, s) in self.steps.iter().enumerate() {
-            if s.name.is_empty() || s.name.len() > 256 || s.name.chars().any(char::is_control) {
-                return Err(WorkflowError::Invalid {
-                    message: format!(
-                        "workflow '{wf_name}': step name {:?} must be 1 to 256 printable characters",
-                        s.name
-                    ),
-                });
-            }
-            if index.insert(s.name.as_str(), i as u32).is_some() {
-                return Err(WorkflowError::DuplicateStep {
-                    workflow: wf_name.clone(),
-                    step: s.name.clone(),
-                });
-            }
-        }
-        let lookup = |step: &str, other: &str| -> Result<u32, WorkflowError> {
-            index
-                .get(other)
-                .copied()
-                .ok_or_else(|| WorkflowError::UnknownStep {
-                    workflow: wf_name.clone(),
-                    step: step.to_owned(),
-                    missing: other.to_owned(),
-                })
-        };
-
-        // Edges pred -> succ, deduplicated per pair; named inputs per step.
-        let mut edges: Vec<(u32, u32)> = Vec::new();
-        let mut input_start = Vec::with_capacity(n + 1);
-        let mut inputs: Vec<InputRef> = Vec::new();
-        let mut conditions: Vec<Option<CondDef>> = Vec::with_capacity(n);
-        for (i, s) in self.steps.iter().enumerate() {
-            input_start.push(inputs.len() as u32);
-            for (input, from) in &s.inputs {
-                if input.is_empty() {
-                    return Err(WorkflowError::Invalid {
-                        message: format!(
-                            "workflow '{wf_name}': step '{}' has an input with an empty name",
-                            s.name
-                        ),
-                    });
-                }
-                let p = lookup(&s.name, from)?;
-                inputs.push(InputRef {
-                    name: StdArc::from(input.as_str()),
-                    from: p,
-                });
-                edges.push((p, i as u32));
-            }
-            for a in &s.after {
-                edges.push((lookup(&s.name, a)?, i as u32));
-            }
-            conditions.push(match &s.condition {
-                None => None,
-                Some(Condition::Predicate(f)) => Some(CondDef::Predicate(f.clone())),
-                Some(Condition::Truthy(other)) => {
-                    let p = lookup(&s.name, other)?;
-                    edges.push((p, i as u32));
-                    Some(CondDef::Truthy(p))
-                }
-            });
-        }
-        input_start.push(inputs.len() as u32);
-        for &(p, s) in &edges {
-            if p == s {
-                let name = self.steps[p as usize].name.clone();
-                return Err(WorkflowError::Cycle {
-                    workflow: wf_name.clone(),
-                    path: vec![name.clone(), name],
-                });
-            }
-        }
-        edges.sort_unstable();
-        edges.dedup();
-
-        let csr = |pairs: &[(u32, u32)],
-                   key: fn(&(u32, u32)) -> (u32, u32)|
-         -> (Box<[u32]>, Box<[u32]>) {
-            let mut start = vec![0u32; n + 1];
-            for e in pairs {
-                start[key(e).0 as usize + 1] += 1;
-            }
-            for i in 0..n {
-                start[i + 1] += start[i];
-            }
-            let mut fill = start.clone();
-            let mut out = vec![0u32; pairs.len()];
-            for e in pairs {
-                let (a, b) = key(e);
-                out[fill[a as usize] as usize] = b;
-                fill[a as usize] += 1;
-            }
-            (start.into_boxed_slice(), out.into_boxed_slice())
-        };
-        let (succ_start, succ) = csr(&edges, |&(a, b)| (a, b));
-        let (pred_start, pred) = csr(&edges, |&(a, b)| (b, a));
-        let pred_count: Box<[u32]> = (0..n).map(|i| pred_start[i + 1] - pred_start[i]).collect();
-
-        // Topological order (Kahn); a leftover means a cycle.
-        let mut left = pred_count.to_vec();
-        let mut topo: Vec<u32> = (0..n as u32).filter(|&i| left[i as usize] == 0).collect();
-        let mut k = 0;
-        while k < topo.len() {
-            let i = topo[k] as usize;
-            for &s in &succ[succ_start[i] as usize..succ_start[i + 1] as usize] {
-                left[s as usize] -= 1;
-                if left[s as usize] == 0 {
-                    topo.push(s);
-                }
-            }
-            k += 1;
-        }
-        if topo.len() < n {
-            let names: Vec<&str> = self.steps.iter().map(|s| s.name.as_str()).collect();
-            let path = plan::find_cycle(&left, &succ_start, &succ)
-                .into_iter()
-                .map(|i| names[i as usize].to_owned())
-                .collect();
-            return Err(WorkflowError::Cycle {
-                workflow: wf_name,
-                path,
-            });
-        }
-
-        // Resolve systems and operations.
-        let mut systems: Vec<SystemRef> = Vec::new();
-        let mut system_ix: HashMap<NodeIndex, u32> = HashMap::new();
-        let mut steps = Vec::with_capacity(n);
-        let mut meta = Vec::with_capacity(n);
-        let mut est_init = Vec::with_capacity(n);
-        for (s, cond) in self.steps.into_iter().zip(conditions) {
-            let (f, system, op, class) = match s.action {
-                Action::Func(f) => (f, None, None, Priority::Normal),
-                Action::Op { system, op } => {
-                    let idx = reg
-                        .index(&system)
-                        .map_err(|_| WorkflowError::UnknownSystem {
-                            workflow: wf_name.clone(),
-                            step: s.name.clone(),
-                            system: system.clone(),
-                        })?;
-                    let node = reg.node(idx);
-                    let Some((op_name, f)) = node.operations.get_key_value(op.as_str()) else {
-                        return Err(WorkflowError::UnknownOperation {
-                            workflow: wf_name.clone(),
-                            step: s.name.clone(),
-                            system,
-                            op,
-                            available: node.operations.keys().map(|k| k.to_string()).collect(),
-                        });
-                    };
-                    let sys = *system_ix.entry(idx).or_insert_with(|| {
-                        systems.push(SystemRef {
-                            name: node.name.clone(),
-                            idx,
-                            slots: node.slots.clone(),
-                            first_step: s.name.clone(),
-                        });
-                        (systems.len() - 1) as u32
-                    });
-                    (
-                        f.clone(),
-                        Some(sys),
-                        Some(op_name.clone()),
-                        node.info.priority,
-                    )
-                }
-            };
-            let key = match (&system, &op) {
-                (Some(sys), Some(op)) => Some(format!("{}.{op}", systems[*sys as usize].name)),
-                _ => None,
-            };
-            est_init.push(
-                key.as_deref()
-                    .and_then(|k| est.mean_ns(k))
-                    .unwrap_or(default_ns),
-            );
-            let timeout_ns = s
-                .timeout
-                .map_or(0, |d| d.as_nanos().clamp(1, u64::MAX as u128) as u64);
-            let retry = (s.retry.max_retries > 0).then(|| Box::new(s.retry));
-            let flags = if timeout_ns > 0 { HAS_TIMEOUT } else { 0 }
-                | if retry.is_some() { HAS_RETRY } else { 0 }
-                | if cond.is_some() { HAS_CONDITION } else { 0 };
-            steps.push(StepDef {
-                f,
-                system,
-                class: s.priority.unwrap_or(class).rank(),
-                flags,
-            });
-            meta.push(StepMeta {
-                name: StdArc::from(s.name.as_str()),
-                op,
-                timeout_ns,
-                retry,
-                condition: cond.map(Box::new),
-                est_key: key.map(|k| StdArc::from(k.as_str())),
-            });
-        }
-
-        let wf = WorkflowInner {
-            name: wf_name,
-            orch_id,
-            steps: steps.into_boxed_slice(),
-            meta: meta.into_boxed_slice(),
-            succ_start,
-            succ,
-            pred_start,
-            pred,
-            pred_count,
-            input_start: input_start.into_boxed_slice(),
-            inputs: inputs.into_boxed_slice(),
-            topo: topo.into_boxed_slice(),
-            systems: systems.into_boxed_slice(),
-            est: est_init.into_iter().map(AtomicU64::new).collect(),
-            est_version: AtomicU64::new(1),
-            plan: Mutex::new(None),
-            buffers: buffers::BufferPool::default(),
-        };
-        Ok(Workflow {
-            inner: Arc::new(wf),
-        })
-    }
-}
-
 /// A named input of a step: the output of step `from`.
 pub(crate) struct InputRef {
     pub(crate) name: StdArc<str>,
@@ -715,26 +411,46 @@ pub(crate) struct SystemRef {
 /// The hot part of a compiled step: what running it reads (24 bytes).
 pub(crate) struct StepDef {
     pub(crate) f: OpFn,
-    pub(crate) system: Option<u32>,
+    /// Index into `WorkflowInner::systems`, or [`NO_INDEX`].
+    pub(crate) system_ix: u32,
     pub(crate) class: u8,
     /// `HAS_TIMEOUT | HAS_RETRY | HAS_CONDITION`: whether to look at [`StepMeta`].
     pub(crate) flags: u8,
+}
+
+/// "None" for the `u32` indices of compiled steps.
+pub(crate) const NO_INDEX: u32 = u32::MAX;
+
+impl StepDef {
+    /// The index of the step's system, if it is a system operation.
+    #[inline]
+    pub(crate) fn system(&self) -> Option<u32> {
+        (self.system_ix != NO_INDEX).then_some(self.system_ix)
+    }
 }
 
 pub(crate) const HAS_TIMEOUT: u8 = 1;
 pub(crate) const HAS_RETRY: u8 = 2;
 pub(crate) const HAS_CONDITION: u8 = 4;
 
-/// The cold part of a compiled step.
+/// The cold part of a compiled named step; anonymous tasks have none.
 pub(crate) struct StepMeta {
     pub(crate) name: StdArc<str>,
-    pub(crate) op: Option<StdArc<str>>,
+    /// The step's index.
+    pub(crate) step: u32,
+    /// Index into `WorkflowInner::ops`, or [`NO_INDEX`].
+    pub(crate) op: u32,
     /// 0 = no timeout.
     pub(crate) timeout_ns: u64,
     pub(crate) retry: Option<Box<RetryPolicy>>,
     pub(crate) condition: Option<Box<CondDef>>,
+}
+
+/// A system operation used by a workflow.
+pub(crate) struct OpRef {
+    pub(crate) name: StdArc<str>,
     /// `system.op`, the key of the shared duration estimate.
-    pub(crate) est_key: Option<StdArc<str>>,
+    pub(crate) key: StdArc<str>,
 }
 
 /// The compiled, immutable form of a workflow (plus learned estimates).
@@ -742,16 +458,19 @@ pub(crate) struct WorkflowInner {
     pub(crate) name: String,
     pub(crate) orch_id: u64,
     pub(crate) steps: Box<[StepDef]>,
+    /// Metadata of named steps.
     pub(crate) meta: Box<[StepMeta]>,
+    /// Per step: index into `meta`, or [`NO_INDEX`] for an anonymous task.
+    pub(crate) meta_ix: Box<[u32]>,
     pub(crate) succ_start: Box<[u32]>,
     pub(crate) succ: Box<[u32]>,
-    pub(crate) pred_start: Box<[u32]>,
-    pub(crate) pred: Box<[u32]>,
     pub(crate) pred_count: Box<[u32]>,
+    /// CSR of named inputs; empty when no step has any.
     pub(crate) input_start: Box<[u32]>,
     pub(crate) inputs: Box<[InputRef]>,
     pub(crate) topo: Box<[u32]>,
     pub(crate) systems: Box<[SystemRef]>,
+    pub(crate) ops: Box<[OpRef]>,
     /// Estimated duration of each step, ns (learned per run when timing is on).
     pub(crate) est: Box<[AtomicU64]>,
     pub(crate) est_version: AtomicU64,
@@ -765,23 +484,59 @@ impl WorkflowInner {
         &self.succ[self.succ_start[i as usize] as usize..self.succ_start[i as usize + 1] as usize]
     }
 
-    pub(crate) fn pred_of(&self, i: u32) -> &[u32] {
-        &self.pred[self.pred_start[i as usize] as usize..self.pred_start[i as usize + 1] as usize]
+    /// The predecessors of step `i`. O(steps + edges): only for messages.
+    pub(crate) fn preds_of(&self, i: u32) -> Vec<u32> {
+        (0..self.steps.len() as u32)
+            .filter(|&p| self.succ_of(p).contains(&i))
+            .collect()
+    }
+
+    /// The metadata of step `i`, if it is a named step.
+    #[inline]
+    pub(crate) fn meta_of(&self, i: u32) -> Option<&StepMeta> {
+        let m = self.meta_ix[i as usize];
+        (m != NO_INDEX).then(|| &self.meta[m as usize])
     }
 
     pub(crate) fn inputs_of(&self, i: u32) -> &[InputRef] {
+        if self.input_start.is_empty() {
+            return &[];
+        }
         &self.inputs
             [self.input_start[i as usize] as usize..self.input_start[i as usize + 1] as usize]
     }
 
     pub(crate) fn has_inputs(&self, i: u32) -> bool {
-        self.input_start[i as usize] != self.input_start[i as usize + 1]
+        !self.inputs_of(i).is_empty()
     }
 
     pub(crate) fn step_system(&self, i: u32) -> Option<&str> {
         self.steps[i as usize]
-            .system
+            .system()
             .map(|s| &*self.systems[s as usize].name)
+    }
+
+    pub(crate) fn step_op(&self, i: u32) -> Option<&OpRef> {
+        let op = self.meta_of(i)?.op;
+        (op != NO_INDEX).then(|| &self.ops[op as usize])
+    }
+
+    /// The step's name; anonymous tasks are `#index`.
+    pub(crate) fn name_of(&self, i: u32) -> Cow<'_, str> {
+        match self.meta_of(i) {
+            Some(m) => Cow::Borrowed(&m.name),
+            None => Cow::Owned(format!("#{i}")),
+        }
+    }
+
+    /// The index of the step called `name` (`#index` for anonymous tasks).
+    /// O(steps).
+    pub(crate) fn index_of(&self, name: &str) -> Option<u32> {
+        if let Some(m) = self.meta.iter().find(|m| &*m.name == name) {
+            return Some(m.step);
+        }
+        let i: u32 = name.strip_prefix('#')?.parse().ok()?;
+        ((i as usize) < self.steps.len() && self.meta_ix[i as usize] == NO_INDEX).then_some(i)
     }
 }
 
@@ -822,11 +577,11 @@ impl Workflow {
     }
 
     /// Step names in a topological order.
-    pub fn step_names(&self) -> Vec<&str> {
+    pub fn step_names(&self) -> Vec<String> {
         self.inner
             .topo
             .iter()
-            .map(|&i| &*self.inner.meta[i as usize].name)
+            .map(|&i| self.inner.name_of(i).into_owned())
             .collect()
     }
 
@@ -836,16 +591,11 @@ impl Workflow {
     }
 
     /// The current duration estimate of each step, by name.
-    pub fn estimates(&self) -> Vec<(&str, Duration)> {
-        self.inner
-            .meta
-            .iter()
-            .zip(self.inner.est.iter())
-            .map(|(s, e)| {
-                (
-                    &*s.name,
-                    Duration::from_nanos(e.load(crate::sync::Ordering::Relaxed)),
-                )
+    pub fn estimates(&self) -> Vec<(String, Duration)> {
+        (0..self.inner.steps.len() as u32)
+            .map(|i| {
+                let ns = self.inner.est[i as usize].load(crate::sync::Ordering::Relaxed);
+                (self.inner.name_of(i).into_owned(), Duration::from_nanos(ns))
             })
             .collect()
     }

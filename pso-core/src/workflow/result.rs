@@ -396,7 +396,7 @@ impl RunResult {
                 .filter(|&i| self.run.step_state(i) == SUCCEEDED)
                 .map(|i| {
                     (
-                        self.run.wf.meta[i as usize].name.to_string(),
+                        self.run.wf.name_of(i).into_owned(),
                         self.run.slot(i).output.clone(),
                     )
                 })
@@ -411,12 +411,7 @@ impl RunResult {
     }
 
     fn index(&self, step: &str) -> Option<u32> {
-        self.run
-            .wf
-            .meta
-            .iter()
-            .position(|s| &*s.name == step)
-            .map(|i| i as u32)
+        self.run.wf.index_of(step)
     }
 
     /// One record per step (in workflow order), then per fan-out child.
@@ -424,14 +419,13 @@ impl RunResult {
         let run = &*self.run;
         let wf = &*run.wf;
         let mut out = Vec::with_capacity(wf.steps.len());
-        for (i, meta) in wf.meta.iter().enumerate() {
-            let i = i as u32;
+        for i in 0..wf.steps.len() as u32 {
             let (attempts, st) = split(run.state_word(i));
             let t = &run.bufs.times[i as usize];
             out.push(StepRecord {
-                name: meta.name.to_string(),
+                name: wf.name_of(i).into_owned(),
                 system: wf.step_system(i).map(str::to_owned),
-                operation: meta.op.as_deref().map(str::to_owned),
+                operation: wf.step_op(i).map(|o| o.name.to_string()),
                 state: public_state(st),
                 error: self.error_text(i, st),
                 attempts,
@@ -459,9 +453,9 @@ impl RunResult {
         }
         match st {
             CANCELLED | CANCELLED_Q => {
-                let bad: Vec<&str> = run
+                let bad: Vec<std::borrow::Cow<'_, str>> = run
                     .wf
-                    .pred_of(i)
+                    .preds_of(i)
                     .iter()
                     .filter(|&&p| {
                         matches!(
@@ -469,7 +463,7 @@ impl RunResult {
                             FAILED | CANCELLED | CANCELLED_Q | TIMED_OUT | TIMED_OUT_Q
                         )
                     })
-                    .map(|&p| &*run.wf.meta[p as usize].name)
+                    .map(|&p| run.wf.name_of(p))
                     .collect();
                 Some(if !bad.is_empty() {
                     format!(
@@ -535,7 +529,7 @@ fn worker_of(run: &RunInner, t: &super::buffers::StepTimes) -> Option<usize> {
 }
 
 fn child_records(run: &RunInner, g: &ChildGroup) -> Vec<StepRecord> {
-    let parent = &run.wf.meta[g.parent as usize].name;
+    let parent = run.wf.name_of(g.parent);
     (0..g.defs.len())
         .map(|k| {
             let (attempts, st) = split(g.state[k].load(Ordering::Acquire));

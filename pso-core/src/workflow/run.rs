@@ -58,26 +58,20 @@
 //! readers are successors (after their own `deps` reached zero) and result
 //! readers (after `done`, stored with `Release` once `outstanding` is zero).
 
-use std::collections::HashMap;
 use std::mem::ManuallyDrop;
-use std::sync::Weak;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use smallvec::SmallVec;
-
 use super::buffers::{RunBuffers, Slot};
 use super::context::StepContext;
+use super::env::{RunEnv, RunOptions};
 use super::fanout::ChildGroup;
 use super::limits::{Acquire, Waiter};
-use super::plan::{self, Estimates, RunPlan, SchedulingPolicy};
+use super::plan::{self, RunPlan};
 use super::{CondDef, HAS_CONDITION, HAS_RETRY, HAS_TIMEOUT, WorkflowInner};
 use crate::model::HandlerError;
-use crate::registry::Registry;
-use crate::scheduler::{Job, Pool, Timer, TimerId};
-use crate::sync::{
-    Arc, AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering, RwLock,
-};
+use crate::scheduler::{Job, TimerId};
+use crate::sync::{Arc, AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering};
 use crate::unwind;
 use crate::value::Value;
 
@@ -99,9 +93,9 @@ pub(crate) const STOP_CLOSE: u8 = 2;
 pub(crate) const STOP_DEADLINE: u8 = 3;
 
 pub(super) const FAILED_BIT: u64 = 1 << 63;
-const SKIP_ONE: u64 = 1 << 32;
+pub(super) const SKIP_ONE: u64 = 1 << 32;
 /// Set in a job's argument when the step already holds its system's slot.
-const SLOT_HELD: u32 = 1 << 31;
+pub(super) const SLOT_HELD: u32 = 1 << 31;
 pub(super) const NO_WORKER: u32 = u32::MAX;
 
 #[inline]
@@ -112,129 +106,6 @@ pub(crate) fn word(attempt: u32, state: u32) -> u32 {
 #[inline]
 pub(crate) fn split(w: u32) -> (u32, u32) {
     (w >> 8, w & 0xff)
-}
-
-/// Options of one run.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// The run's input (what root steps see as their input value).
-    pub input: Value,
-    /// Stop the whole run (as `TimedOut`) this long after it starts.
-    pub deadline: Option<Duration>,
-    /// Record per-step queue wait and run time and learn durations (default
-    /// true). Off saves the clock reads.
-    pub timing: bool,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            input: Value::Null,
-            deadline: None,
-            timing: true,
-        }
-    }
-}
-
-impl RunOptions {
-    /// Default options with this input.
-    pub fn with_input(input: impl Into<Value>) -> Self {
-        RunOptions {
-            input: input.into(),
-            ..Self::default()
-        }
-    }
-
-    /// Sets the run deadline.
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
-        self
-    }
-
-    /// Turns timing on or off.
-    pub fn timing(mut self, on: bool) -> Self {
-        self.timing = on;
-        self
-    }
-}
-
-/// Services shared by every run of an orchestrator.
-pub(crate) struct RunEnv {
-    pub(crate) pool: Arc<Pool>,
-    /// For resolving fan-out children that name a system operation.
-    pub(crate) registry: Arc<RwLock<Registry>>,
-    pub(crate) timer: Timer,
-    pub(crate) clock: quanta::Clock,
-    pub(crate) estimates: Estimates,
-    pub(crate) runs: Mutex<HashMap<u64, Weak<RunInner>>>,
-    pub(crate) next_run: AtomicU64,
-    pub(crate) policy: AtomicU8,
-}
-
-impl std::fmt::Debug for RunEnv {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunEnv")
-            .field("live_runs", &self.runs.lock().len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl RunEnv {
-    pub(crate) fn new(
-        pool: Arc<Pool>,
-        registry: Arc<RwLock<Registry>>,
-        name: &str,
-        alpha: f64,
-    ) -> Self {
-        RunEnv {
-            pool,
-            registry,
-            timer: Timer::new(name),
-            clock: quanta::Clock::new(),
-            estimates: Estimates::new(alpha),
-            runs: Mutex::new(HashMap::new()),
-            next_run: AtomicU64::new(1),
-            policy: AtomicU8::new(0),
-        }
-    }
-
-    pub(crate) fn policy(&self) -> SchedulingPolicy {
-        match self.policy.load(Ordering::Relaxed) {
-            1 => SchedulingPolicy::Fifo,
-            _ => SchedulingPolicy::CriticalPath,
-        }
-    }
-
-    pub(crate) fn set_policy(&self, p: SchedulingPolicy) {
-        self.policy.store(
-            if p == SchedulingPolicy::Fifo { 1 } else { 0 },
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Live runs (for cancelling them all when closing).
-    pub(crate) fn live_runs(&self) -> Vec<Arc<RunInner>> {
-        self.runs
-            .lock()
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect()
-    }
-
-    /// Starts a step that was handed a concurrency slot.
-    pub(crate) fn start_waiter(&self, w: Waiter) {
-        let class = w.run.wf.steps[w.step as usize].class as usize;
-        // SAFETY: the parked step holds a unit (its queue entry owned it), so
-        // the run's execution reference is alive until that job accounts it.
-        let job = unsafe {
-            Job::raw(
-                exec_step,
-                Arc::as_ptr(&w.run) as *const (),
-                w.step | SLOT_HELD,
-            )
-        };
-        self.pool.spawn(job, class);
-    }
 }
 
 /// What to do after a step.
@@ -281,8 +152,8 @@ pub(crate) struct RunInner {
     pub(crate) done: AtomicBool,
     /// Whether any slot holds something to free (else dropping skips them).
     needs_drop: AtomicBool,
-    waiters: Mutex<Vec<Waker>>,
-    cv: Condvar,
+    pub(super) waiters: Mutex<Vec<Waker>>,
+    pub(super) cv: Condvar,
     pub(crate) started: Instant,
     pub(crate) elapsed_ns: AtomicU64,
     pub(super) deadline_timer: Mutex<Option<TimerId>>,
@@ -543,7 +414,7 @@ impl RunInner {
         let held = if stop != STOP_NONE
             || deps >> 32 != 0
             || def.flags != 0
-            || def.system.is_some()
+            || def.system_ix != super::NO_INDEX
             || slot_held
         {
             match self.step_prelude(i, att, deps, stop, slot_held) {
@@ -579,7 +450,7 @@ impl RunInner {
     /// Gives back the system slot step `i` holds, starting the next waiter.
     fn give_back(&self, i: u32, held: bool) {
         if held
-            && let Some(s) = self.wf.steps[i as usize].system
+            && let Some(s) = self.wf.steps[i as usize].system()
             && let Some(w) = self.wf.systems[s as usize].slots.release()
         {
             self.env.start_waiter(w);
@@ -625,7 +496,7 @@ impl RunInner {
         let mut held = slot_held;
         if !held
             && let Some(s) = def
-                .system
+                .system()
                 .map(|s| &*wf.systems[s as usize].slots)
                 .filter(|s| s.limited())
         {
@@ -638,7 +509,10 @@ impl RunInner {
             }
         }
         if def.flags & HAS_CONDITION != 0 {
-            let cond = wf.meta[iu].condition.as_deref().expect("HAS_CONDITION");
+            let cond = wf
+                .meta_of(i)
+                .and_then(|m| m.condition.as_deref())
+                .expect("HAS_CONDITION");
             let holds = match cond {
                 CondDef::Truthy(p) => {
                     Ok(self.output_if_succeeded(*p).is_some_and(Value::is_truthy))
@@ -680,7 +554,7 @@ impl RunInner {
         let guarded = has_timeout || self.deadline.is_some();
         let guard = guarded.then(|| self.arc());
         let timeout_id = has_timeout
-            .then(|| self.schedule_timeout(i, att, wf.meta[iu].timeout_ns))
+            .then(|| self.schedule_timeout(i, att, wf.meta_of(i).map_or(0, |m| m.timeout_ns)))
             .flatten();
         let start = self.raw_now();
         let ctx = StepContext::new(self, i, att, None);
@@ -741,7 +615,7 @@ impl RunInner {
             },
             Err(e) => {
                 let retry = if def.flags & HAS_RETRY != 0 {
-                    wf.meta[iu].retry.as_deref()
+                    wf.meta_of(i).and_then(|m| m.retry.as_deref())
                 } else {
                     None
                 }
@@ -801,160 +675,6 @@ impl RunInner {
         self.account(i, release_of(to), now, true)
     }
 
-    /// Releases the successors of terminal step `i` and hands on its unit.
-    pub(super) fn account(&self, i: u32, kind: Release, end: u64, inline: bool) -> Next {
-        let wf = &*self.wf;
-        let succ = wf.succ_of(i);
-        if kind == Release::Failed {
-            for &s in succ {
-                self.bufs.deps[s as usize].fetch_or(FAILED_BIT, Ordering::Relaxed);
-            }
-        }
-        // Released successors: the first two in locals (the common cases),
-        // any further ones in `more`.
-        let (mut first, mut second) = (u32::MAX, u32::MAX);
-        let mut more: SmallVec<[u32; 8]> = SmallVec::new();
-        for &s in succ {
-            let old = match kind {
-                Release::Skipped => {
-                    self.bufs.deps[s as usize].fetch_add(SKIP_ONE - 1, Ordering::AcqRel)
-                }
-                _ => self.bufs.deps[s as usize].fetch_sub(1, Ordering::AcqRel),
-            };
-            if old as u32 == 1 {
-                if first == u32::MAX {
-                    first = s;
-                } else if second == u32::MAX {
-                    second = s;
-                } else {
-                    more.push(s);
-                }
-            }
-        }
-        if first == u32::MAX {
-            return if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
-                Next::Last
-            } else {
-                Next::Idle
-            };
-        }
-        if self.timing {
-            for s in [first, second]
-                .into_iter()
-                .filter(|&s| s != u32::MAX)
-                .chain(more.iter().copied())
-            {
-                self.bufs.times[s as usize]
-                    .ready
-                    .store(end, Ordering::Relaxed);
-            }
-        }
-        if second == u32::MAX {
-            // One successor takes over this step's unit.
-            return self.dispatch_one(first, inline);
-        }
-        // Before queueing, so no successor can bring the count to zero early.
-        self.outstanding.fetch_add(1 + more.len(), Ordering::AcqRel);
-        if more.is_empty() {
-            return self.dispatch_two(first, second, inline);
-        }
-        more.push(first);
-        more.push(second);
-        match self.dispatch(&mut more, inline) {
-            Some(n) => Next::Run(n),
-            None => Next::Idle,
-        }
-    }
-
-    #[inline]
-    fn job(&self, s: u32) -> Job {
-        // SAFETY: callers pass a step that holds a unit, so the run outlives
-        // the job.
-        unsafe { Job::raw(exec_step, self as *const RunInner as *const (), s) }
-    }
-
-    /// Runs the single released successor `s` inline if allowed (and nothing
-    /// of a higher class waits here), else queues it.
-    #[inline]
-    fn dispatch_one(&self, s: u32, inline: bool) -> Next {
-        let class = self.wf.steps[s as usize].class as usize;
-        match self.env.pool.worker() {
-            Some(w) if inline && class <= w.best_class() => Next::Run(s),
-            Some(w) => {
-                w.push(self.job(s), class);
-                w.wake(1);
-                Next::Idle
-            }
-            None => {
-                self.env.pool.spawn(self.job(s), class);
-                Next::Idle
-            }
-        }
-    }
-
-    /// Two released successors: the better one inline (if allowed), the
-    /// other queued.
-    fn dispatch_two(&self, a: u32, b: u32, inline: bool) -> Next {
-        let wf = &*self.wf;
-        let (best, other) = if self.plan.key(wf, b) < self.plan.key(wf, a) {
-            (b, a)
-        } else {
-            (a, b)
-        };
-        let class = |s: u32| wf.steps[s as usize].class as usize;
-        match self.env.pool.worker() {
-            Some(w) if inline && class(best) <= w.best_class() => {
-                w.push(self.job(other), class(other));
-                w.wake(1);
-                Next::Run(best)
-            }
-            Some(w) => {
-                w.push(self.job(other), class(other));
-                w.push(self.job(best), class(best));
-                w.wake(2);
-                Next::Idle
-            }
-            None => {
-                self.env.pool.spawn_batch([
-                    (self.job(best), class(best)),
-                    (self.job(other), class(other)),
-                ]);
-                Next::Idle
-            }
-        }
-    }
-
-    /// Queues ready steps best first; returns one to run inline if allowed.
-    fn dispatch(&self, ready: &mut SmallVec<[u32; 8]>, inline: bool) -> Option<u32> {
-        let wf = &*self.wf;
-        ready.sort_unstable_by_key(|&s| self.plan.key(wf, s));
-        let class = |s: u32| wf.steps[s as usize].class as usize;
-        match self.env.pool.worker() {
-            Some(w) => {
-                let keep = (inline && class(ready[0]) <= w.best_class()).then(|| ready[0]);
-                let rest = if keep.is_some() {
-                    &ready[1..]
-                } else {
-                    &ready[..]
-                };
-                // Local LIFO deques: push the best last.
-                for &s in rest.iter().rev() {
-                    w.push(self.job(s), class(s));
-                }
-                if !rest.is_empty() {
-                    w.wake(rest.len());
-                }
-                keep
-            }
-            None => {
-                self.env
-                    .pool
-                    .spawn_batch(ready.iter().map(|&s| (self.job(s), class(s))));
-                None
-            }
-        }
-    }
-
     /// Finishes the run from a thread that holds a strong reference.
     pub(super) fn finish_arc(self: &Arc<Self>) {
         self.settle();
@@ -1006,7 +726,7 @@ impl RunInner {
         let alpha = self.env.estimates.alpha();
         let mut shared: Vec<(std::sync::Arc<str>, u64)> = Vec::new();
         let mut changed = false;
-        for (i, meta) in self.wf.meta.iter().enumerate() {
+        for i in 0..self.wf.steps.len() {
             if self.step_state(i as u32) != SUCCEEDED {
                 continue;
             }
@@ -1021,7 +741,8 @@ impl RunInner {
                 Ordering::Relaxed,
             );
             changed = true;
-            if let Some(k) = &meta.est_key {
+            if let Some(op) = self.wf.step_op(i as u32) {
+                let k = &op.key;
                 shared.push((k.clone(), ns));
             }
         }
@@ -1040,72 +761,6 @@ impl RunInner {
         } else {
             Duration::ZERO
         }
-    }
-
-    /// Waits until the run is done or `deadline` passes.
-    pub(crate) fn wait_done(&self, deadline: Option<Instant>) -> bool {
-        if self.done.load(Ordering::Acquire) {
-            return true;
-        }
-        // A short spin catches short runs without a sleep/wake round trip.
-        let spin_until = Instant::now() + Duration::from_micros(30);
-        let mut k = 0u32;
-        while !self.done.load(Ordering::Acquire) {
-            k += 1;
-            if k.is_multiple_of(64) {
-                let now = Instant::now();
-                if now >= spin_until || deadline.is_some_and(|d| now >= d) {
-                    break;
-                }
-                std::thread::yield_now();
-            }
-            std::hint::spin_loop();
-        }
-        let pool = &self.env.pool;
-        if pool.on_worker() {
-            // Help instead of blocking a worker the run may need.
-            loop {
-                if self.done.load(Ordering::Acquire) {
-                    return true;
-                }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return false;
-                }
-                if !pool.help_once() {
-                    let mut g = self.waiters.lock();
-                    if !self.done.load(Ordering::Acquire) {
-                        let _ = self.cv.wait_for(&mut g, Duration::from_micros(200));
-                    }
-                }
-            }
-        }
-        let mut g = self.waiters.lock();
-        while !self.done.load(Ordering::Acquire) {
-            match deadline {
-                Some(d) => {
-                    if self.cv.wait_until(&mut g, d).timed_out() {
-                        return self.done.load(Ordering::Acquire);
-                    }
-                }
-                None => self.cv.wait(&mut g),
-            }
-        }
-        true
-    }
-
-    /// Registers a waker; returns true if the run is already done.
-    pub(crate) fn register_waker(&self, waker: &Waker) -> bool {
-        if self.done.load(Ordering::Acquire) {
-            return true;
-        }
-        let mut w = self.waiters.lock();
-        if self.done.load(Ordering::Acquire) {
-            return true;
-        }
-        if !w.iter().any(|x| x.will_wake(waker)) {
-            w.push(waker.clone());
-        }
-        false
     }
 }
 
