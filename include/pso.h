@@ -116,6 +116,11 @@ typedef enum pso_status {
      * Reading or writing a file failed.
      */
     PSO_ERR_IO = 20,
+    /**
+     * A system the call needs is not Active (for instance a workflow step's
+     * system); the message names it and its state.
+     */
+    PSO_ERR_NOT_ACTIVE = 21,
 } pso_status;
 
 /**

@@ -68,6 +68,9 @@ pub enum pso_status {
     PSO_ERR_CLOSED = 19,
     /// Reading or writing a file failed.
     PSO_ERR_IO = 20,
+    /// A system the call needs is not Active (for instance a workflow step's
+    /// system); the message names it and its state.
+    PSO_ERR_NOT_ACTIVE = 21,
 }
 
 // Every discriminant equals its ErrorKind's code; a mismatch fails the build.
@@ -89,6 +92,7 @@ const _: () = {
         (PSO_ERR_BUSY, ErrorKind::Busy),
         (PSO_ERR_CLOSED, ErrorKind::Closed),
         (PSO_ERR_IO, ErrorKind::Io),
+        (PSO_ERR_NOT_ACTIVE, ErrorKind::NotActive),
     ];
     let mut i = 0;
     while i < pairs.len() {
@@ -99,7 +103,7 @@ const _: () = {
 
 impl pso_status {
     /// Every status, `PSO_OK` first, then in code order.
-    pub const ALL: [pso_status; 16] = {
+    pub const ALL: [pso_status; 17] = {
         use pso_status::*;
         [
             PSO_OK,
@@ -118,6 +122,7 @@ impl pso_status {
             PSO_ERR_BUSY,
             PSO_ERR_CLOSED,
             PSO_ERR_IO,
+            PSO_ERR_NOT_ACTIVE,
         ]
     };
 
@@ -142,6 +147,7 @@ impl pso_status {
             ErrorKind::Busy => PSO_ERR_BUSY,
             ErrorKind::Closed => PSO_ERR_CLOSED,
             ErrorKind::Io => PSO_ERR_IO,
+            ErrorKind::NotActive => PSO_ERR_NOT_ACTIVE,
             _ => PSO_ERR_INTERNAL,
         }
     }
@@ -171,6 +177,7 @@ impl pso_status {
             PSO_ERR_BUSY => c"PSO_ERR_BUSY",
             PSO_ERR_CLOSED => c"PSO_ERR_CLOSED",
             PSO_ERR_IO => c"PSO_ERR_IO",
+            PSO_ERR_NOT_ACTIVE => c"PSO_ERR_NOT_ACTIVE",
         }
     }
 }

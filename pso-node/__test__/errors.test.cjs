@@ -16,7 +16,7 @@ const T = { timeout: 10_000 }
 const KINDS = [
   'NULL_POINTER', 'INVALID_UTF8', 'STALE_HANDLE', 'INTERNAL', 'NOT_FOUND',
   'ALREADY_EXISTS', 'CYCLE', 'INVALID_ARGUMENT', 'PARSE', 'CONFLICT',
-  'HANDLER_FAILED', 'TIMEOUT', 'BUSY', 'CLOSED', 'IO',
+  'HANDLER_FAILED', 'TIMEOUT', 'BUSY', 'CLOSED', 'IO', 'NOT_ACTIVE',
 ]
 
 test('errorCodes() maps every kind to a distinct PSO_ code', T, () => {
@@ -27,7 +27,7 @@ test('errorCodes() maps every kind to a distinct PSO_ code', T, () => {
   assert.equal(new Set(table.map((r) => r.status)).size, table.length)
   assert.deepEqual(
     table.map((r) => r.status),
-    [1, 2, 3, 4, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20],
+    [1, 2, 3, 4, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21],
   )
 })
 

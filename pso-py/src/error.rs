@@ -333,6 +333,7 @@ mod tests {
             (ErrorKind::Busy, "BusyError", None),
             (ErrorKind::Closed, "ClosedError", None),
             (ErrorKind::Io, "IoError", Some("OSError")),
+            (ErrorKind::NotActive, "NotActiveError", None),
         ];
         assert_eq!(
             expected.len(),

@@ -28,6 +28,7 @@ CONTRACT = [
     ("BUSY", 18, "BusyError", None),
     ("CLOSED", 19, "ClosedError", None),
     ("IO", 20, "IoError", OSError),
+    ("NOT_ACTIVE", 21, "NotActiveError", None),
 ]
 
 

@@ -271,6 +271,7 @@ static void test_version_and_status_names(void) {
         {PSO_ERR_BUSY, 18, "PSO_ERR_BUSY"},
         {PSO_ERR_CLOSED, 19, "PSO_ERR_CLOSED"},
         {PSO_ERR_IO, 20, "PSO_ERR_IO"},
+        {PSO_ERR_NOT_ACTIVE, 21, "PSO_ERR_NOT_ACTIVE"},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         CHECK((uint32_t)table[i].status == table[i].value);
