@@ -8,13 +8,16 @@
 //! (`NotFoundError` is a `LookupError`). Errors that carry data get it as
 //! instance attributes: `report`/`chain`/`target` (handler failures, with the
 //! handler's original exception as `__cause__`), `system`/`other` (conflicts),
-//! `path` (cycles), `line`/`column`/`source` (parse errors).
+//! `path` (cycles, also of workflow steps), `line`/`column`/`source` (parse
+//! errors of topologies and workflow definitions).
 //!
 //! This is the only file that builds Python exceptions from core errors.
 
 #![forbid(unsafe_code)]
 
-use pso_core::{BuildError, ErrorKind, LifecycleError, PsoError, RegistryError, TopologyError};
+use pso_core::{
+    BuildError, ErrorKind, LifecycleError, PsoError, RegistryError, TopologyError, WorkflowError,
+};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -160,6 +163,16 @@ pub(crate) fn invalid_argument(py: Python<'_>, message: impl Into<String>) -> Py
     raise(py, ErrorKind::InvalidArgument, message.into(), Vec::new())
 }
 
+/// `NotFoundError(message)`.
+pub(crate) fn not_found(py: Python<'_>, message: impl Into<String>) -> PyErr {
+    raise(py, ErrorKind::NotFound, message.into(), Vec::new())
+}
+
+/// `TimeoutError(message)`.
+pub(crate) fn timeout(py: Python<'_>, message: impl Into<String>) -> PyErr {
+    raise(py, ErrorKind::Timeout, message.into(), Vec::new())
+}
+
 /// `ClosedError(message)`.
 pub(crate) fn closed(py: Python<'_>, message: impl Into<String>) -> PyErr {
     raise(py, ErrorKind::Closed, message.into(), Vec::new())
@@ -217,6 +230,33 @@ impl IntoPyErr for TopologyError {
                     ("source", source_name.into_pyobject(py)?.into_any()),
                 ],
                 TopologyError::Invalid { error, .. } => registry_attrs(py, error)?,
+                _ => Vec::new(),
+            })
+        };
+        match attrs() {
+            Ok(attrs) => raise(py, self.kind(), self.to_string(), attrs),
+            Err(e) => e,
+        }
+    }
+}
+
+impl IntoPyErr for WorkflowError {
+    fn into_pyerr(self, py: Python<'_>) -> PyErr {
+        let attrs = || -> PyResult<Vec<(&'static str, Bound<'_, PyAny>)>> {
+            Ok(match &self {
+                WorkflowError::Parse {
+                    source_name,
+                    line,
+                    column,
+                    ..
+                } => vec![
+                    ("line", line.into_pyobject(py)?.into_any()),
+                    ("column", column.into_pyobject(py)?.into_any()),
+                    ("source", source_name.into_pyobject(py)?.into_any()),
+                ],
+                WorkflowError::Cycle { path, .. } => {
+                    vec![("path", path.into_pyobject(py)?.into_any())]
+                }
                 _ => Vec::new(),
             })
         };

@@ -3,9 +3,11 @@
 //! A thin layer: it converts Python values to pso-core's model and back, maps
 //! every core error to the Python exception of its kind (`error.rs`), and
 //! manages the GIL: it is released around every call into core and taken back
-//! on worker threads only to call a Python handler. Files mirror the core
-//! modules they wrap: `orchestrator.rs`, `model.rs` (specs and handlers),
-//! `lifecycle.rs` (reports, plans, transitions), `status.rs`.
+//! on worker threads only to call a Python handler or step function. Files
+//! mirror the core modules they wrap: `orchestrator.rs`, `model.rs` (specs and
+//! handlers), `lifecycle.rs` (reports, plans, transitions), `status.rs`,
+//! `value.rs` (Python objects <-> `Value`) and `workflow/` (steps, workflows,
+//! step contexts, runs and results).
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +16,8 @@ mod lifecycle;
 mod model;
 mod orchestrator;
 mod status;
+mod value;
+mod workflow;
 
 use pyo3::prelude::*;
 
@@ -26,6 +30,14 @@ mod _pso {
     use super::orchestrator::PyOrchestrator;
     #[pymodule_export]
     use super::status::PySystemStatus;
+    #[pymodule_export]
+    use super::workflow::context::{PyChild, PyStepContext};
+    #[pymodule_export]
+    use super::workflow::result::{
+        PyEstimate, PyRun, PyRunProgress, PyRunResult, PyStepCounts, PyStepRecord,
+    };
+    #[pymodule_export]
+    use super::workflow::{PyStep, PyWorkflow};
     use pyo3::prelude::*;
 
     #[pymodule_init]

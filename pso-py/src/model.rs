@@ -104,7 +104,7 @@ fn reject_awaitable(
 }
 
 /// `HandlerError::Raised` for a Python exception, keeping the exception.
-fn raised(py: Python<'_>, err: PyErr) -> HandlerError {
+pub(crate) fn raised(py: Python<'_>, err: PyErr) -> HandlerError {
     use pyo3::types::PyTypeMethods;
     let type_name = err
         .get_type(py)
@@ -138,10 +138,16 @@ pub(crate) struct SpecArgs<'py> {
     pub(crate) timeout: Option<Bound<'py, PyAny>>,
     pub(crate) on_activate: Option<Bound<'py, PyAny>>,
     pub(crate) on_deactivate: Option<Bound<'py, PyAny>>,
+    pub(crate) operations: Option<Bound<'py, PyAny>>,
+    pub(crate) concurrency: Option<Bound<'py, PyAny>>,
 }
 
+/// The Python operations of one system, by name, as the orchestrator
+/// mirrors them (for the garbage collector).
+pub(crate) type OperationRefs = Vec<(String, Callable)>;
+
 /// The keyword names of `register` (and the keys of a `register_many` dict).
-pub(crate) const SPEC_KEYS: [&str; 13] = [
+pub(crate) const SPEC_KEYS: [&str; 15] = [
     "name",
     "tier",
     "tags",
@@ -155,6 +161,8 @@ pub(crate) const SPEC_KEYS: [&str; 13] = [
     "timeout",
     "on_activate",
     "on_deactivate",
+    "operations",
+    "concurrency",
 ];
 
 impl<'py> SpecArgs<'py> {
@@ -200,6 +208,8 @@ impl<'py> SpecArgs<'py> {
                 "timeout" => args.timeout = opt(),
                 "on_activate" => args.on_activate = opt(),
                 "on_deactivate" => args.on_deactivate = opt(),
+                "operations" => args.operations = opt(),
+                "concurrency" => args.concurrency = opt(),
                 other => {
                     return Err(invalid_argument(
                         py,
@@ -215,14 +225,15 @@ impl<'py> SpecArgs<'py> {
         Ok((name, args))
     }
 
-    /// The core spec and the Python handlers it calls. `at` names the entry
-    /// in error messages (`""` for `register`, `"systems[2]"` for `register_many`).
+    /// The core spec and the Python handlers and operations it calls. `at`
+    /// names the entry in error messages (`""` for `register`, `"systems[2]"`
+    /// for `register_many`).
     pub(crate) fn into_spec(
         self,
         py: Python<'py>,
         name: String,
         at: &str,
-    ) -> PyResult<(SystemSpec, HandlerRefs)> {
+    ) -> PyResult<(SystemSpec, HandlerRefs, OperationRefs)> {
         let mut spec = SystemSpec::new(name);
         if let Some(tier) = self.tier {
             spec = spec.tier(tier);
@@ -251,11 +262,18 @@ impl<'py> SpecArgs<'py> {
         if let Some(t) = &self.timeout {
             spec = spec.timeout(seconds(py, t, &field(at, "timeout"))?);
         }
+        if let Some(limit) = self.concurrency.as_ref().filter(|c| !c.is_none()) {
+            spec = spec.concurrency(concurrency_limit(py, limit, &field(at, "concurrency"))?);
+        }
+        let operations = operations(self.operations.as_ref(), &field(at, "operations"))?;
+        for (op, f) in &operations {
+            spec = spec.operation(op, crate::workflow::context::step_closure(f.clone()));
+        }
         let handlers = HandlerRefs {
             activate: callable(self.on_activate, &field(at, "on_activate"))?,
             deactivate: callable(self.on_deactivate, &field(at, "on_deactivate"))?,
         };
-        Ok((spec.handlers(handlers.to_core()), handlers))
+        Ok((spec.handlers(handlers.to_core()), handlers, operations))
     }
 }
 
@@ -291,6 +309,64 @@ pub(crate) fn callable(obj: Option<Bound<'_, PyAny>>, what: &str) -> PyResult<Op
         }
         _ => Ok(None),
     }
+}
+
+/// An operation function: a callable `fn(ctx) -> value`.
+pub(crate) fn operation(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Callable> {
+    if !obj.is_callable() {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be callable (it is called with a StepContext), got {}",
+            type_name(obj)
+        )));
+    }
+    Ok(Arc::new(obj.clone().unbind()))
+}
+
+/// `operations`: a dict of operation name -> callable.
+fn operations(obj: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<OperationRefs> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(Vec::new());
+    };
+    let dict = obj.cast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{what} must be a dict of operation name -> callable, got {}",
+            type_name(obj)
+        ))
+    })?;
+    let mut out = Vec::with_capacity(dict.len());
+    for (k, v) in dict.iter() {
+        let k: String = k.extract().map_err(|_| {
+            PyTypeError::new_err(format!("{what}: keys must be str, got {}", type_name(&k)))
+        })?;
+        let f = operation(&v, &format!("{what}['{k}']"))?;
+        out.push((k, f));
+    }
+    Ok(out)
+}
+
+/// A concurrency limit: an int of at least 1.
+pub(crate) fn concurrency_limit(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    what: &str,
+) -> PyResult<u32> {
+    let n = if obj.is_instance_of::<PyBool>() {
+        None
+    } else {
+        obj.extract::<i128>().ok()
+    };
+    let n = n.ok_or_else(|| {
+        PyTypeError::new_err(format!(
+            "{what} must be an int or None, got {}",
+            type_name(obj)
+        ))
+    })?;
+    u32::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
+        invalid_argument(
+            py,
+            format!("{what} must be between 1 and 2**32-1 (or None for no limit), got {n}"),
+        )
+    })
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {

@@ -15,9 +15,11 @@
 //!
 //! # Garbage collection
 //! Handlers often refer back to their orchestrator (a closure over it). The
-//! `handlers` mirror holds the single Python reference to each handler that
-//! core's closures share, so `__traverse__` can report it and `__clear__` can
-//! break such cycles by dropping the core orchestrator.
+//! `handlers` and `operations` mirrors hold the single Python reference to
+//! each handler and operation function that core's closures share, so
+//! `__traverse__` can report it and `__clear__` can break such cycles by
+//! dropping the core orchestrator (which joins its workers first, so no
+//! operation runs after that).
 
 #![forbid(unsafe_code)]
 
@@ -25,7 +27,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
-use pso_core::{ExportFormat, Orchestrator, TopologyFormat};
+use pso_core::{ExportFormat, Orchestrator, RunOptions, TopologyFormat, Value, Workflow};
 use pyo3::PyTraverseError;
 use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
@@ -34,8 +36,11 @@ use pyo3::types::PyString;
 
 use crate::error::{OrRaise, closed, invalid_argument};
 use crate::lifecycle::{PyActivationReport, PyPlan};
-use crate::model::{self, HandlerRefs, SpecArgs};
+use crate::model::{self, Callable, HandlerRefs, OperationRefs, SpecArgs};
 use crate::status::PySystemStatus;
+use crate::value::extract_value;
+use crate::workflow::result::{PyEstimate, PyRun};
+use crate::workflow::{self, PyWorkflow};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while these locks are held; never let poisoning escalate.
@@ -50,6 +55,8 @@ pub(crate) struct PyOrchestrator {
     inner: Mutex<Option<Orchestrator>>,
     /// The Python handlers core holds, by system (see the module docs).
     handlers: Mutex<HashMap<String, HandlerRefs>>,
+    /// The Python operations core holds, by system and operation.
+    operations: Mutex<HashMap<String, HashMap<String, Callable>>>,
     /// The process that created the orchestrator.
     owner_pid: u32,
 }
@@ -89,6 +96,15 @@ impl PyOrchestrator {
         }
     }
 
+    fn record_operations(&self, batch: Vec<(String, OperationRefs)>) {
+        let mut mirror = lock(&self.operations);
+        for (system, ops) in batch {
+            if !ops.is_empty() {
+                mirror.entry(system).or_default().extend(ops);
+            }
+        }
+    }
+
     /// Drops the core orchestrator with the GIL released: its worker threads
     /// may be finishing a Python handler, and joining them while holding the
     /// GIL would deadlock.
@@ -110,7 +126,8 @@ impl Drop for PyOrchestrator {
     fn drop(&mut self) {
         self.release();
         let handlers = std::mem::take(&mut *lock(&self.handlers));
-        drop(handlers);
+        let operations = std::mem::take(&mut *lock(&self.operations));
+        drop((handlers, operations));
     }
 }
 
@@ -154,6 +171,7 @@ impl PyOrchestrator {
         Ok(PyOrchestrator {
             inner: Mutex::new(Some(orch)),
             handlers: Mutex::new(HashMap::new()),
+            operations: Mutex::new(HashMap::new()),
             owner_pid: std::process::id(),
         })
     }
@@ -212,12 +230,13 @@ impl PyOrchestrator {
     #[pyo3(signature = (
         name, *, tier = None, tags = None, priority = None, resources = None,
         requires = None, wants = None, after = None, conflicts = None, interacts = None,
-        timeout = None, on_activate = None, on_deactivate = None
+        timeout = None, on_activate = None, on_deactivate = None, operations = None,
+        concurrency = None
     ))]
     #[pyo3(
         text_signature = "(self, name, *, tier=None, tags=(), priority='normal', \
         resources=None, requires=(), wants=(), after=(), conflicts=(), interacts=(), \
-        timeout=None, on_activate=None, on_deactivate=None)"
+        timeout=None, on_activate=None, on_deactivate=None, operations=None, concurrency=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn register<'py>(
@@ -236,6 +255,8 @@ impl PyOrchestrator {
         timeout: Option<Bound<'py, PyAny>>,
         on_activate: Option<Bound<'py, PyAny>>,
         on_deactivate: Option<Bound<'py, PyAny>>,
+        operations: Option<Bound<'py, PyAny>>,
+        concurrency: Option<Bound<'py, PyAny>>,
     ) -> PyResult<()> {
         let orch = self.core(py)?;
         let args = SpecArgs {
@@ -251,12 +272,15 @@ impl PyOrchestrator {
             timeout,
             on_activate,
             on_deactivate,
+            operations,
+            concurrency,
         };
-        let (spec, refs) = args.into_spec(py, name.clone(), "")?;
+        let (spec, refs, ops) = args.into_spec(py, name.clone(), "")?;
         py.detach(|| {
             let result = orch.register(spec);
             if result.is_ok() {
-                self.record_handlers(vec![(name, refs)]);
+                self.record_handlers(vec![(name.clone(), refs)]);
+                self.record_operations(vec![(name, ops)]);
             }
             result
         })
@@ -277,12 +301,14 @@ impl PyOrchestrator {
         let orch = self.core(py)?;
         let mut specs = Vec::new();
         let mut refs = Vec::new();
+        let mut op_refs = Vec::new();
         for (i, item) in iter_list(systems, "systems")?.into_iter().enumerate() {
             let at = format!("systems[{i}]");
             let (name, args) = SpecArgs::from_dict(&item, &at)?;
-            let (spec, handlers) = args.into_spec(py, name.clone(), &at)?;
+            let (spec, handlers, ops) = args.into_spec(py, name.clone(), &at)?;
             specs.push(spec);
-            refs.push((name, handlers));
+            refs.push((name.clone(), handlers));
+            op_refs.push((name, ops));
         }
         let mut edge_specs = Vec::new();
         if let Some(edges) = edges.filter(|e| !e.is_none()) {
@@ -294,6 +320,7 @@ impl PyOrchestrator {
             let result = orch.register_batch(specs, edge_specs);
             if result.is_ok() {
                 self.record_handlers(refs);
+                self.record_operations(op_refs);
             }
             result
         })
@@ -427,6 +454,142 @@ impl PyOrchestrator {
         Ok(py.detach(|| orch.export(format)))
     }
 
+    /// Adds or replaces operation `op` of `system`: `fn(ctx) -> value`, run by
+    /// workflow steps on PSO's worker threads. Workflows built afterwards use it.
+    #[pyo3(signature = (system, op, r#fn))]
+    fn set_operation(
+        &self,
+        py: Python<'_>,
+        system: String,
+        op: String,
+        r#fn: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let orch = self.core(py)?;
+        let f = model::operation(r#fn, "fn")?;
+        let core_fn = workflow::context::step_fn(f.clone());
+        py.detach(|| {
+            let result = orch.set_operation_shared(&system, &op, core_fn);
+            if result.is_ok() {
+                self.record_operations(vec![(system, vec![(op, f)])]);
+            }
+            result
+        })
+        .or_raise(py)
+    }
+
+    /// Limits how many workflow steps of `system` run at once (`None`: no
+    /// limit). Steps beyond it wait without holding a worker.
+    fn set_concurrency_limit(
+        &self,
+        py: Python<'_>,
+        system: &str,
+        limit: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let orch = self.core(py)?;
+        let limit = match limit.filter(|l| !l.is_none()) {
+            Some(l) => Some(model::concurrency_limit(py, l, "limit")?),
+            None => None,
+        };
+        py.detach(|| orch.set_concurrency_limit(system, limit))
+            .or_raise(py)
+    }
+
+    /// Learned duration estimates of system operations (`system.op`).
+    fn estimates(&self, py: Python<'_>) -> PyResult<Vec<PyEstimate>> {
+        let orch = self.core(py)?;
+        Ok(py
+            .detach(|| orch.estimates())
+            .into_iter()
+            .map(PyEstimate::from)
+            .collect())
+    }
+
+    /// Validates and compiles a workflow of `pso.Step`s. Unknown systems,
+    /// operations or steps, duplicate names and cycles raise, naming the step.
+    fn workflow(
+        &self,
+        py: Python<'_>,
+        name: String,
+        steps: &Bound<'_, PyAny>,
+    ) -> PyResult<PyWorkflow> {
+        let orch = self.core(py)?;
+        let specs = workflow::specs(py, steps)?;
+        py.detach(|| {
+            let mut b = Workflow::builder(name);
+            for s in specs {
+                b.add(s);
+            }
+            b.build(&orch)
+        })
+        .map(PyWorkflow::new)
+        .or_raise(py)
+    }
+
+    /// Loads a workflow definition file (`.toml` or `.json`) and builds it.
+    fn load_workflow(&self, py: Python<'_>, path: PathBuf) -> PyResult<PyWorkflow> {
+        let orch = self.core(py)?;
+        py.detach(|| orch.load_workflow(&path))
+            .map(PyWorkflow::new)
+            .or_raise(py)
+    }
+
+    /// Parses a workflow definition (`format`: `"toml"` or `"json"`) and builds it.
+    #[pyo3(signature = (text, format = "toml"))]
+    fn load_workflow_str(&self, py: Python<'_>, text: &str, format: &str) -> PyResult<PyWorkflow> {
+        let orch = self.core(py)?;
+        let format: TopologyFormat = format
+            .parse()
+            .map_err(|e: String| invalid_argument(py, e))?;
+        py.detach(|| orch.load_workflow_str(text, format))
+            .map(PyWorkflow::new)
+            .or_raise(py)
+    }
+
+    /// Starts a run of `workflow` and returns at once: steps start as soon as
+    /// their predecessors are done, in parallel on the workers. `input` is
+    /// what steps without named inputs receive; `deadline` (seconds) times
+    /// out everything unfinished; `timing=False` skips per-step timing.
+    /// Raises `NotActiveError` if a system it uses is not Active.
+    #[pyo3(signature = (workflow, input = None, *, deadline = None, timing = true))]
+    fn coordinate_systems(
+        &self,
+        py: Python<'_>,
+        workflow: &Bound<'_, PyAny>,
+        input: Option<&Bound<'_, PyAny>>,
+        deadline: Option<&Bound<'_, PyAny>>,
+        timing: bool,
+    ) -> PyResult<PyRun> {
+        let orch = self.core(py)?;
+        let wf = workflow.cast::<PyWorkflow>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "workflow must be a pso.Workflow (from Orchestrator.workflow or load_workflow), \
+                 got '{}'",
+                workflow
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        let input = match input {
+            Some(i) => extract_value(i, "input")?,
+            None => Value::Null,
+        };
+        let deadline = match deadline.filter(|d| !d.is_none()) {
+            Some(d) => Some(model::seconds(py, d, "deadline")?),
+            None => None,
+        };
+        let options = RunOptions {
+            input,
+            deadline,
+            timing,
+        };
+        let wf = wf.get().core();
+        py.detach(|| orch.coordinate_systems_with(wf, options))
+            .map(PyRun::new)
+            .or_raise(py)
+    }
+
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // try_lock: never wait in a GC pass. Skipping a visit only makes the
         // collector keep the objects (conservative).
@@ -437,13 +600,21 @@ impl PyOrchestrator {
                 }
             }
         }
+        if let Ok(mirror) = self.operations.try_lock() {
+            for ops in mirror.values() {
+                for f in ops.values() {
+                    visit.call(&**f)?;
+                }
+            }
+        }
         Ok(())
     }
 
     fn __clear__(&self) {
         self.release();
         let handlers = std::mem::take(&mut *lock(&self.handlers));
-        drop(handlers);
+        let operations = std::mem::take(&mut *lock(&self.operations));
+        drop((handlers, operations));
     }
 }
 

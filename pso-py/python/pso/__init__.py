@@ -11,8 +11,18 @@ on PSO's worker threads::
         report = o.activate_system("api")
         assert report.activated == ["db", "api"]
 
-The API is the same in Rust, Python, Node and C (see docs/API.md). Handlers are
-called with the system name on PSO's worker threads; the GIL is released while
+Systems can also offer operations, which workflows run as a DAG of steps::
+
+    o.register("PDT", operations={"collect": lambda ctx: ctx.run_input + 1})
+    o.activate_system("PDT")
+    wf = o.workflow("double", [
+        pso.Step("collect", "PDT", "collect"),
+        pso.Step("double", fn=lambda ctx: ctx.inputs["n"] * 2, inputs={"n": "collect"}),
+    ])
+    assert o.coordinate_systems(wf, input=20).result().output("double") == 42
+
+The API is the same in Rust, Python, Node and C (see docs/API.md). Handlers and
+step functions are called on PSO's worker threads; the GIL is released while
 PSO works or waits. Every error is a ``pso.PsoError`` with ``.kind`` and ``.code``.
 """
 
@@ -20,9 +30,11 @@ from ._pso import (
     ActivationReport,
     AlreadyExistsError,
     BusyError,
+    Child,
     ClosedError,
     ConflictError,
     CycleError,
+    Estimate,
     HandlerError,
     InternalError,
     InvalidArgumentError,
@@ -35,11 +47,19 @@ from ._pso import (
     ParseError,
     Plan,
     PsoError,
+    Run,
+    RunProgress,
+    RunResult,
     StaleHandleError,
+    Step,
+    StepContext,
+    StepCounts,
+    StepRecord,
     SystemOutcome,
     SystemStatus,
     TimeoutError,
     Transition,
+    Workflow,
     __version__,
 )
 
@@ -47,9 +67,11 @@ __all__ = [
     "ActivationReport",
     "AlreadyExistsError",
     "BusyError",
+    "Child",
     "ClosedError",
     "ConflictError",
     "CycleError",
+    "Estimate",
     "HandlerError",
     "InternalError",
     "InvalidArgumentError",
@@ -62,10 +84,18 @@ __all__ = [
     "ParseError",
     "Plan",
     "PsoError",
+    "Run",
+    "RunProgress",
+    "RunResult",
     "StaleHandleError",
+    "Step",
+    "StepContext",
+    "StepCounts",
+    "StepRecord",
     "SystemOutcome",
     "SystemStatus",
     "TimeoutError",
     "Transition",
+    "Workflow",
     "__version__",
 ]

@@ -5,9 +5,9 @@
 import builtins
 import datetime
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Literal, TypedDict, final
+from typing import Any, Literal, TypedDict, final
 
 from typing_extensions import NotRequired, Self, TypeAlias
 
@@ -16,9 +16,11 @@ __all__ = [
     "ActivationReport",
     "AlreadyExistsError",
     "BusyError",
+    "Child",
     "ClosedError",
     "ConflictError",
     "CycleError",
+    "Estimate",
     "HandlerError",
     "InternalError",
     "InvalidArgumentError",
@@ -31,11 +33,19 @@ __all__ = [
     "ParseError",
     "Plan",
     "PsoError",
+    "Run",
+    "RunProgress",
+    "RunResult",
     "StaleHandleError",
+    "Step",
+    "StepContext",
+    "StepCounts",
+    "StepRecord",
     "SystemOutcome",
     "SystemStatus",
     "TimeoutError",
     "Transition",
+    "Workflow",
     "__version__",
 ]
 
@@ -50,6 +60,37 @@ _State: TypeAlias = Literal[
 _Outcome: TypeAlias = Literal[
     "activated", "deactivated", "already_active", "not_active", "failed", "timed_out", "blocked"
 ]
+_RunState: TypeAlias = Literal["succeeded", "failed", "cancelled", "timed_out"]
+_StepState: TypeAlias = Literal[
+    "pending", "running", "waiting_retry", "succeeded", "failed", "cancelled", "timed_out", "skipped"
+]
+
+_Value: TypeAlias = (
+    None | bool | int | float | str | bytes | list[_Value] | dict[str, _Value]
+)
+"""What workflow steps return and receive, as PSO gives it back: dicts come
+back with their keys sorted, bytearrays as bytes, tuples as lists."""
+
+_InValue: TypeAlias = (
+    None
+    | bool
+    | int
+    | float
+    | str
+    | bytes
+    | bytearray
+    | Sequence[_InValue]
+    | Mapping[str, _InValue]
+)
+"""What PSO accepts as a value: list and tuple (not other sequences), dict
+with str keys (not other mappings). Ints must fit in 64 bits."""
+
+_StepFn: TypeAlias = Callable[[StepContext], object]
+"""A step function or operation: called with the step's context; returns a value
+PSO can carry (see `_InValue`); anything else fails the step."""
+
+_Condition: TypeAlias = Callable[[StepContext], object]
+"""A `when` condition: called with the step's context; truthy to run the step."""
 
 class _SystemDict(TypedDict):
     """One entry of `Orchestrator.register_many`: `register`'s keywords plus `name`."""
@@ -67,6 +108,8 @@ class _SystemDict(TypedDict):
     timeout: NotRequired[float | None]
     on_activate: NotRequired[_Handler | None]
     on_deactivate: NotRequired[_Handler | None]
+    operations: NotRequired[Mapping[str, _StepFn] | None]
+    concurrency: NotRequired[int | None]
 
 @final
 class Orchestrator:
@@ -104,6 +147,8 @@ class Orchestrator:
         timeout: float | None = None,
         on_activate: _Handler | None = None,
         on_deactivate: _Handler | None = None,
+        operations: Mapping[str, _StepFn] | None = None,
+        concurrency: int | None = None,
     ) -> None: ...
     def register_many(
         self,
@@ -129,6 +174,230 @@ class Orchestrator:
     def why_inactive(self, name: str) -> str: ...
     def plan(self, name: str) -> Plan: ...
     def export(self, format: Literal["json", "toml", "dot", "mermaid"] = "json") -> str: ...
+    def set_operation(self, system: str, op: str, fn: _StepFn) -> None: ...
+    def set_concurrency_limit(self, system: str, limit: int | None) -> None: ...
+    def estimates(self) -> list[Estimate]: ...
+    def workflow(self, name: str, steps: Iterable[Step]) -> Workflow: ...
+    def load_workflow(self, path: str | os.PathLike[str]) -> Workflow: ...
+    def load_workflow_str(self, text: str, format: Literal["toml", "json"] = "toml") -> Workflow: ...
+    def coordinate_systems(
+        self,
+        workflow: Workflow,
+        input: _InValue = None,
+        *,
+        deadline: float | None = None,
+        timing: bool = True,
+    ) -> Run: ...
+
+@final
+class Step:
+    """One step of a workflow: a system operation (`system` and `op`) or a
+    function (`fn`). Build steps into a workflow with `Orchestrator.workflow`."""
+
+    def __new__(
+        cls,
+        name: str,
+        system: str | None = None,
+        op: str | None = None,
+        fn: _StepFn | None = None,
+        inputs: Mapping[str, str] = {},
+        after: Iterable[str] = [],
+        retries: int = 0,
+        backoff: float = 0.01,
+        max_backoff: float = 10.0,
+        timeout: float | None = None,
+        priority: _Priority | None = None,
+        when: str | _Condition | None = None,
+    ) -> Self: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def system(self) -> str | None: ...
+    @property
+    def op(self) -> str | None: ...
+    @property
+    def fn(self) -> _StepFn | None: ...
+    @property
+    def inputs(self) -> dict[str, str]: ...
+    @property
+    def after(self) -> list[str]: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def backoff(self) -> float: ...
+    @property
+    def max_backoff(self) -> float: ...
+    @property
+    def timeout(self) -> float | None: ...
+    @property
+    def priority(self) -> _Priority | None: ...
+    @property
+    def when(self) -> str | _Condition | None: ...
+
+@final
+class Workflow:
+    """A validated, compiled workflow; run it with `Orchestrator.coordinate_systems`
+    as many times as you like, concurrently."""
+
+    @property
+    def name(self) -> str: ...
+    def __len__(self) -> int: ...
+    @property
+    def step_names(self) -> list[str]: ...
+    @property
+    def systems(self) -> list[str]: ...
+
+@final
+class StepContext:
+    """What a step function receives. A snapshot taken when the call starts,
+    except `cancelled`, which is live."""
+
+    @property
+    def step(self) -> str: ...
+    @property
+    def system(self) -> str | None: ...
+    @property
+    def op(self) -> str | None: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def run_id(self) -> int: ...
+    @property
+    def inputs(self) -> dict[str, _Value]: ...
+    @property
+    def input(self) -> _Value: ...
+    @property
+    def run_input(self) -> _Value: ...
+    @property
+    def cancelled(self) -> bool: ...
+    def child_op(self, system: str, op: str, input: _InValue = None) -> Child: ...
+    def fan_out(self, children: Iterable[Child]) -> None: ...
+
+@final
+class Child:
+    """A fan-out child: `Child(fn, input)` runs `fn(ctx)` with `ctx.input == input`;
+    `ctx.child_op(system, op, input)` makes one that runs a system operation."""
+
+    def __new__(cls, fn: _StepFn, input: _InValue = None) -> Self: ...
+    @property
+    def fn(self) -> _StepFn | None: ...
+    @property
+    def input(self) -> _Value: ...
+    @property
+    def system(self) -> str | None: ...
+    @property
+    def op(self) -> str | None: ...
+
+@final
+class Run:
+    """A workflow run: wait with `result()`, `await` it, or `cancel()` it."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def done(self) -> bool: ...
+    def progress(self) -> RunProgress: ...
+    def cancel(self) -> bool: ...
+    def result(self, timeout: float | None = None) -> RunResult: ...
+    def __await__(self) -> Generator[Any, None, RunResult]: ...
+
+@final
+class RunProgress:
+    """A run's state so far and its step counts."""
+
+    @property
+    def state(self) -> Literal["running"] | _RunState: ...
+    @property
+    def counts(self) -> StepCounts: ...
+
+@final
+class StepCounts:
+    """How many steps (and fan-out children) ended in each state. Once a run is
+    done, `accepted` equals `terminal`, the sum of the terminal counts."""
+
+    @property
+    def accepted(self) -> int: ...
+    @property
+    def succeeded(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def cancelled(self) -> int: ...
+    @property
+    def timed_out(self) -> int: ...
+    @property
+    def skipped(self) -> int: ...
+    @property
+    def unfinished(self) -> int: ...
+    @property
+    def terminal(self) -> int: ...
+
+@final
+class RunResult:
+    """The result of a finished run. A failed run is not an exception: look at `state`."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def state(self) -> _RunState: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def counts(self) -> StepCounts: ...
+    @property
+    def elapsed(self) -> float: ...
+    @property
+    def outputs(self) -> dict[str, _Value]: ...
+    def output(self, step: str) -> _Value: ...
+    def error(self, step: str) -> str | None: ...
+    @property
+    def steps(self) -> list[StepRecord]: ...
+    def step(self, name: str) -> StepRecord: ...
+    def to_json(self) -> str: ...
+
+@final
+class StepRecord:
+    """What happened to one step (or fan-out child `parent[i]`) in a run."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def system(self) -> str | None: ...
+    @property
+    def operation(self) -> str | None: ...
+    @property
+    def state(self) -> _StepState: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def queued(self) -> float: ...
+    @property
+    def ran(self) -> float: ...
+    @property
+    def worker(self) -> int | None: ...
+    @property
+    def parent(self) -> str | None: ...
+
+@final
+class Estimate:
+    """A learned duration estimate of one system operation."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def mean(self) -> float: ...
+    @property
+    def stddev(self) -> float: ...
+    @property
+    def samples(self) -> int: ...
 
 @final
 class ActivationReport:
