@@ -468,7 +468,9 @@ impl Orchestrator {
         let reg = self.inner.registry.read();
         let idx = reg.index(name)?;
         let closure = reg.activation_closure(&[idx]);
-        check_conflicts(&reg, &closure.members)?;
+        if reg.has_conflicts() {
+            check_conflicts(&reg, &closure.members)?;
+        }
         let set = reg.order(&closure.members, LifecycleAction::Activate);
         Ok(Plan {
             target: name.to_owned(),
@@ -522,6 +524,7 @@ impl Orchestrator {
             reason,
             set,
             self.inner.transition_timeout,
+            &self.inner.env.clock,
         );
         drop(reg);
         txn.run(target.to_owned())
@@ -551,7 +554,9 @@ impl Orchestrator {
             ));
         }
         let closure = reg.activation_closure(&[idx]);
-        check_conflicts(&reg, &closure.members)?;
+        if reg.has_conflicts() {
+            check_conflicts(&reg, &closure.members)?;
+        }
         let set = reg.order(&closure.members, LifecycleAction::Activate);
         let report = self.transact(
             reg,
@@ -577,7 +582,9 @@ impl Orchestrator {
         let reg = self.inner.registry.read();
         let targets: Vec<_> = reg.indices().collect();
         let closure = reg.activation_closure(&targets);
-        check_conflicts(&reg, &closure.members)?;
+        if reg.has_conflicts() {
+            check_conflicts(&reg, &closure.members)?;
+        }
         let set = reg.order(&closure.members, LifecycleAction::Activate);
         let report = self.transact(
             reg,

@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
@@ -122,38 +123,75 @@ pub(crate) enum Transitioned {
     Rejected,
 }
 
+/// A transition reason: shared, so recording one allocates nothing.
+pub(crate) type Reason = Arc<str>;
+
+macro_rules! static_reasons {
+    ($($name:ident = $text:literal;)*) => {$(
+        pub(crate) static $name: LazyLock<Reason> = LazyLock::new(|| Arc::from($text));
+    )*};
+}
+static_reasons! {
+    REGISTERED = "registered";
+    ACTIVATE_OK = "activate handler succeeded";
+    DEACTIVATE_OK = "deactivate handler succeeded";
+    ACTIVATE_FAILED = "activate handler failed";
+    DEACTIVATE_FAILED = "deactivate handler failed";
+    TRANSITION_TIMEOUT = "transition timeout";
+}
+
+/// A recorded transition (the public [`Transition`] is built on demand).
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub(crate) from: SystemState,
+    pub(crate) to: SystemState,
+    pub(crate) reason: Reason,
+    pub(crate) at: SystemTime,
+}
+
+impl Record {
+    pub(crate) fn public(&self) -> Transition {
+        Transition {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            reason: self.reason.to_string(),
+            at: self.at,
+        }
+    }
+}
+
 /// One system's lifecycle record.
 #[derive(Debug, Clone)]
 pub(crate) struct Lifecycle {
     pub(crate) state: SystemState,
     pub(crate) since: SystemTime,
-    pub(crate) reason: String,
+    pub(crate) reason: Reason,
     pub(crate) last_error: Option<String>,
-    pub(crate) history: VecDeque<Transition>,
+    pub(crate) history: VecDeque<Record>,
 }
 
 impl Lifecycle {
-    pub(crate) fn new() -> Self {
+    /// A fresh record, registered at `now`.
+    pub(crate) fn new_at(now: SystemTime) -> Self {
         Lifecycle {
             state: SystemState::Registered,
-            since: SystemTime::now(),
-            reason: "registered".to_owned(),
+            since: now,
+            reason: REGISTERED.clone(),
             last_error: None,
             history: VecDeque::new(),
         }
     }
 
-    /// Moves to `to` if the state machine allows it, recording `reason`.
+    /// Moves to `to` at `at` if the state machine allows it, recording `reason`.
     pub(crate) fn transition(
         &mut self,
         to: SystemState,
-        reason: impl Into<String>,
+        reason: &Reason,
+        at: SystemTime,
     ) -> Transitioned {
         if !self.state.allows(&to) {
             return Transitioned::Rejected;
         }
-        let reason = reason.into();
-        let now = SystemTime::now();
         if let SystemState::Failed { reason: why } = &to {
             self.last_error = Some(why.clone());
         }
@@ -161,14 +199,14 @@ impl Lifecycle {
             self.history.pop_front();
         }
         let from = std::mem::replace(&mut self.state, to.clone());
-        self.history.push_back(Transition {
+        self.history.push_back(Record {
             from,
             to,
             reason: reason.clone(),
-            at: now,
+            at,
         });
-        self.since = now;
-        self.reason = reason;
+        self.since = at;
+        self.reason = reason.clone();
         Transitioned::Applied
     }
 }
@@ -181,47 +219,51 @@ mod tests {
         SystemState::Failed { reason: r.into() }
     }
 
+    fn r(s: impl AsRef<str>) -> Reason {
+        Arc::from(s.as_ref())
+    }
+
     #[test]
     fn legal_path_is_recorded() {
-        let mut l = Lifecycle::new();
+        let mut l = Lifecycle::new_at(SystemTime::now());
         assert_eq!(
-            l.transition(SystemState::Activating, "asked"),
+            l.transition(SystemState::Activating, &r("asked"), SystemTime::now()),
             Transitioned::Applied
         );
         assert_eq!(
-            l.transition(SystemState::Active, "handler ok"),
+            l.transition(SystemState::Active, &r("handler ok"), SystemTime::now()),
             Transitioned::Applied
         );
         assert_eq!(
-            l.transition(SystemState::Deactivating, "asked"),
+            l.transition(SystemState::Deactivating, &r("asked"), SystemTime::now()),
             Transitioned::Applied
         );
         assert_eq!(
-            l.transition(SystemState::Inactive, "handler ok"),
+            l.transition(SystemState::Inactive, &r("handler ok"), SystemTime::now()),
             Transitioned::Applied
         );
         assert_eq!(
-            l.transition(SystemState::Activating, "again"),
+            l.transition(SystemState::Activating, &r("again"), SystemTime::now()),
             Transitioned::Applied
         );
         assert_eq!(
-            l.transition(failed("boom"), "handler failed"),
+            l.transition(failed("boom"), &r("handler failed"), SystemTime::now()),
             Transitioned::Applied
         );
         assert_eq!(
-            l.transition(SystemState::Activating, "retry"),
+            l.transition(SystemState::Activating, &r("retry"), SystemTime::now()),
             Transitioned::Applied
         );
         assert_eq!(l.history.len(), 7);
         assert_eq!(l.last_error.as_deref(), Some("boom"));
-        assert_eq!(l.reason, "retry");
+        assert_eq!(&*l.reason, "retry");
         assert_eq!(l.history[1].from, SystemState::Activating);
         assert_eq!(l.history[1].to, SystemState::Active);
     }
 
     #[test]
     fn illegal_moves_change_nothing() {
-        let mut l = Lifecycle::new();
+        let mut l = Lifecycle::new_at(SystemTime::now());
         for to in [
             SystemState::Active,
             SystemState::Deactivating,
@@ -229,18 +271,21 @@ mod tests {
             failed("x"),
             SystemState::Registered,
         ] {
-            assert_eq!(l.transition(to, "bad"), Transitioned::Rejected);
+            assert_eq!(
+                l.transition(to, &r("bad"), SystemTime::now()),
+                Transitioned::Rejected
+            );
         }
         assert_eq!(l.state, SystemState::Registered);
         assert!(l.history.is_empty());
-        let _ = l.transition(SystemState::Activating, "a");
-        let _ = l.transition(SystemState::Active, "b");
+        let _ = l.transition(SystemState::Activating, &r("a"), SystemTime::now());
+        let _ = l.transition(SystemState::Active, &r("b"), SystemTime::now());
         assert_eq!(
-            l.transition(SystemState::Activating, "c"),
+            l.transition(SystemState::Activating, &r("c"), SystemTime::now()),
             Transitioned::Rejected
         );
         assert_eq!(
-            l.transition(SystemState::Inactive, "c"),
+            l.transition(SystemState::Inactive, &r("c"), SystemTime::now()),
             Transitioned::Rejected
         );
         assert_eq!(l.state, SystemState::Active);
@@ -248,12 +293,16 @@ mod tests {
 
     #[test]
     fn history_is_bounded() {
-        let mut l = Lifecycle::new();
+        let mut l = Lifecycle::new_at(SystemTime::now());
         for i in 0..100 {
-            let _ = l.transition(SystemState::Activating, format!("a{i}"));
-            let _ = l.transition(SystemState::Active, "ok");
-            let _ = l.transition(SystemState::Deactivating, "d");
-            let _ = l.transition(SystemState::Inactive, "ok");
+            let _ = l.transition(
+                SystemState::Activating,
+                &r(format!("a{i}")),
+                SystemTime::now(),
+            );
+            let _ = l.transition(SystemState::Active, &r("ok"), SystemTime::now());
+            let _ = l.transition(SystemState::Deactivating, &r("d"), SystemTime::now());
+            let _ = l.transition(SystemState::Inactive, &r("ok"), SystemTime::now());
         }
         assert_eq!(l.history.len(), HISTORY_LEN);
         assert_eq!(l.history.back().unwrap().to, SystemState::Inactive);

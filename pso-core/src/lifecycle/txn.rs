@@ -17,20 +17,25 @@
 //! lock, so exactly one of "handler finished" and "timed out" wins and the
 //! recorded state always agrees with the member status. A handler that
 //! returns after being abandoned has its result ignored (noted in
-//! `last_error`).
+//! `last_error`). A worker resolves its member and claims the successor it
+//! will run inline under one lock acquisition. Handler closures are never
+//! dropped under the registry lock (a host finalizer may call back).
 //!
 //! # Memory ordering
 //! `start_ns[i]` is stored before the `RUNNING` claim (release via the lock
 //! and the CAS); the caller reads status with `Acquire` before reading it.
 
 use std::sync::Arc as StdArc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use petgraph::stable_graph::NodeIndex;
 
 use super::HandlerScope;
 use super::report::{ActivationReport, Outcome, SystemOutcome};
-use super::state::{SystemState, Transitioned};
+use super::state::{
+    ACTIVATE_FAILED, ACTIVATE_OK, DEACTIVATE_FAILED, DEACTIVATE_OK, Reason, SystemState,
+    TRANSITION_TIMEOUT, Transitioned,
+};
 use crate::model::{HandlerError, LifecycleAction, LifecycleContext, LifecycleFn};
 use crate::registry::{OrderedSet, Registry};
 use crate::scheduler::{Job, Latch, Pool};
@@ -53,6 +58,15 @@ struct Member {
     timeout: Duration,
     /// Scheduler priority class (the system's priority rank).
     class: usize,
+    // Per-member run state, kept together so one member is one or two cache
+    // lines (not one line in each of several parallel arrays).
+    pending: AtomicU32,
+    blocked_by: AtomicU32,
+    status: AtomicU8,
+    ready_ns: AtomicU64,
+    start_ns: AtomicU64,
+    end_ns: AtomicU64,
+    result: Mutex<Option<Result<(), HandlerError>>>,
 }
 
 /// A running (or finished) lifecycle transaction.
@@ -61,19 +75,17 @@ pub(crate) struct Txn {
     registry: Arc<RwLock<Registry>>,
     pool: Arc<Pool>,
     action: LifecycleAction,
-    reason: String,
+    /// The reason recorded with each member's first transition.
+    start_reason: Reason,
     set: OrderedSet,
     members: Vec<Member>,
-    pending: Vec<AtomicU32>,
-    blocked_by: Vec<AtomicU32>,
-    status: Vec<AtomicU8>,
-    ready_ns: Vec<AtomicU64>,
-    start_ns: Vec<AtomicU64>,
-    end_ns: Vec<AtomicU64>,
-    results: Vec<Mutex<Option<Result<(), HandlerError>>>>,
     remaining: AtomicUsize,
     done: Latch,
     t0: Instant,
+    /// Wall-clock time at `t0`, so transitions need no system-clock read.
+    wall0: SystemTime,
+    clock: quanta::Clock,
+    raw0: u64,
 }
 
 impl std::fmt::Debug for Txn {
@@ -98,12 +110,14 @@ impl Txn {
         reason: String,
         set: OrderedSet,
         default_timeout: Duration,
+        clock: &quanta::Clock,
     ) -> Arc<Txn> {
         let n = set.members.len();
         let members = set
             .members
             .iter()
-            .map(|&idx| {
+            .enumerate()
+            .map(|(p, &idx)| {
                 let node = reg.node(idx);
                 Member {
                     idx,
@@ -111,33 +125,45 @@ impl Txn {
                     handler: Mutex::new(node.handlers.for_action(action).cloned()),
                     timeout: node.info.timeout.unwrap_or(default_timeout),
                     class: node.info.priority.rank() as usize,
+                    pending: AtomicU32::new(set.pred_count[p]),
+                    blocked_by: AtomicU32::new(NONE),
+                    status: AtomicU8::new(MEMBER_PENDING),
+                    ready_ns: AtomicU64::new(0),
+                    start_ns: AtomicU64::new(0),
+                    end_ns: AtomicU64::new(0),
+                    result: Mutex::new(None),
                 }
             })
             .collect();
-        let atomics_u64 = || (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
         Arc::new(Txn {
             orch_id,
             registry,
             pool,
             action,
-            reason,
-            pending: set.pred_count.iter().map(|&c| AtomicU32::new(c)).collect(),
-            blocked_by: (0..n).map(|_| AtomicU32::new(NONE)).collect(),
-            status: (0..n).map(|_| AtomicU8::new(MEMBER_PENDING)).collect(),
-            ready_ns: atomics_u64(),
-            start_ns: atomics_u64(),
-            end_ns: atomics_u64(),
-            results: (0..n).map(|_| Mutex::new(None)).collect(),
+            start_reason: StdArc::from(format!(
+                "{}: {reason}",
+                match action {
+                    LifecycleAction::Activate => "activating",
+                    LifecycleAction::Deactivate => "deactivating",
+                }
+            )),
             remaining: AtomicUsize::new(n),
             done: Latch::new(),
             t0: Instant::now(),
+            wall0: SystemTime::now(),
+            raw0: clock.raw(),
+            clock: clock.clone(),
             set,
             members,
         })
     }
 
     fn now_ns(&self) -> u64 {
-        self.t0.elapsed().as_nanos() as u64
+        self.clock.delta_as_nanos(self.raw0, self.clock.raw())
+    }
+
+    fn wall(&self, ns: u64) -> SystemTime {
+        self.wall0 + Duration::from_nanos(ns)
     }
 
     /// Runs the transaction to completion on the pool and returns the report.
@@ -156,7 +182,9 @@ impl Txn {
     fn spawn_all(self: &Arc<Self>, ready: &[u32]) {
         let now = self.now_ns();
         for &i in ready {
-            self.ready_ns[i as usize].store(now, Ordering::Relaxed);
+            self.members[i as usize]
+                .ready_ns
+                .store(now, Ordering::Relaxed);
             let txn = self.clone();
             self.pool.spawn(
                 Job::boxed(move || txn.drive(i)),
@@ -165,50 +193,66 @@ impl Txn {
         }
     }
 
-    /// Runs member `i`, then keeps running one newly ready successor inline.
+    /// Runs member `i`, then keeps running one newly ready successor inline
+    /// (claimed under the same lock that resolved its predecessor).
     fn drive(self: &Arc<Self>, first: u32) {
-        let mut next = Some(first);
-        while let Some(i) = next {
-            next = self.step(i);
+        let mut next = Some((first, false));
+        while let Some((i, claimed)) = next {
+            next = self.step(i, claimed);
         }
     }
 
-    /// Runs or skips member `i`; returns one ready successor to run inline.
-    fn step(self: &Arc<Self>, i: u32) -> Option<u32> {
+    /// Claims member `i` (status RUNNING and its Activating/Deactivating
+    /// transition), under the registry lock the caller holds. An illegal
+    /// transition marks it DONE with an error instead.
+    fn claim_locked(&self, reg: &mut Registry, i: u32) {
         let iu = i as usize;
-        if self.blocked_by[iu].load(Ordering::Acquire) != NONE {
-            self.status[iu].store(MEMBER_SKIPPED, Ordering::Release);
-            return self.finish(i, true, true);
+        let now = self.now_ns();
+        self.members[iu].start_ns.store(now, Ordering::Relaxed);
+        let claimed = self.members[iu].status.compare_exchange(
+            MEMBER_PENDING,
+            MEMBER_RUNNING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        debug_assert!(claimed.is_ok(), "a member is started once");
+        let to = match self.action {
+            LifecycleAction::Activate => SystemState::Activating,
+            LifecycleAction::Deactivate => SystemState::Deactivating,
+        };
+        let life = &mut reg.node_mut(self.members[iu].idx).life;
+        if life.transition(to, &self.start_reason, self.wall(now)) == Transitioned::Rejected {
+            let err = HandlerError::failed(format!(
+                "cannot start {} from state {}",
+                self.action,
+                life.state.name()
+            ));
+            self.members[iu]
+                .status
+                .store(MEMBER_DONE, Ordering::Release);
+            *self.members[iu].result.lock() = Some(Err(err));
+            self.members[iu].end_ns.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs or skips member `i` (already claimed if `claimed`); returns the
+    /// successor to run inline and whether it is already claimed.
+    fn step(self: &Arc<Self>, i: u32, claimed: bool) -> Option<(u32, bool)> {
+        let iu = i as usize;
+        if !claimed {
+            if self.members[iu].blocked_by.load(Ordering::Acquire) != NONE {
+                self.members[iu]
+                    .status
+                    .store(MEMBER_SKIPPED, Ordering::Release);
+                return self.finish(i, true).map(|n| (n, false));
+            }
+            self.claim_locked(&mut self.registry.write(), i);
+        }
+        if self.members[iu].status.load(Ordering::Acquire) == MEMBER_DONE {
+            // The claim was refused (illegal transition): already recorded.
+            return self.finish(i, true).map(|n| (n, false));
         }
         let m = &self.members[iu];
-        let (to, verb) = match self.action {
-            LifecycleAction::Activate => (SystemState::Activating, "activating"),
-            LifecycleAction::Deactivate => (SystemState::Deactivating, "deactivating"),
-        };
-        {
-            let mut reg = self.registry.write();
-            self.start_ns[iu].store(self.now_ns(), Ordering::Relaxed);
-            let claimed = self.status[iu].compare_exchange(
-                MEMBER_PENDING,
-                MEMBER_RUNNING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-            debug_assert!(claimed.is_ok(), "a member is started once");
-            let life = &mut reg.node_mut(m.idx).life;
-            if life.transition(to, format!("{verb}: {}", self.reason)) == Transitioned::Rejected {
-                let err = HandlerError::failed(format!(
-                    "cannot start {verb} from state {}",
-                    life.state.name()
-                ));
-                self.status[iu].store(MEMBER_DONE, Ordering::Release);
-                *self.results[iu].lock() = Some(Err(err));
-                self.end_ns[iu].store(self.now_ns(), Ordering::Relaxed);
-                drop(reg);
-                return self.finish(i, true, true);
-            }
-        }
-
         let handler = m.handler.lock().take();
         let result = match &handler {
             None => Ok(()),
@@ -220,7 +264,7 @@ impl Txn {
                     system: &m.name,
                     action: self.action,
                     deadline,
-                    status: &self.status[iu],
+                    status: &self.members[iu].status,
                 };
                 let _scope = HandlerScope::enter(self.orch_id);
                 unwind::run_handler(|| h(&ctx))
@@ -229,56 +273,75 @@ impl Txn {
         drop(handler);
 
         let failed = result.is_err();
-        {
-            let mut reg = self.registry.write();
-            let resolved = self.status[iu].compare_exchange(
-                MEMBER_RUNNING,
-                MEMBER_DONE,
-                Ordering::AcqRel,
-                Ordering::Acquire,
+        let mut reg = self.registry.write();
+        let resolved = self.members[iu].status.compare_exchange(
+            MEMBER_RUNNING,
+            MEMBER_DONE,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        let now = self.now_ns();
+        let life = &mut reg.node_mut(m.idx).life;
+        if resolved.is_err() {
+            // Abandoned after its timeout: the caller already recorded the
+            // failure and moved on. Keep the timeout as the error and note
+            // the late result after it (a handler that gave up because it
+            // was abandoned adds nothing).
+            let took = Duration::from_nanos(
+                now.saturating_sub(self.members[iu].start_ns.load(Ordering::Relaxed)),
             );
-            let life = &mut reg.node_mut(m.idx).life;
-            if resolved.is_err() {
-                // Abandoned after its timeout: the caller already recorded the
-                // failure and moved on. Keep the timeout as the error and note
-                // the late result after it (a handler that gave up because it
-                // was abandoned adds nothing).
-                let took =
-                    Duration::from_nanos(self.now_ns() - self.start_ns[iu].load(Ordering::Relaxed));
-                let late = match &result {
-                    Err(HandlerError::TimedOut { .. }) => None,
-                    Ok(()) => Some("success".to_owned()),
-                    Err(e) => Some(format!("error: {e}")),
-                };
-                if let (Some(late), Some(err)) = (late, life.last_error.as_mut()) {
-                    err.push_str(&format!(
-                        " (it returned later, after {}, with {late}; result ignored)",
-                        humantime::format_duration(round_ms(took))
-                    ));
-                }
-                return None;
+            let late = match &result {
+                Err(HandlerError::TimedOut { .. }) => None,
+                Ok(()) => Some("success".to_owned()),
+                Err(e) => Some(format!("error: {e}")),
+            };
+            if let (Some(late), Some(err)) = (late, life.last_error.as_mut()) {
+                err.push_str(&format!(
+                    " (it returned later, after {}, with {late}; result ignored)",
+                    humantime::format_duration(round_ms(took))
+                ));
             }
-            let (to, why) = match (&result, self.action) {
-                (Ok(()), LifecycleAction::Activate) => {
-                    (SystemState::Active, "activate handler succeeded".to_owned())
-                }
-                (Ok(()), LifecycleAction::Deactivate) => (
-                    SystemState::Inactive,
-                    "deactivate handler succeeded".to_owned(),
-                ),
-                (Err(e), action) => (
+            return None;
+        }
+        let applied = match (&result, self.action) {
+            (Ok(()), LifecycleAction::Activate) => {
+                life.transition(SystemState::Active, &ACTIVATE_OK, self.wall(now))
+            }
+            (Ok(()), LifecycleAction::Deactivate) => {
+                life.transition(SystemState::Inactive, &DEACTIVATE_OK, self.wall(now))
+            }
+            (Err(e), action) => {
+                let why = if action == LifecycleAction::Activate {
+                    &ACTIVATE_FAILED
+                } else {
+                    &DEACTIVATE_FAILED
+                };
+                life.transition(
                     SystemState::Failed {
                         reason: format!("{action} handler failed: {e}"),
                     },
-                    format!("{action} handler failed"),
-                ),
-            };
-            let applied = life.transition(to, why);
-            debug_assert_eq!(applied, Transitioned::Applied);
-            self.end_ns[iu].store(self.now_ns(), Ordering::Relaxed);
-            *self.results[iu].lock() = Some(result);
+                    why,
+                    self.wall(now),
+                )
+            }
+        };
+        debug_assert_eq!(applied, Transitioned::Applied);
+        self.members[iu].end_ns.store(now, Ordering::Relaxed);
+        *self.members[iu].result.lock() = Some(result);
+        let (next, last) = self.release(i, failed, true);
+        // Claim the inline successor while the lock is held.
+        let next = match next {
+            Some(k) if self.members[k as usize].blocked_by.load(Ordering::Acquire) == NONE => {
+                self.claim_locked(&mut reg, k);
+                Some((k, true))
+            }
+            other => other.map(|k| (k, false)),
+        };
+        drop(reg);
+        if last {
+            self.signal_done();
         }
-        self.finish(i, failed, true)
+        next
     }
 
     /// Drops every handler still held (members that never ran), then wakes
@@ -294,13 +357,15 @@ impl Txn {
     }
 
     fn deadline(&self, i: usize) -> Option<Instant> {
-        let start = self.t0 + Duration::from_nanos(self.start_ns[i].load(Ordering::Relaxed));
+        let start =
+            self.t0 + Duration::from_nanos(self.members[i].start_ns.load(Ordering::Relaxed));
         start.checked_add(self.members[i].timeout)
     }
 
-    /// Releases the successors of `i`. Returns one to run inline if
-    /// `inline` allows, spawning the others.
-    fn finish(self: &Arc<Self>, i: u32, failed: bool, inline: bool) -> Option<u32> {
+    /// Releases the successors of `i`; returns one to run inline (if
+    /// `inline` allows; the others are spawned) and whether `i` was the last
+    /// member (the caller then calls `signal_done`, outside any lock).
+    fn release(self: &Arc<Self>, i: u32, failed: bool, inline: bool) -> (Option<u32>, bool) {
         let iu = i as usize;
         let (a, b) = (
             self.set.succ_start[iu] as usize,
@@ -310,28 +375,36 @@ impl Txn {
         for k in a..b {
             let s = self.set.succ[k] as usize;
             if failed && self.set.succ_hard[k] {
-                let _ = self.blocked_by[s].compare_exchange(
+                let _ = self.members[s].blocked_by.compare_exchange(
                     NONE,
                     i,
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 );
             }
-            if self.pending[s].fetch_sub(1, Ordering::AcqRel) == 1 {
+            if self.members[s].pending.fetch_sub(1, Ordering::AcqRel) == 1 {
                 ready.push(s as u32);
             }
         }
         let keep = if inline { ready.pop() } else { None };
         if let Some(k) = keep {
-            self.ready_ns[k as usize].store(self.now_ns(), Ordering::Relaxed);
+            self.members[k as usize]
+                .ready_ns
+                .store(self.now_ns(), Ordering::Relaxed);
         }
         if !ready.is_empty() {
             self.spawn_all(&ready);
         }
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        (keep, self.remaining.fetch_sub(1, Ordering::AcqRel) == 1)
+    }
+
+    /// [`Txn::release`], then `signal_done` if that was the last member.
+    fn finish(self: &Arc<Self>, i: u32, failed: bool) -> Option<u32> {
+        let (next, last) = self.release(i, failed, true);
+        if last {
             self.signal_done();
         }
-        keep
+        next
     }
 
     /// Waits for every member, abandoning handlers that overrun their timeout.
@@ -346,7 +419,7 @@ impl Txn {
             let now = Instant::now();
             let mut next: Option<Instant> = None;
             for i in 0..self.members.len() {
-                if self.status[i].load(Ordering::Acquire) != MEMBER_RUNNING {
+                if self.members[i].status.load(Ordering::Acquire) != MEMBER_RUNNING {
                     continue;
                 }
                 match self.deadline(i) {
@@ -372,7 +445,8 @@ impl Txn {
         let m = &self.members[iu];
         {
             let mut reg = self.registry.write();
-            if self.status[iu]
+            if self.members[iu]
+                .status
                 .compare_exchange(
                     MEMBER_RUNNING,
                     MEMBER_ABANDONED,
@@ -389,14 +463,19 @@ impl Txn {
                 self.action,
                 humantime::format_duration(after)
             );
-            let _ = reg
-                .node_mut(m.idx)
-                .life
-                .transition(SystemState::Failed { reason }, "transition timeout");
-            self.end_ns[iu].store(self.now_ns(), Ordering::Relaxed);
-            *self.results[iu].lock() = Some(Err(HandlerError::TimedOut { after }));
+            let now = self.now_ns();
+            let _ = reg.node_mut(m.idx).life.transition(
+                SystemState::Failed { reason },
+                &TRANSITION_TIMEOUT,
+                self.wall(now),
+            );
+            self.members[iu].end_ns.store(now, Ordering::Relaxed);
+            *self.members[iu].result.lock() = Some(Err(HandlerError::TimedOut { after }));
         }
-        let _ = self.finish(i, true, false);
+        let (_, last) = self.release(i, true, false);
+        if last {
+            self.signal_done();
+        }
     }
 
     /// Builds the report and records why blocked members did not run.
@@ -406,14 +485,14 @@ impl Txn {
         let mut blocked_notes = Vec::new();
         for i in 0..n {
             let m = &self.members[i];
-            let status = self.status[i].load(Ordering::Acquire);
+            let status = self.members[i].status.load(Ordering::Acquire);
             let ns = |v: &AtomicU64| v.load(Ordering::Relaxed);
             let (ready, start, end) = (
-                ns(&self.ready_ns[i]),
-                ns(&self.start_ns[i]),
-                ns(&self.end_ns[i]),
+                ns(&self.members[i].ready_ns),
+                ns(&self.members[i].start_ns),
+                ns(&self.members[i].end_ns),
             );
-            let result = self.results[i].lock().clone();
+            let result = self.members[i].result.lock().clone();
             let outcome = match (status, result) {
                 (MEMBER_SKIPPED, _) => {
                     let chain = self.chain(i);
@@ -470,7 +549,7 @@ impl Txn {
     fn chain(&self, mut i: usize) -> Vec<String> {
         let mut chain = vec![self.members[i].name.to_string()];
         loop {
-            let b = self.blocked_by[i].load(Ordering::Acquire);
+            let b = self.members[i].blocked_by.load(Ordering::Acquire);
             if b == NONE || chain.len() > self.members.len() {
                 return chain;
             }
@@ -484,7 +563,8 @@ impl Txn {
         let root_i = self.members.iter().position(|m| &*m.name == root);
         let why = root_i
             .and_then(|r| {
-                self.results[r]
+                self.members[r]
+                    .result
                     .lock()
                     .as_ref()
                     .and_then(|res| res.as_ref().err().map(|e| e.to_string()))

@@ -10,20 +10,56 @@
 //! # Complexity
 //! O(V' + E') time and space, where V', E' are the reachable nodes and edges.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use petgraph::Direction;
-use petgraph::stable_graph::{NodeIndex, StableDiGraph};
-use petgraph::visit::EdgeRef;
+use foldhash::HashMap;
 
-use super::SystemNode;
+use petgraph::Direction;
+use petgraph::stable_graph::NodeIndex;
+use petgraph::visit::{EdgeRef, NodeIndexable};
+
+use super::Registry;
 use crate::model::EdgeKind;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Colour {
     Grey,
     Black,
+}
+
+enum Colours {
+    Dense(Vec<Option<Colour>>),
+    Sparse(HashMap<NodeIndex, Colour>),
+}
+
+impl Colours {
+    fn new(dense: bool, bound: usize) -> Colours {
+        if dense {
+            Colours::Dense(vec![None; bound])
+        } else {
+            Colours::Sparse(HashMap::default())
+        }
+    }
+
+    fn get(&self, n: &NodeIndex) -> Option<&Colour> {
+        match self {
+            Colours::Dense(v) => v[n.index()].as_ref(),
+            Colours::Sparse(m) => m.get(n),
+        }
+    }
+
+    fn contains_key(&self, n: &NodeIndex) -> bool {
+        self.get(n).is_some()
+    }
+
+    fn insert(&mut self, n: NodeIndex, c: Colour) {
+        match self {
+            Colours::Dense(v) => v[n.index()] = Some(c),
+            Colours::Sparse(m) => {
+                m.insert(n, c);
+            }
+        }
+    }
 }
 
 /// A search frame: a node, its ordering out-edges, and the next one to follow.
@@ -36,10 +72,13 @@ struct Frame {
 /// Returns the first ordering cycle reachable from `starts`: the names on it
 /// (first repeated at the end) and the edge kinds between consecutive names.
 pub(super) fn find_from(
-    graph: &StableDiGraph<SystemNode, EdgeKind>,
+    reg: &Registry,
     starts: &[NodeIndex],
 ) -> Option<(Vec<Arc<str>>, Vec<EdgeKind>)> {
-    let mut colour: HashMap<NodeIndex, Colour> = HashMap::new();
+    let graph = &reg.graph;
+    // Dense colours when the search may cover a good share of the graph,
+    // a hash map for a small batch checked against a large registry.
+    let mut colour = Colours::new(starts.len() * 16 >= graph.node_bound(), graph.node_bound());
     let mut stack: Vec<Frame> = Vec::new();
     let succ = |n: NodeIndex| -> Vec<(NodeIndex, EdgeKind)> {
         let mut v: Vec<(NodeIndex, EdgeKind)> = graph
@@ -85,10 +124,10 @@ pub(super) fn find_from(
                     let mut names = Vec::new();
                     let mut kinds = Vec::new();
                     for f in &stack[from..] {
-                        names.push(graph[f.node].name.clone());
+                        names.push(reg.node(f.node).name.clone());
                         kinds.push(f.edges[f.next - 1].1);
                     }
-                    names.push(graph[target].name.clone());
+                    names.push(reg.node(target).name.clone());
                     return Some((names, kinds));
                 }
                 Some(Colour::Black) => {}

@@ -21,7 +21,9 @@ mod plan;
 #[cfg(test)]
 mod test;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,6 +121,8 @@ pub(crate) struct SystemInfo {
 /// A node of the registry graph.
 pub(crate) struct SystemNode {
     pub(crate) name: Arc<str>,
+    /// Registration order (for deterministic plans).
+    pub(crate) seq: u32,
     pub(crate) info: SystemInfo,
     pub(crate) handlers: Handlers,
     pub(crate) life: Lifecycle,
@@ -141,11 +145,18 @@ impl std::fmt::Debug for SystemNode {
 /// Systems and relations. See the module docs for its invariants.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    pub(crate) graph: StableDiGraph<SystemNode, EdgeKind>,
+    /// The relations. A node's weight is its system's position in `systems`
+    /// (its registration sequence number), so graph walks touch only small
+    /// nodes and edges.
+    pub(crate) graph: StableDiGraph<u32, EdgeKind>,
+    /// Systems in registration order.
+    systems: Vec<SystemNode>,
     names: HashMap<Arc<str>, NodeIndex>,
     /// Nodes in registration order. `StableGraph` reuses the slots a
     /// rolled-back batch freed, so its own index order is not registration order.
     order: Vec<NodeIndex>,
+    /// Number of `conflicts` edges.
+    conflict_edges: usize,
 }
 
 impl Registry {
@@ -165,11 +176,11 @@ impl Registry {
     }
 
     pub(crate) fn node(&self, idx: NodeIndex) -> &SystemNode {
-        &self.graph[idx]
+        &self.systems[self.graph[idx] as usize]
     }
 
     pub(crate) fn node_mut(&mut self, idx: NodeIndex) -> &mut SystemNode {
-        &mut self.graph[idx]
+        &mut self.systems[self.graph[idx] as usize]
     }
 
     /// All node indices in registration order.
@@ -226,9 +237,18 @@ impl Registry {
         systems: Vec<SystemSpec>,
         edges: Vec<EdgeSpec>,
     ) -> Result<usize, RegistryError> {
-        // 1. Validate everything before touching the graph.
-        let mut new_names: HashSet<&str> = HashSet::with_capacity(systems.len());
-        for spec in &systems {
+        /// An edge endpoint: an existing system, or one of this batch.
+        #[derive(Clone, Copy, PartialEq, Eq)]
+        enum End {
+            Old(NodeIndex),
+            New(u32),
+        }
+
+        // 1. Validate everything before touching the graph, resolving every
+        //    endpoint once.
+        let mut new_names: HashMap<&str, u32> =
+            HashMap::with_capacity_and_hasher(systems.len(), Default::default());
+        for (pos, spec) in systems.iter().enumerate() {
             validate_name(&spec.name).map_err(|message| RegistryError::Invalid { message })?;
             if spec.concurrency == Some(0) {
                 return Err(RegistryError::Invalid {
@@ -243,51 +263,72 @@ impl Registry {
                     message: format!("system '{}': operation name '{op}' is empty", spec.name),
                 });
             }
-            if self.names.contains_key(spec.name.as_str()) || !new_names.insert(spec.name.as_str())
+            if self.names.contains_key(spec.name.as_str())
+                || new_names.insert(spec.name.as_str(), pos as u32).is_some()
             {
                 return Err(RegistryError::DuplicateSystem {
                     name: spec.name.clone(),
                 });
             }
         }
-        let all_edges: Vec<EdgeSpec> = systems
-            .iter()
-            .flat_map(|s| {
-                s.edges
-                    .iter()
-                    .map(move |(k, to)| EdgeSpec::new(s.name.clone(), *k, to.clone()))
-            })
-            .chain(edges)
-            .collect();
-        for e in &all_edges {
-            for (end, other) in [(&e.from, None), (&e.to, Some(&e.from))] {
-                if !self.names.contains_key(end.as_str()) && !new_names.contains(end.as_str()) {
-                    return Err(RegistryError::UnknownSystem {
-                        name: end.clone(),
-                        referenced_by: other.map(|from| (from.clone(), e.kind)),
-                    });
+        let resolve = |name: &str| -> Option<End> {
+            new_names
+                .get(name)
+                .map(|&p| End::New(p))
+                .or_else(|| self.names.get(name).map(|&i| End::Old(i)))
+        };
+        let self_edge = |name: &str, kind: EdgeKind| {
+            if kind.is_ordering() {
+                RegistryError::Cycle {
+                    path: vec![name.to_owned(), name.to_owned()],
+                    kinds: vec![kind],
+                }
+            } else {
+                RegistryError::Invalid {
+                    message: format!("system '{name}' cannot {kind} itself"),
                 }
             }
-            if e.from == e.to {
-                return Err(if e.kind.is_ordering() {
-                    RegistryError::Cycle {
-                        path: vec![e.from.clone(), e.to.clone()],
-                        kinds: vec![e.kind],
-                    }
-                } else {
-                    RegistryError::Invalid {
-                        message: format!("system '{}' cannot {} itself", e.from, e.kind),
-                    }
-                });
+        };
+        let declared: usize = systems.iter().map(|s| s.edges.len()).sum();
+        let mut resolved: Vec<(End, EdgeKind, End)> = Vec::with_capacity(declared + edges.len());
+        for (pos, spec) in systems.iter().enumerate() {
+            for (kind, to) in &spec.edges {
+                let b = resolve(to).ok_or_else(|| RegistryError::UnknownSystem {
+                    name: to.clone(),
+                    referenced_by: Some((spec.name.clone(), *kind)),
+                })?;
+                if b == End::New(pos as u32) {
+                    return Err(self_edge(&spec.name, *kind));
+                }
+                resolved.push((End::New(pos as u32), *kind, b));
             }
         }
+        for e in &edges {
+            let a = resolve(&e.from).ok_or_else(|| RegistryError::unknown(&e.from))?;
+            let b = resolve(&e.to).ok_or_else(|| RegistryError::UnknownSystem {
+                name: e.to.clone(),
+                referenced_by: Some((e.from.clone(), e.kind)),
+            })?;
+            if a == b {
+                return Err(self_edge(&e.from, e.kind));
+            }
+            resolved.push((a, e.kind, b));
+        }
+        drop(new_names);
 
         // 2. Insert.
+        self.graph.reserve_nodes(systems.len());
+        self.graph.reserve_edges(resolved.len());
+        let now = std::time::SystemTime::now();
         let mut added_nodes = Vec::with_capacity(systems.len());
+        self.systems.reserve(systems.len());
         for spec in systems {
             let name: Arc<str> = Arc::from(spec.name.as_str());
-            let idx = self.graph.add_node(SystemNode {
+            let seq = self.systems.len() as u32;
+            let idx = self.graph.add_node(seq);
+            self.systems.push(SystemNode {
                 name: name.clone(),
+                seq,
                 info: SystemInfo {
                     tier: spec.tier,
                     tags: spec.tags,
@@ -296,7 +337,7 @@ impl Registry {
                     timeout: spec.timeout,
                 },
                 handlers: spec.handlers,
-                life: Lifecycle::new(),
+                life: Lifecycle::new_at(now),
                 operations: spec
                     .operations
                     .into_iter()
@@ -308,18 +349,27 @@ impl Registry {
             self.order.push(idx);
             added_nodes.push(idx);
         }
-        let mut added_edges = Vec::new();
+        let node_of = |e: End| match e {
+            End::Old(i) => i,
+            End::New(p) => added_nodes[p as usize],
+        };
+        let mut added_edges = Vec::with_capacity(resolved.len());
         let mut ordering_sources = Vec::new();
-        for e in &all_edges {
-            let (a, b) = (self.names[e.from.as_str()], self.names[e.to.as_str()]);
-            if self.has_edge(a, e.kind, b) {
+        let mut added_conflicts = 0;
+        for (a, kind, b) in resolved {
+            let (a, b) = (node_of(a), node_of(b));
+            if self.has_edge(a, kind, b) {
                 continue;
             }
-            added_edges.push(self.graph.add_edge(a, b, e.kind));
-            if e.kind.is_ordering() {
+            added_edges.push(self.graph.add_edge(a, b, kind));
+            if kind.is_ordering() {
                 ordering_sources.push(a);
             }
+            if kind == EdgeKind::Conflicts {
+                added_conflicts += 1;
+            }
         }
+        self.conflict_edges += added_conflicts;
 
         // 3. Any new cycle passes through a new ordering edge a -> b, so it is
         //    found by a search from `a`; and it also enters `a` through an
@@ -331,14 +381,18 @@ impl Registry {
                 .edges_directed(a, Direction::Incoming)
                 .any(|e| e.weight().is_ordering())
         });
-        if let Some((path, kinds)) = cycle::find_from(&self.graph, &ordering_sources) {
+        if let Some((path, kinds)) = cycle::find_from(self, &ordering_sources) {
             for e in added_edges {
                 self.graph.remove_edge(e);
             }
-            self.order.truncate(self.order.len() - added_nodes.len());
-            for n in added_nodes {
-                let node = self.graph.remove_node(n).expect("node added by this batch");
+            self.conflict_edges -= added_conflicts;
+            let keep = self.order.len() - added_nodes.len();
+            for node in self.systems.drain(keep..) {
                 self.names.remove(&node.name);
+            }
+            self.order.truncate(keep);
+            for n in added_nodes {
+                self.graph.remove_node(n).expect("node added by this batch");
             }
             return Err(RegistryError::Cycle {
                 path: path.into_iter().map(|n| n.to_string()).collect(),
@@ -346,6 +400,11 @@ impl Registry {
             });
         }
         Ok(added_nodes.len())
+    }
+
+    /// Whether any `conflicts` relation exists (lets activation skip the check).
+    pub(crate) fn has_conflicts(&self) -> bool {
+        self.conflict_edges > 0
     }
 
     /// Replaces the handlers of `name`, returning the old ones (for the
@@ -356,7 +415,10 @@ impl Registry {
         handlers: Handlers,
     ) -> Result<Handlers, RegistryError> {
         let idx = self.index(name)?;
-        Ok(std::mem::replace(&mut self.graph[idx].handlers, handlers))
+        Ok(std::mem::replace(
+            &mut self.node_mut(idx).handlers,
+            handlers,
+        ))
     }
 
     /// Adds or replaces operation `op` of `name`.
@@ -372,7 +434,7 @@ impl Registry {
                 message: format!("system '{name}': operation name is empty"),
             });
         }
-        Ok(self.graph[idx].operations.insert(Arc::from(op), f))
+        Ok(self.node_mut(idx).operations.insert(Arc::from(op), f))
     }
 
     /// Every relation as `EdgeSpec`: by source system in registration order,
@@ -388,7 +450,7 @@ impl Registry {
             out.reverse(); // petgraph lists a node's edges newest first
             v.extend(
                 out.into_iter()
-                    .map(|(b, k)| EdgeSpec::new(&*self.graph[a].name, k, &*self.graph[b].name)),
+                    .map(|(b, k)| EdgeSpec::new(&*self.node(a).name, k, &*self.node(b).name)),
             );
         }
         v

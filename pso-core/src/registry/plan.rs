@@ -8,7 +8,7 @@
 //!   than the highest level of the members it must follow. For activation, a
 //!   system follows what it requires, wants or is `after`; for deactivation the
 //!   direction is reversed. Within a level, members are sorted by priority
-//!   class, then name, so plans are deterministic.
+//!   class, then registration order, so plans are deterministic.
 //!
 //! The result is a compact successor list (CSR) with per-member predecessor
 //! counts, ready for the transaction executor's atomic counters.
@@ -16,9 +16,11 @@
 //! # Complexity
 //! O(V + E) over the members and the edges among them.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashSet};
 
+use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
+use petgraph::visit::{EdgeRef, NodeIndexable};
 
 use super::Registry;
 use crate::model::{EdgeKind, LifecycleAction};
@@ -52,14 +54,78 @@ pub(crate) struct OrderedSet {
     pub(crate) pred_count: Vec<u32>,
 }
 
+/// Positions of members, keyed by node index: a dense array when the members
+/// are a good share of the graph, a hash map otherwise (so a small activation
+/// in a huge registry does not clear a huge array).
+enum Positions {
+    Dense(Vec<u32>),
+    Sparse(HashMap<NodeIndex, u32>),
+}
+
+impl Positions {
+    const NONE: u32 = u32::MAX;
+
+    fn new(members: &[NodeIndex], bound: usize) -> Positions {
+        if members.len() * 16 >= bound {
+            let mut v = vec![Self::NONE; bound];
+            for (i, m) in members.iter().enumerate() {
+                v[m.index()] = i as u32;
+            }
+            Positions::Dense(v)
+        } else {
+            Positions::Sparse(
+                members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (*m, i as u32))
+                    .collect(),
+            )
+        }
+    }
+
+    #[inline]
+    fn get(&self, n: NodeIndex) -> Option<u32> {
+        match self {
+            Positions::Dense(v) => v.get(n.index()).copied().filter(|&p| p != Self::NONE),
+            Positions::Sparse(m) => m.get(&n).copied(),
+        }
+    }
+}
+
+/// A visited set over node indices, dense or sparse like [`Positions`].
+enum Seen {
+    Dense(Vec<bool>),
+    Sparse(HashSet<NodeIndex>),
+}
+
+impl Seen {
+    fn new(dense: bool, bound: usize) -> Seen {
+        if dense {
+            Seen::Dense(vec![false; bound])
+        } else {
+            Seen::Sparse(Default::default())
+        }
+    }
+
+    /// Marks `n`; returns whether it was new.
+    #[inline]
+    fn insert(&mut self, n: NodeIndex) -> bool {
+        match self {
+            Seen::Dense(v) => !std::mem::replace(&mut v[n.index()], true),
+            Seen::Sparse(s) => s.insert(n),
+        }
+    }
+}
+
 impl Registry {
     /// The activation closure of `targets`.
     pub(crate) fn activation_closure(&self, targets: &[NodeIndex]) -> Closure {
-        let mut seen: HashMap<NodeIndex, ()> = HashMap::new();
+        let bound = self.graph.node_bound();
+        let mut seen = Seen::new(targets.len() * 16 >= bound, bound);
         let mut out = Closure::default();
         let mut stack: Vec<NodeIndex> = targets.iter().rev().copied().collect();
         while let Some(n) = stack.pop() {
-            if seen.insert(n, ()).is_some() {
+            if !seen.insert(n) {
                 continue;
             }
             if self.node(n).life.state.is_active() {
@@ -67,9 +133,11 @@ impl Registry {
                 continue;
             }
             out.members.push(n);
-            let mut next = self.out(n, EdgeKind::Requires);
-            next.extend(self.out(n, EdgeKind::Wants));
-            stack.extend(next.into_iter().rev());
+            for e in self.graph.edges_directed(n, Direction::Outgoing) {
+                if matches!(e.weight(), EdgeKind::Requires | EdgeKind::Wants) {
+                    stack.push(e.target());
+                }
+            }
         }
         out
     }
@@ -77,56 +145,58 @@ impl Registry {
     /// The deactivation closure of `target`: it plus every Active system that
     /// transitively requires it.
     pub(crate) fn deactivation_closure(&self, target: NodeIndex) -> Vec<NodeIndex> {
-        let mut seen: HashMap<NodeIndex, ()> = HashMap::new();
+        let mut seen = Seen::new(false, 0);
         let mut out = Vec::new();
         let mut stack = vec![target];
         while let Some(n) = stack.pop() {
-            if seen.insert(n, ()).is_some() {
+            if !seen.insert(n) {
                 continue;
             }
             if !self.node(n).life.state.is_active() {
                 continue;
             }
             out.push(n);
-            stack.extend(self.incoming(n, EdgeKind::Requires));
+            for e in self.graph.edges_directed(n, Direction::Incoming) {
+                if *e.weight() == EdgeKind::Requires {
+                    stack.push(e.source());
+                }
+            }
         }
         out
     }
 
     /// Orders `members` for `action`. The ordering subgraph is acyclic (a
-    /// registry invariant), so every member gets a level.
+    /// registry invariant), so every member gets a level. Within a level,
+    /// members are sorted by priority class, then registration order.
     pub(crate) fn order(&self, members: &[NodeIndex], action: LifecycleAction) -> OrderedSet {
         let n = members.len();
-        let pos: HashMap<NodeIndex, u32> = members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (*m, i as u32))
-            .collect();
-        // Edges pred -> succ in member positions.
+        let pos = Positions::new(members, self.graph.node_bound());
+        // Edges pred -> succ in member positions, one walk per member.
         let mut edges: Vec<(u32, u32, bool)> = Vec::new();
         for (i, &m) in members.iter().enumerate() {
-            for kind in [EdgeKind::Requires, EdgeKind::Wants, EdgeKind::After] {
-                for x in self.out(m, kind) {
-                    if let Some(&j) = pos.get(&x) {
-                        match action {
-                            LifecycleAction::Activate => {
-                                edges.push((j, i as u32, kind == EdgeKind::Requires))
-                            }
-                            LifecycleAction::Deactivate => edges.push((i as u32, j, false)),
+            for e in self.graph.edges_directed(m, Direction::Outgoing) {
+                let kind = *e.weight();
+                if !kind.is_ordering() {
+                    continue;
+                }
+                if let Some(j) = pos.get(e.target()) {
+                    match action {
+                        LifecycleAction::Activate => {
+                            edges.push((j, i as u32, kind == EdgeKind::Requires))
                         }
+                        LifecycleAction::Deactivate => edges.push((i as u32, j, false)),
                     }
                 }
             }
         }
         let mut pred_count = vec![0u32; n];
-        let mut out_deg = vec![0u32; n];
+        let mut start = vec![0u32; n + 1];
         for &(a, b, _) in &edges {
             pred_count[b as usize] += 1;
-            out_deg[a as usize] += 1;
+            start[a as usize + 1] += 1;
         }
-        let mut start = vec![0u32; n + 1];
         for i in 0..n {
-            start[i + 1] = start[i] + out_deg[i];
+            start[i + 1] += start[i];
         }
         let mut fill = start.clone();
         let mut succ = vec![0u32; edges.len()];
@@ -137,8 +207,13 @@ impl Registry {
             hard[at] = h;
             fill[a as usize] += 1;
         }
+        drop(edges);
 
         // Kahn's algorithm, one level at a time.
+        let sort_key = |p: u32| {
+            let node = self.node(members[p as usize]);
+            (node.info.priority.rank(), node.seq)
+        };
         let mut remaining = pred_count.clone();
         let mut level_of = vec![0u32; n];
         let mut levels: Vec<Vec<u32>> = Vec::new();
@@ -158,13 +233,7 @@ impl Registry {
                     }
                 }
             }
-            current.sort_by(|&a, &b| {
-                let (na, nb) = (
-                    self.node(members[a as usize]),
-                    self.node(members[b as usize]),
-                );
-                (na.info.priority.rank(), &na.name).cmp(&(nb.info.priority.rank(), &nb.name))
-            });
+            current.sort_unstable_by_key(|&p| sort_key(p));
             levels.push(std::mem::replace(&mut current, next));
         }
         debug_assert_eq!(

@@ -42,7 +42,7 @@ fn after_orders_but_does_not_pull_in() {
 }
 
 #[test]
-fn levels_sort_by_priority_then_name_and_mark_hard_edges() {
+fn levels_sort_by_priority_then_registration_order_and_mark_hard_edges() {
     let r = reg(vec![
         SystemSpec::new("z-low").priority(Priority::Low),
         SystemSpec::new("b"),
@@ -58,12 +58,12 @@ fn levels_sort_by_priority_then_name_and_mark_hard_edges() {
     let set = r.order(&all, LifecycleAction::Activate);
     assert_eq!(
         levels(&r, &set),
-        [vec!["crit", "a", "b", "z-low"], vec!["top"]]
+        [vec!["crit", "b", "a", "z-low"], vec!["top"]]
     );
     assert_eq!(set.pred_count, [0, 0, 0, 0, 4]);
     // Successor edges of each level-0 member point at `top` (position 4);
-    // only the `wants` edge from b is soft.
-    for (pos, hard) in [(0usize, true), (1, true), (2, false), (3, true)] {
+    // only the `wants` edge from b (position 1) is soft.
+    for (pos, hard) in [(0usize, true), (1, false), (2, true), (3, true)] {
         let k = set.succ_start[pos] as usize;
         assert_eq!((set.succ[k], set.succ_hard[k]), (4, hard), "member {pos}");
     }
@@ -77,28 +77,32 @@ fn closure_stops_at_active_systems() {
         SystemSpec::new("api").requires("cache").wants("db"),
     ]);
     let cache = r.index("cache").unwrap();
-    let _ = r
-        .node_mut(cache)
-        .life
-        .transition(crate::lifecycle::SystemState::Activating, "t");
-    let _ = r
-        .node_mut(cache)
-        .life
-        .transition(crate::lifecycle::SystemState::Active, "t");
+    let _ = r.node_mut(cache).life.transition(
+        crate::lifecycle::SystemState::Activating,
+        &std::sync::Arc::from("t"),
+        std::time::SystemTime::now(),
+    );
+    let _ = r.node_mut(cache).life.transition(
+        crate::lifecycle::SystemState::Active,
+        &std::sync::Arc::from("t"),
+        std::time::SystemTime::now(),
+    );
     let api = r.index("api").unwrap();
     let c = r.activation_closure(&[api]);
     assert_eq!(names(&r, &c.members), ["api", "db"]);
     assert_eq!(names(&r, &c.already_active), ["cache"]);
     // Deactivation closure of db: only Active requirers, transitively.
     let db = r.index("db").unwrap();
-    let _ = r
-        .node_mut(db)
-        .life
-        .transition(crate::lifecycle::SystemState::Activating, "t");
-    let _ = r
-        .node_mut(db)
-        .life
-        .transition(crate::lifecycle::SystemState::Active, "t");
+    let _ = r.node_mut(db).life.transition(
+        crate::lifecycle::SystemState::Activating,
+        &std::sync::Arc::from("t"),
+        std::time::SystemTime::now(),
+    );
+    let _ = r.node_mut(db).life.transition(
+        crate::lifecycle::SystemState::Active,
+        &std::sync::Arc::from("t"),
+        std::time::SystemTime::now(),
+    );
     assert_eq!(names(&r, &r.deactivation_closure(db)), ["db", "cache"]);
 }
 
@@ -112,5 +116,5 @@ fn cycle_search_visits_each_node_once_across_starts() {
     specs.push((0..200).fold(SystemSpec::new("top"), |s, i| s.requires(format!("m{i}"))));
     let r = reg(specs);
     let starts: Vec<_> = r.indices().collect();
-    assert!(cycle::find_from(&r.graph, &starts).is_none());
+    assert!(cycle::find_from(&r, &starts).is_none());
 }

@@ -8,8 +8,9 @@
 //! counters handle), Kahn's algorithm gives a topological order and finds
 //! cycles, and systems and operations are resolved once per distinct pair.
 
-use std::collections::HashMap;
 use std::sync::Arc as StdArc;
+
+use foldhash::HashMap;
 
 use petgraph::stable_graph::NodeIndex;
 
@@ -178,7 +179,7 @@ impl WorkflowBuilder {
         };
 
         // Names of named steps.
-        let mut index: HashMap<&str, u32> = HashMap::new();
+        let mut index: HashMap<&str, u32> = HashMap::default();
         for (i, p) in self.steps.iter().enumerate() {
             if let Pending::Spec(s) = p {
                 if s.name.is_empty() || s.name.len() > 256 || s.name.chars().any(char::is_control) {
@@ -235,7 +236,7 @@ impl WorkflowBuilder {
             .any(|p| matches!(p, Pending::Spec(s) if !s.inputs.is_empty()));
         let mut input_start = Vec::with_capacity(if any_inputs { n + 1 } else { 0 });
         let mut inputs: Vec<InputRef> = Vec::new();
-        let mut conditions: HashMap<u32, CondDef> = HashMap::new();
+        let mut conditions: HashMap<u32, CondDef> = HashMap::default();
         for (i, p) in self.steps.iter().enumerate() {
             if any_inputs {
                 input_start.push(inputs.len() as u32);
@@ -320,9 +321,9 @@ impl WorkflowBuilder {
 
         // Steps: resolve systems and operations once per distinct pair.
         let mut systems: Vec<SystemRef> = Vec::new();
-        let mut system_ix: HashMap<NodeIndex, u32> = HashMap::new();
+        let mut system_ix: HashMap<NodeIndex, u32> = HashMap::default();
         let mut ops: Vec<OpRef> = Vec::new();
-        let mut op_ix: HashMap<(u32, StdArc<str>), (u32, OpFn, u64)> = HashMap::new();
+        let mut op_ix: HashMap<(u32, StdArc<str>), (u32, OpFn, u64)> = HashMap::default();
         let mut steps = Vec::with_capacity(n);
         let mut meta = Vec::new();
         let mut meta_ix = Vec::with_capacity(n);
