@@ -9,17 +9,20 @@
  *    of the failure. pso_last_error_message() then holds the message for this
  *    thread (never NULL; "" after a success; valid until the next
  *    status-returning pso_ call on the same thread).
- *  - A pso_orchestrator is a handle (an index and a generation), not a pointer:
- *    using it after pso_orchestrator_close gives PSO_ERR_STALE_HANDLE, never
- *    undefined behaviour. All functions are thread-safe; a handle may be used
- *    from any thread, and closed while other threads use it.
+ *  - pso_orchestrator, pso_workflow and pso_run are handles (an index and a
+ *    generation), not pointers: using one after it was closed or freed gives
+ *    PSO_ERR_STALE_HANDLE, never undefined behaviour. All functions are
+ *    thread-safe; a handle may be used from any thread, and released while
+ *    other threads use it. A const pso_step_ctx * is checked the same way: it
+ *    is valid only inside its operation callback, on that callback's thread.
  *  - NULL for a required pointer gives PSO_ERR_NULL_POINTER, a string that is
  *    not UTF-8 gives PSO_ERR_INVALID_UTF8; the message names the argument.
  *    Out-parameters are the last arguments; each is set (to NULL or 0 at
  *    least) whenever it is not NULL itself, whatever the status.
  *  - Strings returned through char ** belong to the caller: free them with
  *    pso_string_free. Enum-like arguments are uint32_t and are validated.
- *  - Lifecycle handlers run on PSO worker threads (see pso_lifecycle_fn).
+ *  - Lifecycle handlers and workflow operations run on PSO worker threads
+ *    (see pso_lifecycle_fn, pso_op_fn).
  *  - No Rust panic ever crosses into C: it becomes PSO_ERR_INTERNAL.
  */
 
@@ -59,7 +62,9 @@ typedef enum pso_status {
      */
     PSO_ERR_INVALID_UTF8 = 2,
     /**
-     * The orchestrator handle was closed, or never issued by `pso_orchestrator_new`.
+     * A handle (orchestrator, workflow, run) was closed or freed, or never
+     * issued by PSO; or a step context was used after its callback returned,
+     * or on another thread.
      */
     PSO_ERR_STALE_HANDLE = 3,
     /**
@@ -68,15 +73,17 @@ typedef enum pso_status {
      */
     PSO_ERR_INTERNAL = 4,
     /**
-     * A named system does not exist.
+     * A named system, operation, workflow step or step input does not exist.
      */
     PSO_ERR_NOT_FOUND = 10,
     /**
-     * A system with this name is already registered.
+     * A system with this name is already registered, or a workflow defines
+     * a step twice.
      */
     PSO_ERR_ALREADY_EXISTS = 11,
     /**
-     * The relation would create an ordering cycle (the message names the whole path).
+     * The relation (or a workflow's step dependencies) would create a cycle
+     * (the message names the whole path).
      */
     PSO_ERR_CYCLE = 12,
     /**
@@ -85,8 +92,9 @@ typedef enum pso_status {
      */
     PSO_ERR_INVALID_ARGUMENT = 13,
     /**
-     * A topology could not be parsed; the message starts with
-     * `source:line:column:`.
+     * A topology or workflow definition could not be parsed (the message
+     * starts with `source:line:column:`), or a JSON argument is not valid
+     * JSON (the message names the argument, the line and the column).
      */
     PSO_ERR_PARSE = 14,
     /**
@@ -100,7 +108,8 @@ typedef enum pso_status {
      */
     PSO_ERR_HANDLER_FAILED = 16,
     /**
-     * A deadline passed.
+     * A deadline passed (for instance `pso_run_wait_timeout` before the run
+     * was done).
      */
     PSO_ERR_TIMEOUT = 17,
     /**
@@ -182,6 +191,44 @@ typedef uint32_t pso_export_format;
 #endif // __cplusplus
 
 /**
+ * Values of `pso_run_options.timing` (a `uint32_t`).
+ */
+enum pso_timing
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The default: on.
+     */
+    PSO_TIMING_DEFAULT = 0,
+    /**
+     * Record per-step timing and learn durations.
+     */
+    PSO_TIMING_ON = 1,
+    /**
+     * No timing: `queued` and `ran` are 0 in the result, saving clock reads.
+     */
+    PSO_TIMING_OFF = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum pso_timing pso_timing;
+#else
+typedef uint32_t pso_timing;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The context of one step attempt, passed to a `pso_op_fn`. Opaque: use it
+ * only through the `pso_step_*` functions, only on the thread running the
+ * callback, and only until the callback returns (afterwards, or on another
+ * thread, those functions give `PSO_ERR_STALE_HANDLE`; it is a key, never
+ * dereferenced, so this is never undefined behaviour).
+ */
+typedef struct pso_step_ctx pso_step_ctx;
+
+/**
  * Options for `pso_orchestrator_new`. Zero means "the default" for every
  * field, so `pso_options opts = {0};` (or passing NULL) gives the defaults.
  */
@@ -233,10 +280,80 @@ typedef int32_t (*pso_lifecycle_fn)(void *user_data,
                                     size_t error_buf_len);
 
 /**
- * Frees the `user_data` given to `pso_set_handlers`. Called exactly once,
- * possibly on a PSO worker thread.
+ * Frees the `user_data` given to `pso_set_handlers` or `pso_set_operation`.
+ * Called exactly once, possibly on a PSO worker thread.
  */
 typedef void (*pso_free_fn)(void *user_data);
+
+/**
+ * A workflow operation implemented in C: returns 0 on success.
+ *
+ * Called on a PSO worker thread, possibly several times at once (one step
+ * per worker), with the `user_data` given to `pso_set_operation` and the
+ * context of this step attempt. While it runs it may call
+ * `pso_step_input`, `pso_step_input_named`, `pso_step_name`,
+ * `pso_step_attempt`, `pso_step_cancelled`, `pso_step_set_output` and
+ * `pso_step_set_error` with `ctx`, on this thread.
+ *
+ * * Success: return 0. The step's output is the JSON last given to
+ *   `pso_step_set_output` (JSON `null` if none).
+ * * Failure: return non-zero. The step fails (and is retried if its
+ *   definition says so) with the message last given to `pso_step_set_error`,
+ *   reported as `status <n>: <message>` (`status <n>: status <n>` if none).
+ *
+ * A step that times out, or whose run is cancelled or passes its deadline,
+ * sees `pso_step_cancelled(ctx)` become 1; it should return soon (its result
+ * is then ignored). PSO never interrupts a callback.
+ */
+typedef int32_t (*pso_op_fn)(void *user_data, const struct pso_step_ctx *ctx);
+
+/**
+ * A built workflow handle: an opaque value, copied freely.
+ *
+ * Made by `pso_workflow_load` or `pso_workflow_load_str`, released by
+ * `pso_workflow_free`; after that it (and every copy) gives
+ * `PSO_ERR_STALE_HANDLE`. The all-zero value is never a valid handle. A
+ * workflow belongs to the orchestrator that built it.
+ */
+typedef struct pso_workflow {
+    /**
+     * Opaque; do not interpret or construct.
+     */
+    uint64_t id;
+} pso_workflow;
+
+/**
+ * Options of one run, for `pso_coordinate_systems`. Zero means "the default"
+ * for every field, so `pso_run_options opts = {0};` (or passing NULL) gives
+ * the defaults.
+ */
+typedef struct pso_run_options {
+    /**
+     * Stop the whole run (state `timed_out`) this many milliseconds after it
+     * starts. 0: no deadline.
+     */
+    uint64_t deadline_ms;
+    /**
+     * Per-step timing (queue wait, run time, learned estimates):
+     * `PSO_TIMING_DEFAULT` (0, on), `PSO_TIMING_ON` or `PSO_TIMING_OFF`.
+     */
+    uint32_t timing;
+} pso_run_options;
+
+/**
+ * A run handle: an opaque value, copied freely.
+ *
+ * Made by `pso_coordinate_systems`, released by `pso_run_free` (which does
+ * not stop the run); after that it (and every copy) gives
+ * `PSO_ERR_STALE_HANDLE`. It stays valid after its orchestrator is closed.
+ * The all-zero value is never a valid handle.
+ */
+typedef struct pso_run {
+    /**
+     * Opaque; do not interpret or construct.
+     */
+    uint64_t id;
+} pso_run;
 
 #ifdef __cplusplus
 extern "C" {
@@ -262,13 +379,17 @@ enum pso_status pso_orchestrator_new(const struct pso_options *opts, struct pso_
  *
  * Further calls with this handle (or any copy of it) return
  * `PSO_ERR_STALE_HANDLE`. Waits for a running activation or deactivation to
- * finish, then stops the worker threads; calls still running on other threads
- * finish or fail with `PSO_ERR_CLOSED`. Every `free_user_data` runs once the
- * last such call has returned (before this function returns if there are
- * none). Called from inside a lifecycle handler (of any orchestrator), it
- * only retires the handle without waiting: the orchestrator closes when the
- * last call still using it returns (for its own handler: the lifecycle call
- * that ran the handler).
+ * finish, cancels its workflow runs (running operations see
+ * `pso_step_cancelled` become 1 and are waited for), then stops the worker
+ * threads; calls still running on other threads finish or fail with
+ * `PSO_ERR_CLOSED`. Run handles stay valid: `pso_run_wait` returns the
+ * cancelled result. Every `free_user_data` runs once the last such call has
+ * returned (before this function returns if there are none), except that
+ * an operation's waits for the workflows and runs that use it to be freed.
+ * Called from inside a lifecycle handler or a workflow operation (of any
+ * orchestrator), it only retires the handle without waiting: the
+ * orchestrator closes when the last call still using it returns (for its
+ * own handler: the lifecycle call that ran the handler).
  *
  * # Errors
  * `PSO_ERR_STALE_HANDLE` if the handle was already closed (double close).
@@ -574,6 +695,306 @@ const char *pso_status_name(uint32_t status);
  * The version of libpso (`"0.1.0"`). Static storage: never freed, never NULL.
  */
 const char *pso_version(void);
+
+/**
+ * The step's input value as JSON, in `*json`: the map of its named inputs
+ * (those with a value) for a step that has named inputs, else the run's
+ * input. Owned by PSO, valid until the callback returns; do not free it.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`ctx`, `json`), `PSO_ERR_STALE_HANDLE` (the
+ * callback of `ctx` has returned, or this is another thread).
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `const char *`.
+ */
+enum pso_status pso_step_input(const struct pso_step_ctx *ctx, const char **json);
+
+/**
+ * The named input `name` (the output of the step wired to it) as JSON, in
+ * `*json`. Owned by PSO, valid until the callback returns; do not free it.
+ *
+ * # Errors
+ * `PSO_ERR_NOT_FOUND` if the step has no input `name`, or the step wired to
+ * it was skipped. `PSO_ERR_NULL_POINTER` (`ctx`, `name`, `json`),
+ * `PSO_ERR_INVALID_UTF8` (`name`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `name` is NULL or a NUL-terminated string; `json` is NULL or points to a
+ * writable `const char *`.
+ */
+enum pso_status pso_step_input_named(const struct pso_step_ctx *ctx,
+                                     const char *name,
+                                     const char **json);
+
+/**
+ * The step's name (`parent[i]` for a fan-out child). Owned by PSO, valid
+ * until the callback returns.
+ *
+ * Returns NULL if `ctx` is NULL or stale; `pso_last_error_message()` then
+ * says why. Like status-returning calls, it clears the last error on success.
+ */
+const char *pso_step_name(const struct pso_step_ctx *ctx);
+
+/**
+ * Which attempt this is: 1 for the first, counting up with retries.
+ *
+ * Returns 0 if `ctx` is NULL or stale; `pso_last_error_message()` then says
+ * why. Like status-returning calls, it clears the last error on success.
+ */
+uint32_t pso_step_attempt(const struct pso_step_ctx *ctx);
+
+/**
+ * Whether the step should stop (the live flag): 1 if its run was cancelled
+ * (`pso_run_cancel`, or the orchestrator was closed) or passed its deadline,
+ * or this attempt passed its timeout; 0 otherwise. Poll it in long
+ * callbacks and return soon after it becomes 1 (the result is then ignored).
+ *
+ * Returns 1 ("stop") if `ctx` is NULL or stale, with the reason in
+ * `pso_last_error_message()`; it clears the last error otherwise.
+ */
+int32_t pso_step_cancelled(const struct pso_step_ctx *ctx);
+
+/**
+ * Sets the step's output: `json` is parsed (and copied) now. The output is
+ * used if the callback returns 0; a later call replaces it. Without a call
+ * the output is JSON `null`.
+ *
+ * # Errors
+ * `PSO_ERR_PARSE` if `json` is not valid JSON (the message has the line and
+ * column; the output is unchanged). `PSO_ERR_NULL_POINTER` (`ctx`, `json`),
+ * `PSO_ERR_INVALID_UTF8` (`json`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or a NUL-terminated string.
+ */
+enum pso_status pso_step_set_output(const struct pso_step_ctx *ctx, const char *json);
+
+/**
+ * Sets the message the step fails with if the callback returns non-zero
+ * (copied now; a later call replaces it). Ignored if the callback returns 0.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`ctx`, `message`), `PSO_ERR_INVALID_UTF8`
+ * (`message`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `message` is NULL or a NUL-terminated string.
+ */
+enum pso_status pso_step_set_error(const struct pso_step_ctx *ctx, const char *message);
+
+/**
+ * Adds or replaces operation `op` of system `system`, implemented by `func`.
+ * Workflows built (loaded) afterwards use it; workflows built before keep
+ * the operation they resolved.
+ *
+ * `func` runs on PSO worker threads, possibly several calls at once, so it
+ * and `user_data` must be thread-safe; see `pso_op_fn`.
+ *
+ * Ownership of `user_data`, as for `pso_set_handlers`: on `PSO_OK`, PSO owns
+ * it and calls `free_user_data(user_data)` (if not NULL) exactly once, on
+ * any thread, when nothing can call `func` any more: after the operation is
+ * replaced or the orchestrator is closed, *and* once every workflow built
+ * with it (`pso_workflow_free`) and every run of those has been released and
+ * has finished. Never while `func` runs. On any error, PSO does not take
+ * `user_data` and never calls `free_user_data`.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`system`, `op`, `func`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE`, `PSO_ERR_NOT_FOUND` (unknown system),
+ * `PSO_ERR_INVALID_ARGUMENT` (empty operation name), `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * `system` and `op` are NULL or NUL-terminated strings. `func` is NULL or a
+ * function with the `pso_op_fn` signature, callable from any thread with
+ * `user_data` until `free_user_data` runs (or for as long as workflows
+ * using it exist, when it is NULL).
+ */
+enum pso_status pso_set_operation(struct pso_orchestrator o,
+                                  const char *system,
+                                  const char *op,
+                                  pso_op_fn func,
+                                  void *user_data,
+                                  pso_free_fn free_user_data);
+
+/**
+ * Limits how many workflow steps of `system` run at once (across all runs);
+ * `limit` 0 removes the limit. Steps over the limit wait without holding a
+ * worker; raising the limit starts waiting steps at once.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`system`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE`, `PSO_ERR_NOT_FOUND`, `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * `system` is NULL or a NUL-terminated string.
+ */
+enum pso_status pso_set_concurrency_limit(struct pso_orchestrator o,
+                                          const char *system,
+                                          uint32_t limit);
+
+/**
+ * The learned duration estimates of operations, as a JSON array in `*json`:
+ * `[{"key": "system.op", "mean": s, "stddev": s, "samples": n}]`, durations
+ * in seconds. Free it with `pso_string_free`.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`json`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_estimates(struct pso_orchestrator o, char **json);
+
+/**
+ * Loads a workflow definition file (`.toml` or `.json`, by extension) and
+ * builds it for `o`: every step names a system and an operation registered
+ * on `o` (see `docs/API.md` for the keys: `name`, `system`, `op`, `inputs`,
+ * `after`, `retries`, `backoff_ms`, `max_backoff_ms`, `timeout_ms`,
+ * `priority`, `when`). On success `*out` is a new workflow handle (release it
+ * with `pso_workflow_free`); on failure the zero handle.
+ *
+ * # Errors
+ * `PSO_ERR_PARSE` (message `path:line:column: ...`), `PSO_ERR_NOT_FOUND`
+ * (unknown system, operation or step; the message names the step),
+ * `PSO_ERR_ALREADY_EXISTS` (duplicate step), `PSO_ERR_CYCLE`,
+ * `PSO_ERR_INVALID_ARGUMENT` (unknown extension; also an unreadable file —
+ * pso-core reports that as invalid, not as `PSO_ERR_IO`),
+ * `PSO_ERR_NULL_POINTER` (`path`, `out`), `PSO_ERR_INVALID_UTF8` (the path
+ * must be UTF-8), `PSO_ERR_STALE_HANDLE`, `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `out` is NULL or points to a
+ * writable `pso_workflow`.
+ */
+enum pso_status pso_workflow_load(struct pso_orchestrator o,
+                                  const char *path,
+                                  struct pso_workflow *out);
+
+/**
+ * Parses a workflow definition from text (`format`: `PSO_FORMAT_TOML` or
+ * `PSO_FORMAT_JSON`) and builds it for `o`, as `pso_workflow_load`. Parse
+ * errors name the source `<string>`.
+ *
+ * # Errors
+ * As `pso_workflow_load`, and `PSO_ERR_INVALID_ARGUMENT` for an unknown
+ * format.
+ *
+ * # Safety
+ * `text` is NULL or a NUL-terminated string; `out` is NULL or points to a
+ * writable `pso_workflow`.
+ */
+enum pso_status pso_workflow_load_str(struct pso_orchestrator o,
+                                      const char *text,
+                                      uint32_t format,
+                                      struct pso_workflow *out);
+
+/**
+ * Releases a workflow handle. Runs already started go on (they keep what
+ * they need); the handle (and every copy) becomes stale.
+ *
+ * # Errors
+ * `PSO_ERR_STALE_HANDLE` if it was already freed (double free).
+ */
+enum pso_status pso_workflow_free(struct pso_workflow wf);
+
+/**
+ * Starts a run of workflow `wf` on `o` and returns at once: steps start as
+ * soon as their predecessors are done, in parallel on the worker pool.
+ *
+ * `input_json` (nullable: JSON `null`) is the run's input: what steps without
+ * named inputs see as their input. `opts` (nullable: all defaults) sets a
+ * deadline and timing. On success `*out` is a new run handle: wait for it
+ * with `pso_run_wait`, release it with `pso_run_free`. A workflow can be run
+ * many times, also concurrently.
+ *
+ * # Errors
+ * `PSO_ERR_NOT_ACTIVE` if a system a step uses is not Active (the message
+ * names the system, its state and the first step using it; nothing ran).
+ * `PSO_ERR_PARSE` (`input_json` is not JSON; line and column),
+ * `PSO_ERR_INVALID_ARGUMENT` (a `timing` value, or `wf` was built by another
+ * orchestrator), `PSO_ERR_NULL_POINTER` (`out`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE` (`o` or `wf`), `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * `input_json` is NULL or a NUL-terminated string; `opts` is NULL or points
+ * to a readable `pso_run_options`; `out` is NULL or points to a writable
+ * `pso_run`.
+ */
+enum pso_status pso_coordinate_systems(struct pso_orchestrator o,
+                                       struct pso_workflow wf,
+                                       const char *input_json,
+                                       const struct pso_run_options *opts,
+                                       struct pso_run *out);
+
+/**
+ * Waits until the run is done and puts its result in `*result_json` (free it
+ * with `pso_string_free`): `{"id", "workflow", "state", "counts",
+ * "elapsed", "outputs", "steps"}` — `state` is `succeeded`, `failed`,
+ * `cancelled` or `timed_out`; `counts` has `accepted` = `succeeded` +
+ * `failed` + `cancelled` + `timed_out` + `skipped`; `outputs` maps succeeded
+ * steps to their output; each of `steps` has `name`, `system`, `operation`,
+ * `state`, `error`, `attempts`, `queued`, `ran` (seconds), `worker`,
+ * `parent`. A failed run is still `PSO_OK`: inspect `state`.
+ *
+ * Called from an operation running on a worker of the same orchestrator, it
+ * runs other steps while it waits instead of blocking the worker.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`result_json`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `result_json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_run_wait(struct pso_run run, char **result_json);
+
+/**
+ * As `pso_run_wait`, waiting at most `timeout_ms` milliseconds (0: just
+ * check). If the run is not done by then, returns `PSO_ERR_TIMEOUT` and
+ * `*result_json` stays NULL; the run goes on.
+ *
+ * # Errors
+ * `PSO_ERR_TIMEOUT`, `PSO_ERR_NULL_POINTER` (`result_json`),
+ * `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `result_json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_run_wait_timeout(struct pso_run run, uint64_t timeout_ms, char **result_json);
+
+/**
+ * Cancels the run: steps not started yet are cancelled at once, running
+ * ones see `pso_step_cancelled(ctx)` become 1 and finish on their own. Does
+ * nothing if the run has already finished or was stopped. The run handle
+ * stays valid (wait for the result, then free it).
+ *
+ * # Errors
+ * `PSO_ERR_STALE_HANDLE`.
+ */
+enum pso_status pso_run_cancel(struct pso_run run);
+
+/**
+ * A snapshot of the run's progress as JSON in `*json` (free it with
+ * `pso_string_free`): `{"state": "running" | "succeeded" | ..., "counts":
+ * {"accepted", "succeeded", "failed", "cancelled", "timed_out", "skipped",
+ * "unfinished"}}`.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`json`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_run_progress(struct pso_run run, char **json);
+
+/**
+ * Releases a run handle. It does not stop the run (`pso_run_cancel` does);
+ * the run finishes on its own. The handle (and every copy) becomes stale.
+ *
+ * # Errors
+ * `PSO_ERR_STALE_HANDLE` if it was already freed (double free).
+ */
+enum pso_status pso_run_free(struct pso_run run);
 
 #ifdef __cplusplus
 }  // extern "C"

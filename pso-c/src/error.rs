@@ -36,22 +36,27 @@ pub enum pso_status {
     /// A string argument was not valid UTF-8. The message names the argument
     /// and the byte offset.
     PSO_ERR_INVALID_UTF8 = 2,
-    /// The orchestrator handle was closed, or never issued by `pso_orchestrator_new`.
+    /// A handle (orchestrator, workflow, run) was closed or freed, or never
+    /// issued by PSO; or a step context was used after its callback returned,
+    /// or on another thread.
     PSO_ERR_STALE_HANDLE = 3,
     /// PSO caught an internal panic at the API boundary (a bug in PSO; please
     /// report it with the message). The call was abandoned where it panicked.
     PSO_ERR_INTERNAL = 4,
-    /// A named system does not exist.
+    /// A named system, operation, workflow step or step input does not exist.
     PSO_ERR_NOT_FOUND = 10,
-    /// A system with this name is already registered.
+    /// A system with this name is already registered, or a workflow defines
+    /// a step twice.
     PSO_ERR_ALREADY_EXISTS = 11,
-    /// The relation would create an ordering cycle (the message names the whole path).
+    /// The relation (or a workflow's step dependencies) would create a cycle
+    /// (the message names the whole path).
     PSO_ERR_CYCLE = 12,
     /// An argument was malformed: an empty or invalid name, an unknown edge
     /// kind, priority or format value.
     PSO_ERR_INVALID_ARGUMENT = 13,
-    /// A topology could not be parsed; the message starts with
-    /// `source:line:column:`.
+    /// A topology or workflow definition could not be parsed (the message
+    /// starts with `source:line:column:`), or a JSON argument is not valid
+    /// JSON (the message names the argument, the line and the column).
     PSO_ERR_PARSE = 14,
     /// Two conflicting systems would be active together.
     PSO_ERR_CONFLICT = 15,
@@ -59,7 +64,8 @@ pub enum pso_status {
     /// failed or timed out. The report JSON is still returned; the message
     /// names the failed chain.
     PSO_ERR_HANDLER_FAILED = 16,
-    /// A deadline passed.
+    /// A deadline passed (for instance `pso_run_wait_timeout` before the run
+    /// was done).
     PSO_ERR_TIMEOUT = 17,
     /// The call cannot run now, for instance a lifecycle call made from inside
     /// a lifecycle handler (it would wait for itself).

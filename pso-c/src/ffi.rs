@@ -33,20 +33,31 @@ use pso_core::{
 };
 
 use crate::error::{self, Failure, pso_status};
-use crate::handle::{self, pso_orchestrator};
+use crate::handle::{ORCHESTRATORS, pso_orchestrator};
 use args::{Call, Out, c_str, opt_c_str, opt_out, opt_ref, out};
 use handlers::{c_handlers, in_c_handler, pso_free_fn, pso_lifecycle_fn};
 
 /// Runs an export's body behind the panic boundary.
 ///
 /// `ffi_boundary!(name, |call| { .. })` is for status-returning exports: the
-/// body returns `Result<(), Failure>`. `ffi_boundary!(name, default = d, { .. })`
-/// is for the few exports that return a value instead; a panic returns `d`.
+/// body returns `Result<(), Failure>`. `ffi_boundary!(name, or = d, |call| { .. })`
+/// is for exports that return a value but can fail (the step-context
+/// getters): the body returns `Result<R, Failure>`; a failure or a panic
+/// returns `d`, and the last error is cleared and set as for status-returning
+/// exports. `ffi_boundary!(name, default = d, { .. })` is for the few exports
+/// that cannot fail and leave the last error alone; a panic returns `d`.
 macro_rules! ffi_boundary {
     ($func:ident, |$call:ident| $body:block) => {
         $crate::ffi::boundary(
             stringify!($func),
             |$call: $crate::ffi::args::Call| -> Result<(), $crate::error::Failure> { $body },
+        )
+    };
+    ($func:ident, or = $default:expr, |$call:ident| $body:block) => {
+        $crate::ffi::boundary_value(
+            stringify!($func),
+            $default,
+            |$call: $crate::ffi::args::Call| -> Result<_, $crate::error::Failure> { $body },
         )
     };
     ($func:ident, default = $default:expr, $body:block) => {
@@ -71,6 +82,28 @@ pub(crate) fn boundary(
         Err(payload) => {
             error::set_last_error(&panic_text(func, payload));
             pso_status::PSO_ERR_INTERNAL
+        }
+    }
+}
+
+/// See [`ffi_boundary!`].
+pub(crate) fn boundary_value<R>(
+    func: &'static str,
+    default: R,
+    body: impl FnOnce(Call) -> Result<R, Failure>,
+) -> R {
+    error::clear_last_error();
+    let result =
+        handlers::deferring_frees(|| catch_unwind(AssertUnwindSafe(|| body(Call::new(func)))));
+    match result {
+        Ok(Ok(v)) => v,
+        Ok(Err(failure)) => {
+            error::set_last_error(&failure.message);
+            default
+        }
+        Err(payload) => {
+            error::set_last_error(&panic_text(func, payload));
+            default
         }
     }
 }
@@ -235,7 +268,7 @@ pub unsafe extern "C" fn pso_orchestrator_new(
             builder = builder.transition_timeout(Duration::from_millis(opts.transition_timeout_ms));
         }
         let orch = builder.build()?;
-        match handle::insert(orch) {
+        match ORCHESTRATORS.insert(orch) {
             Ok(h) => {
                 out.set(h);
                 Ok(())
@@ -255,20 +288,24 @@ pub unsafe extern "C" fn pso_orchestrator_new(
 ///
 /// Further calls with this handle (or any copy of it) return
 /// `PSO_ERR_STALE_HANDLE`. Waits for a running activation or deactivation to
-/// finish, then stops the worker threads; calls still running on other threads
-/// finish or fail with `PSO_ERR_CLOSED`. Every `free_user_data` runs once the
-/// last such call has returned (before this function returns if there are
-/// none). Called from inside a lifecycle handler (of any orchestrator), it
-/// only retires the handle without waiting: the orchestrator closes when the
-/// last call still using it returns (for its own handler: the lifecycle call
-/// that ran the handler).
+/// finish, cancels its workflow runs (running operations see
+/// `pso_step_cancelled` become 1 and are waited for), then stops the worker
+/// threads; calls still running on other threads finish or fail with
+/// `PSO_ERR_CLOSED`. Run handles stay valid: `pso_run_wait` returns the
+/// cancelled result. Every `free_user_data` runs once the last such call has
+/// returned (before this function returns if there are none), except that
+/// an operation's waits for the workflows and runs that use it to be freed.
+/// Called from inside a lifecycle handler or a workflow operation (of any
+/// orchestrator), it only retires the handle without waiting: the
+/// orchestrator closes when the last call still using it returns (for its
+/// own handler: the lifecycle call that ran the handler).
 ///
 /// # Errors
 /// `PSO_ERR_STALE_HANDLE` if the handle was already closed (double close).
 #[unsafe(no_mangle)]
 pub extern "C" fn pso_orchestrator_close(o: pso_orchestrator) -> pso_status {
     ffi_boundary!(pso_orchestrator_close, |call| {
-        let orch = handle::remove(o).ok_or_else(|| call.stale(o))?;
+        let orch = ORCHESTRATORS.remove(o).ok_or_else(|| call.stale(o))?;
         if !in_c_handler() {
             orch.close();
         }
@@ -803,6 +840,10 @@ pub extern "C" fn pso_version() -> *const c_char {
     };
     ffi_boundary!(pso_version, default = c"".as_ptr(), { VERSION.as_ptr() })
 }
+
+// Declared after `ffi_boundary!` so they can use it.
+pub(crate) mod ops;
+pub(crate) mod workflow;
 
 #[cfg(test)]
 mod tests;

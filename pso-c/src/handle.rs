@@ -1,29 +1,35 @@
-//! Generation-checked orchestrator handles.
+//! Generation-checked handles: orchestrators, workflows and runs.
 //!
-//! C never holds a pointer into Rust memory. It holds a [`pso_orchestrator`]:
-//! a slot index (low 32 bits) and that slot's generation (high 32 bits) in one
-//! `u64`. The table maps live handles to an [`Orchestrator`].
+//! C never holds a pointer into Rust memory. It holds a handle such as
+//! [`pso_orchestrator`]: a slot index (low 32 bits) and that slot's generation
+//! (high 32 bits) in one `u64`. One table per handle type maps live handles to
+//! their Rust value ([`Orchestrator`], [`Workflow`], [`RunHandle`]).
 //!
 //! # Invariants
 //! * A slot's generation is never 0, so the all-zero handle is never valid.
-//! * Closing a handle empties its slot and bumps the generation, so the old
+//! * Releasing a handle empties its slot and bumps the generation, so the old
 //!   handle — including copies of it, and after the slot is reused — never
-//!   matches again: a double close or a use after close is
-//!   `PSO_ERR_STALE_HANDLE`, never undefined behaviour.
-//! * Calls do not run under the table lock: [`get`] clones the orchestrator (an
-//!   `Arc` increment) and the call runs on that clone. A handle closed by
-//!   another thread meanwhile only makes the core refuse further work with
-//!   `Closed`; the clone keeps everything the running call touches alive.
-//! * Nothing is dropped under the table lock: [`remove`] hands the
-//!   orchestrator back to the caller, because dropping the last clone joins
-//!   the workers and runs `free_user_data` callbacks, which may call back into
-//!   PSO.
+//!   matches again: a double release or a use after release is
+//!   `PSO_ERR_STALE_HANDLE`, never undefined behaviour. The tables are
+//!   separate, so a workflow handle passed where a run is expected is stale
+//!   too (unless it happens to equal a live run's handle; the types keep C
+//!   from mixing them up without a cast).
+//! * Calls do not run under a table lock: [`Handles::get`] clones the value
+//!   (an `Arc` increment) and the call runs on that clone. A handle released
+//!   by another thread meanwhile only makes the core refuse further work
+//!   (`Closed` for an orchestrator); the clone keeps everything the running
+//!   call touches alive.
+//! * Nothing is dropped under a table lock: [`Handles::remove`] hands the
+//!   value back to the caller, because dropping the last clone may join
+//!   worker threads and run `free_user_data` callbacks, which may call back
+//!   into PSO.
 
 #![forbid(unsafe_code)]
 
+use std::marker::PhantomData;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use pso_core::Orchestrator;
+use pso_core::{Orchestrator, RunHandle, Workflow};
 
 /// An orchestrator handle: an opaque value, copied freely.
 ///
@@ -39,33 +45,101 @@ pub struct pso_orchestrator {
     pub id: u64,
 }
 
-impl pso_orchestrator {
-    fn new(index: u32, generation: u32) -> Self {
-        pso_orchestrator {
-            id: (u64::from(generation) << 32) | u64::from(index),
+/// A built workflow handle: an opaque value, copied freely.
+///
+/// Made by `pso_workflow_load` or `pso_workflow_load_str`, released by
+/// `pso_workflow_free`; after that it (and every copy) gives
+/// `PSO_ERR_STALE_HANDLE`. The all-zero value is never a valid handle. A
+/// workflow belongs to the orchestrator that built it.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct pso_workflow {
+    /// Opaque; do not interpret or construct.
+    pub id: u64,
+}
+
+/// A run handle: an opaque value, copied freely.
+///
+/// Made by `pso_coordinate_systems`, released by `pso_run_free` (which does
+/// not stop the run); after that it (and every copy) gives
+/// `PSO_ERR_STALE_HANDLE`. It stays valid after its orchestrator is closed.
+/// The all-zero value is never a valid handle.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct pso_run {
+    /// Opaque; do not interpret or construct.
+    pub id: u64,
+}
+
+/// A handle type: a `u64` id naming a slot of its own table.
+pub(crate) trait Handle: Copy {
+    /// What it is called in messages ("orchestrator").
+    const KIND: &'static str;
+    /// The function that issues it (for messages).
+    const ISSUER: &'static str;
+    /// The function that releases it (for messages).
+    const RELEASER: &'static str;
+    /// The handle with this id.
+    fn from_id(id: u64) -> Self;
+    /// Its id.
+    fn id(self) -> u64;
+}
+
+macro_rules! handle_type {
+    ($t:ident, $kind:literal, $issuer:literal, $releaser:literal) => {
+        impl Handle for $t {
+            const KIND: &'static str = $kind;
+            const ISSUER: &'static str = $issuer;
+            const RELEASER: &'static str = $releaser;
+            fn from_id(id: u64) -> Self {
+                $t { id }
+            }
+            fn id(self) -> u64 {
+                self.id
+            }
         }
-    }
-
-    fn index(self) -> usize {
-        (self.id & u64::from(u32::MAX)) as usize
-    }
-
-    fn generation(self) -> u32 {
-        (self.id >> 32) as u32
-    }
+    };
 }
 
-struct Slot {
+handle_type!(
+    pso_orchestrator,
+    "orchestrator",
+    "pso_orchestrator_new",
+    "closed"
+);
+handle_type!(
+    pso_workflow,
+    "workflow",
+    "pso_workflow_load or pso_workflow_load_str",
+    "freed"
+);
+handle_type!(pso_run, "run", "pso_coordinate_systems", "freed");
+
+fn make_id(index: u32, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(index)
+}
+
+fn index_of(id: u64) -> usize {
+    (id & u64::from(u32::MAX)) as usize
+}
+
+fn generation_of(id: u64) -> u32 {
+    (id >> 32) as u32
+}
+
+struct Slot<T> {
     generation: u32,
-    orch: Option<Orchestrator>,
+    value: Option<T>,
 }
 
-struct Table {
-    slots: Vec<Slot>,
+struct Table<T> {
+    slots: Vec<Slot<T>>,
     free: Vec<u32>,
 }
 
-impl Table {
+impl<T: Clone> Table<T> {
     const fn new() -> Self {
         Table {
             slots: Vec::new(),
@@ -73,38 +147,38 @@ impl Table {
         }
     }
 
-    fn insert(&mut self, orch: Orchestrator) -> Result<pso_orchestrator, Orchestrator> {
+    fn insert(&mut self, value: T) -> Result<u64, T> {
         if let Some(index) = self.free.pop() {
             let slot = &mut self.slots[index as usize];
-            slot.orch = Some(orch);
-            return Ok(pso_orchestrator::new(index, slot.generation));
+            slot.value = Some(value);
+            return Ok(make_id(index, slot.generation));
         }
         let Ok(index) = u32::try_from(self.slots.len()) else {
-            return Err(orch);
+            return Err(value);
         };
         self.slots.push(Slot {
             generation: 1,
-            orch: Some(orch),
+            value: Some(value),
         });
-        Ok(pso_orchestrator::new(index, 1))
+        Ok(make_id(index, 1))
     }
 
-    fn live(&self, h: pso_orchestrator) -> Option<&Slot> {
+    fn live(&self, id: u64) -> Option<&Slot<T>> {
         self.slots
-            .get(h.index())
-            .filter(|s| s.generation == h.generation() && s.orch.is_some())
+            .get(index_of(id))
+            .filter(|s| s.generation == generation_of(id) && s.value.is_some())
     }
 
-    fn get(&self, h: pso_orchestrator) -> Option<Orchestrator> {
-        self.live(h)?.orch.clone()
+    fn get(&self, id: u64) -> Option<T> {
+        self.live(id)?.value.clone()
     }
 
-    fn remove(&mut self, h: pso_orchestrator) -> Option<Orchestrator> {
-        self.live(h)?;
-        let slot = &mut self.slots[h.index()];
+    fn remove(&mut self, id: u64) -> Option<T> {
+        self.live(id)?;
+        let slot = &mut self.slots[index_of(id)];
         slot.generation = next_generation(slot.generation);
-        self.free.push(h.index() as u32);
-        slot.orch.take()
+        self.free.push(index_of(id) as u32);
+        slot.value.take()
     }
 }
 
@@ -116,31 +190,51 @@ fn next_generation(g: u32) -> u32 {
     }
 }
 
-static TABLE: Mutex<Table> = Mutex::new(Table::new());
-
-/// The table. Nothing panics while holding the lock, and every mutation
-/// leaves the table consistent, so poisoning is ignored.
-fn table() -> MutexGuard<'static, Table> {
-    TABLE.lock().unwrap_or_else(PoisonError::into_inner)
+/// The live handles of one type `H`, each naming a `T`.
+pub(crate) struct Handles<H, T> {
+    table: Mutex<Table<T>>,
+    _handle: PhantomData<fn() -> H>,
 }
 
-/// Stores `orch` and returns its new handle, or gives it back if all 2^32
-/// slots are live.
-pub(crate) fn insert(orch: Orchestrator) -> Result<pso_orchestrator, Orchestrator> {
-    table().insert(orch)
+impl<H: Handle, T: Clone> Handles<H, T> {
+    const fn new() -> Self {
+        Handles {
+            table: Mutex::new(Table::new()),
+            _handle: PhantomData,
+        }
+    }
+
+    /// The table. Nothing panics while holding the lock, and every mutation
+    /// leaves the table consistent, so poisoning is ignored.
+    fn lock(&self) -> MutexGuard<'_, Table<T>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores `value` and returns its new handle, or gives it back if all
+    /// 2^32 slots are live.
+    pub(crate) fn insert(&self, value: T) -> Result<H, T> {
+        self.lock().insert(value).map(H::from_id)
+    }
+
+    /// A clone of the value behind `h`, if `h` is live.
+    pub(crate) fn get(&self, h: H) -> Option<T> {
+        self.lock().get(h.id())
+    }
+
+    /// Retires `h` and returns its value (for the caller to drop outside the
+    /// lock), or `None` if `h` is not live.
+    pub(crate) fn remove(&self, h: H) -> Option<T> {
+        let mut t = self.lock();
+        t.remove(h.id())
+    }
 }
 
-/// A clone of the orchestrator behind `h`, if `h` is live.
-pub(crate) fn get(h: pso_orchestrator) -> Option<Orchestrator> {
-    table().get(h)
-}
-
-/// Retires `h` and returns its orchestrator (for the caller to close and drop
-/// outside the lock), or `None` if `h` is not live.
-pub(crate) fn remove(h: pso_orchestrator) -> Option<Orchestrator> {
-    let mut t = table();
-    t.remove(h)
-}
+/// Open orchestrators.
+pub(crate) static ORCHESTRATORS: Handles<pso_orchestrator, Orchestrator> = Handles::new();
+/// Built workflows not freed yet.
+pub(crate) static WORKFLOWS: Handles<pso_workflow, Workflow> = Handles::new();
+/// Runs not freed yet.
+pub(crate) static RUNS: Handles<pso_run, RunHandle> = Handles::new();
 
 #[cfg(test)]
 mod tests {
@@ -152,27 +246,34 @@ mod tests {
 
     #[test]
     fn zero_and_unknown_handles_are_stale() {
-        assert!(get(pso_orchestrator::default()).is_none());
-        assert!(remove(pso_orchestrator::default()).is_none());
-        assert!(get(pso_orchestrator { id: u64::MAX }).is_none());
+        let zero = pso_orchestrator::default();
+        assert!(ORCHESTRATORS.get(zero).is_none());
+        assert!(ORCHESTRATORS.remove(zero).is_none());
+        assert!(
+            ORCHESTRATORS
+                .get(pso_orchestrator { id: u64::MAX })
+                .is_none()
+        );
+        assert!(WORKFLOWS.get(pso_workflow::default()).is_none());
+        assert!(RUNS.remove(pso_run::default()).is_none());
     }
 
     #[test]
     fn close_makes_every_copy_stale_even_after_reuse() {
-        let a = insert(orch()).unwrap();
+        let a = ORCHESTRATORS.insert(orch()).unwrap();
         let copy = a;
-        assert!(get(a).is_some());
-        let o = remove(a).unwrap();
+        assert!(ORCHESTRATORS.get(a).is_some());
+        let o = ORCHESTRATORS.remove(a).unwrap();
         o.close();
-        assert!(get(copy).is_none());
-        assert!(remove(copy).is_none(), "double close");
+        assert!(ORCHESTRATORS.get(copy).is_none());
+        assert!(ORCHESTRATORS.remove(copy).is_none(), "double close");
         // Other tests run in parallel on the same table, so reuse of `a`'s
         // exact slot is not guaranteed; whatever slot b gets, a stays stale.
-        let b = insert(orch()).unwrap();
+        let b = ORCHESTRATORS.insert(orch()).unwrap();
         assert_ne!(a, b);
-        assert!(get(a).is_none());
-        assert!(get(b).is_some());
-        remove(b).unwrap().close();
+        assert!(ORCHESTRATORS.get(a).is_none());
+        assert!(ORCHESTRATORS.get(b).is_some());
+        ORCHESTRATORS.remove(b).unwrap().close();
     }
 
     #[test]
@@ -181,8 +282,8 @@ mod tests {
         let a = t.insert(orch()).unwrap();
         t.remove(a).unwrap().close();
         let b = t.insert(orch()).unwrap();
-        assert_eq!(a.index(), b.index(), "the free slot is reused");
-        assert_ne!(a.generation(), b.generation());
+        assert_eq!(index_of(a), index_of(b), "the free slot is reused");
+        assert_ne!(generation_of(a), generation_of(b));
         assert!(t.get(a).is_none() && t.remove(a).is_none());
         assert!(t.get(b).is_some());
         t.remove(b).unwrap().close();
@@ -193,14 +294,14 @@ mod tests {
 
     #[test]
     fn concurrent_get_and_remove_never_hand_out_a_closed_slot_twice() {
-        let h = insert(orch()).unwrap();
+        let h = ORCHESTRATORS.insert(orch()).unwrap();
         let removed = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
                     for _ in 0..1000 {
-                        let _ = get(h);
-                        if let Some(o) = remove(h) {
+                        let _ = ORCHESTRATORS.get(h);
+                        if let Some(o) = ORCHESTRATORS.remove(h) {
                             removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             o.close();
                         }
@@ -209,6 +310,13 @@ mod tests {
             }
         });
         assert_eq!(removed.into_inner(), 1);
-        assert!(get(h).is_none());
+        assert!(ORCHESTRATORS.get(h).is_none());
+    }
+
+    #[test]
+    fn handle_types_know_their_names() {
+        assert_eq!(pso_workflow::from_id(7).id(), 7);
+        assert_eq!(<pso_run as Handle>::KIND, "run");
+        assert_eq!(<pso_orchestrator as Handle>::RELEASER, "closed");
     }
 }

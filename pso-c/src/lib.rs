@@ -8,7 +8,7 @@
 //! # Layout
 //! * `ffi` — the exported functions, the panic boundary, and
 //!   argument checks (the only `unsafe` code).
-//! * `handle` — generation-checked orchestrator handles.
+//! * `handle` — generation-checked orchestrator, workflow and run handles.
 //! * `error` — status codes and the thread-local last error.
 //!
 //! The functions are also callable from Rust through this `rlib` (the tests
@@ -22,6 +22,15 @@ mod handle;
 
 pub use crate::error::pso_status;
 pub use crate::ffi::handlers::{PSO_HANDLER_ERROR_BUF_LEN, pso_free_fn, pso_lifecycle_fn};
+pub use crate::ffi::ops::{
+    pso_op_fn, pso_step_attempt, pso_step_cancelled, pso_step_ctx, pso_step_input,
+    pso_step_input_named, pso_step_name, pso_step_set_error, pso_step_set_output,
+};
+pub use crate::ffi::workflow::{
+    pso_coordinate_systems, pso_estimates, pso_run_cancel, pso_run_free, pso_run_options,
+    pso_run_progress, pso_run_wait, pso_run_wait_timeout, pso_set_concurrency_limit,
+    pso_set_operation, pso_timing, pso_workflow_free, pso_workflow_load, pso_workflow_load_str,
+};
 pub use crate::ffi::{
     pso_activate_all, pso_activate_system, pso_connect, pso_deactivate_all, pso_deactivate_system,
     pso_export, pso_export_format, pso_last_error_message, pso_load_topology,
@@ -30,4 +39,4 @@ pub use crate::ffi::{
     pso_status_of, pso_string_free, pso_system_status, pso_topology_format, pso_version,
     pso_why_inactive,
 };
-pub use crate::handle::pso_orchestrator;
+pub use crate::handle::{pso_orchestrator, pso_run, pso_workflow};

@@ -60,10 +60,36 @@ fn header_is_fresh() {
         "pso_string_free",
         "pso_status_name",
         "pso_version",
+        "pso_set_operation",
+        "pso_set_concurrency_limit",
+        "pso_estimates",
+        "pso_workflow_load",
+        "pso_workflow_load_str",
+        "pso_workflow_free",
+        "pso_coordinate_systems",
+        "pso_run_wait",
+        "pso_run_wait_timeout",
+        "pso_run_cancel",
+        "pso_run_progress",
+        "pso_run_free",
+        "pso_step_input",
+        "pso_step_input_named",
+        "pso_step_name",
+        "pso_step_attempt",
+        "pso_step_cancelled",
+        "pso_step_set_output",
+        "pso_step_set_error",
     ] {
         assert!(
             fresh.contains(&format!("{f}(")),
             "{f} is missing from the header"
         );
+    }
+    for t in [
+        "typedef struct pso_step_ctx pso_step_ctx;",
+        "typedef int32_t (*pso_op_fn)(void *user_data, const struct pso_step_ctx *ctx);",
+        "PSO_TIMING_OFF = 2",
+    ] {
+        assert!(fresh.contains(t), "{t:?} is missing from the header");
     }
 }

@@ -16,10 +16,12 @@ use std::ffi::{CStr, CString, c_char};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-use pso_core::Orchestrator;
+use pso_core::{Orchestrator, RunHandle, Value, Workflow};
 
 use crate::error::{Failure, pso_status};
-use crate::handle::{self, pso_orchestrator};
+use crate::handle::{
+    Handle, Handles, ORCHESTRATORS, RUNS, WORKFLOWS, pso_orchestrator, pso_run, pso_workflow,
+};
 
 /// The exported function being run; names it in error messages.
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +39,7 @@ impl Call {
         Failure::new(status, format!("{}: {message}", self.func))
     }
 
-    fn null(self, arg: &str) -> Failure {
+    pub(crate) fn null(self, arg: &str) -> Failure {
         self.fail(
             pso_status::PSO_ERR_NULL_POINTER,
             format_args!("argument '{arg}' is NULL"),
@@ -47,15 +49,33 @@ impl Call {
     /// The orchestrator behind `h` (a clone the call runs on), or
     /// `PSO_ERR_STALE_HANDLE`.
     pub(crate) fn orchestrator(self, h: pso_orchestrator) -> Result<Orchestrator, Failure> {
-        handle::get(h).ok_or_else(|| self.stale(h))
+        self.live(&ORCHESTRATORS, h)
     }
 
-    pub(crate) fn stale(self, h: pso_orchestrator) -> Failure {
+    /// The workflow behind `h` (a clone), or `PSO_ERR_STALE_HANDLE`.
+    pub(crate) fn workflow(self, h: pso_workflow) -> Result<Workflow, Failure> {
+        self.live(&WORKFLOWS, h)
+    }
+
+    /// The run behind `h` (a clone), or `PSO_ERR_STALE_HANDLE`.
+    pub(crate) fn run(self, h: pso_run) -> Result<RunHandle, Failure> {
+        self.live(&RUNS, h)
+    }
+
+    fn live<H: Handle, T: Clone>(self, table: &Handles<H, T>, h: H) -> Result<T, Failure> {
+        table.get(h).ok_or_else(|| self.stale(h))
+    }
+
+    /// `PSO_ERR_STALE_HANDLE` for handle `h`.
+    pub(crate) fn stale<H: Handle>(self, h: H) -> Failure {
         self.fail(
             pso_status::PSO_ERR_STALE_HANDLE,
             format_args!(
-                "orchestrator handle {:#018x} is stale: it was closed, or never returned by pso_orchestrator_new",
-                h.id
+                "{} handle {:#018x} is stale: it was {}, or never returned by {}",
+                H::KIND,
+                h.id(),
+                H::RELEASER,
+                H::ISSUER
             ),
         )
     }
@@ -133,6 +153,17 @@ impl Call {
         unsafe { p.as_ref() }
     }
 
+    /// A JSON text argument, parsed: `PSO_ERR_PARSE` naming the argument,
+    /// with the parser's message, line and column.
+    pub(crate) fn json(self, arg: &str, text: &str) -> Result<Value, Failure> {
+        serde_json::from_str::<Value>(text).map_err(|e| {
+            self.fail(
+                pso_status::PSO_ERR_PARSE,
+                format_args!("argument '{arg}' is not valid JSON: {e}"),
+            )
+        })
+    }
+
     /// `text` as a newly allocated C string for C to free with
     /// `pso_string_free`.
     pub(crate) fn c_string(self, text: String) -> Result<*mut c_char, Failure> {
@@ -204,4 +235,20 @@ macro_rules! opt_ref {
     };
 }
 
-pub(crate) use {c_str, opt_c_str, opt_out, opt_ref, out};
+/// A JSON text argument (already a `&str` named like the C argument) parsed
+/// into a `Value`, or `PSO_ERR_PARSE` naming the argument. Safe.
+macro_rules! json_arg {
+    ($call:ident, $arg:ident) => {
+        $call.json(stringify!($arg), $arg)
+    };
+}
+
+/// A required callback (a nullable function pointer in C): its value, or
+/// `PSO_ERR_NULL_POINTER` naming the argument. Safe.
+macro_rules! required {
+    ($call:ident, $arg:ident) => {
+        $arg.ok_or_else(|| $call.null(stringify!($arg)))
+    };
+}
+
+pub(crate) use {c_str, json_arg, opt_c_str, opt_out, opt_ref, out, required};

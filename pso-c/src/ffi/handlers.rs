@@ -1,7 +1,9 @@
-//! C lifecycle callbacks as pso-core [`Handlers`].
+//! C lifecycle callbacks as pso-core [`Handlers`], and the `user_data`
+//! ownership shared with workflow operations (`super::ops`).
 //!
 //! One [`UserData`] is shared (through an `Arc`) by the activate and the
-//! deactivate closure of one `pso_set_handlers` call. Its `Drop` calls
+//! deactivate closure of one `pso_set_handlers` call (or by the operation
+//! closure of one `pso_set_operation` call). Its `Drop` calls
 //! `free_user_data`, so the C callback runs exactly once, when the last
 //! closure is gone: when the handlers are replaced, or when the orchestrator
 //! is dropped — and never while a handler still runs (a running or abandoned
@@ -47,8 +49,8 @@ pub type pso_lifecycle_fn = Option<
     ) -> i32,
 >;
 
-/// Frees the `user_data` given to `pso_set_handlers`. Called exactly once,
-/// possibly on a PSO worker thread.
+/// Frees the `user_data` given to `pso_set_handlers` or `pso_set_operation`.
+/// Called exactly once, possibly on a PSO worker thread.
 #[allow(non_camel_case_types)]
 pub type pso_free_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
 
@@ -59,13 +61,27 @@ thread_local! {
     static IN_C_HANDLER: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Whether this thread is running a C lifecycle callback right now.
+/// Whether this thread is running a C callback (lifecycle handler or
+/// workflow operation) right now.
 pub(crate) fn in_c_handler() -> bool {
     IN_C_HANDLER.with(Cell::get)
 }
 
+/// Runs `f` (which calls a C callback) with [`in_c_handler`] set.
+pub(crate) fn in_c_callback<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let prev = self.0;
+            let _ = IN_C_HANDLER.try_with(|c| c.set(prev));
+        }
+    }
+    let _reset = Reset(IN_C_HANDLER.with(|c| c.replace(true)));
+    f()
+}
+
 /// The C `user_data` pointer and how to free it.
-struct UserData {
+pub(crate) struct UserData {
     ptr: *mut c_void,
     free: pso_free_fn,
     owned: AtomicBool,
@@ -85,7 +101,7 @@ unsafe impl Sync for UserData {}
 impl UserData {
     /// The pointer (a method, so closures capture the whole `Arc`, not the
     /// non-`Send` field: Rust 2021 disjoint capture).
-    fn ptr(&self) -> *mut c_void {
+    pub(crate) fn ptr(&self) -> *mut c_void {
         self.ptr
     }
 }
@@ -185,11 +201,7 @@ pub(crate) fn c_handlers(
     user_data: *mut c_void,
     free_user_data: pso_free_fn,
 ) -> (Handlers, Ownership) {
-    let ud = Arc::new(UserData {
-        ptr: user_data,
-        free: free_user_data,
-        owned: AtomicBool::new(true),
-    });
+    let (ud, ownership) = owned_user_data(user_data, free_user_data);
     let closure = |f: pso_lifecycle_fn| {
         f.map(|f| {
             let ud = Arc::clone(&ud);
@@ -200,13 +212,25 @@ pub(crate) fn c_handlers(
     let handlers = Handlers::new()
         .with_activate(closure(on_activate))
         .with_deactivate(closure(on_deactivate));
-    (
-        handlers,
-        Ownership {
-            ud,
-            committed: false,
-        },
-    )
+    (handlers, ownership)
+}
+
+/// `user_data` with its free function, for closures to share, and the
+/// [`Ownership`] to commit once PSO has taken it.
+pub(crate) fn owned_user_data(
+    user_data: *mut c_void,
+    free_user_data: pso_free_fn,
+) -> (Arc<UserData>, Ownership) {
+    let ud = Arc::new(UserData {
+        ptr: user_data,
+        free: free_user_data,
+        owned: AtomicBool::new(true),
+    });
+    let ownership = Ownership {
+        ud: Arc::clone(&ud),
+        committed: false,
+    };
+    (ud, ownership)
 }
 
 type RawLifecycleFn = unsafe extern "C" fn(*mut c_void, *const c_char, *mut c_char, usize) -> i32;
@@ -215,13 +239,14 @@ fn invoke(f: RawLifecycleFn, ud: &UserData, system: &str) -> Result<(), HandlerE
     let name = CString::new(system)
         .map_err(|_| HandlerError::failed("system name contains a NUL byte"))?;
     let mut buf = [0u8; PSO_HANDLER_ERROR_BUF_LEN];
-    let prev = IN_C_HANDLER.with(|c| c.replace(true));
-    // SAFETY: `f` is a non-null callback given to `pso_set_handlers`, whose
-    // contract makes it callable on any thread with this `user_data` (kept
-    // alive by `ud`, see the module docs). `name` outlives the call; `buf` is
-    // valid for writes of `buf.len()` bytes and outlives the call.
-    let rc = unsafe { f(ud.ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    IN_C_HANDLER.with(|c| c.set(prev));
+    let rc = in_c_callback(|| {
+        // SAFETY: `f` is a non-null callback given to `pso_set_handlers`,
+        // whose contract makes it callable on any thread with this
+        // `user_data` (kept alive by `ud`, see the module docs). `name`
+        // outlives the call; `buf` is valid for writes of `buf.len()` bytes
+        // and outlives the call.
+        unsafe { f(ud.ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
+    });
     if rc == 0 {
         Ok(())
     } else {
@@ -244,6 +269,13 @@ fn raised(rc: i32, buf: &[u8]) -> HandlerError {
         // is output from C, not an argument, so it is not rejected).
         Err(_) => String::from_utf8_lossy(text).into_owned(),
     };
+    status_error(rc, message)
+}
+
+/// The error of a C callback that returned `rc` with `message` (empty: none):
+/// type `status <rc>`, message `message` or else `status <rc>`, and `rc` as
+/// the payload.
+pub(crate) fn status_error(rc: i32, message: String) -> HandlerError {
     let type_name = format!("status {rc}");
     HandlerError::Raised {
         message: if message.is_empty() {
