@@ -8,8 +8,10 @@ stubs cannot silently become too loose.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import pathlib
+from typing import Any
 
 import pso
 
@@ -89,3 +91,82 @@ def use() -> None:
     lookup: LookupError = pso.NotFoundError("x")
     timeout: TimeoutError = pso.TimeoutError("x")
     oserror: OSError = pso.IoError("x")
+
+
+def collect(ctx: pso.StepContext) -> int:
+    step: str = ctx.step
+    where: tuple[str | None, str | None, int, str, int] = (
+        ctx.system, ctx.op, ctx.attempt, ctx.workflow, ctx.run_id
+    )
+    stop: bool = ctx.cancelled
+    base: int = ctx.run_input
+    named: dict[str, Any] = ctx.inputs
+    whole: Any = ctx.input
+    return base + 1
+
+
+def fan(ctx: pso.StepContext) -> None:
+    ctx.fan_out([pso.Child(collect, 1), pso.Child(lambda c: c.input * 2, {"k": [1, 2]})])
+    ctx.fan_out([ctx.child_op("PDT", "collect", 3), ctx.child_op("PDT", "collect")])
+
+
+def workflows() -> None:
+    with pso.Orchestrator(workers=2) as o:
+        o.register("PDT", operations={"collect": collect}, concurrency=4)
+        o.register_many([{"name": "PKM", "operations": {"index": fan}, "concurrency": None}])
+        o.set_operation("PKM", "search", lambda ctx: [ctx.input, None, 1.5, b"x", True])
+        o.set_concurrency_limit("PKM", 2)
+        o.set_concurrency_limit("PKM", None)
+        o.activate_all()
+        steps = [
+            pso.Step("collect", "PDT", "collect"),
+            pso.Step("double", fn=lambda ctx: ctx.inputs["n"] * 2, inputs={"n": "collect"}),
+            pso.Step("fan", fn=fan, after=["double"], retries=2, backoff=0.1, max_backoff=1.0),
+            pso.Step("gated", system="PKM", op="search", when="double", timeout=5.0),
+            pso.Step("pred", fn=collect, when=lambda ctx: ctx.attempt == 1, priority="high"),
+        ]
+        wf: pso.Workflow = o.workflow("pipeline", steps)
+        names: list[str] = wf.step_names + wf.systems + [wf.name]
+        size: int = len(wf)
+        wf2: pso.Workflow = o.load_workflow_str('name = "w"', format="toml")
+        wf3: pso.Workflow = o.load_workflow(pathlib.Path("release.json"))
+
+        run: pso.Run = o.coordinate_systems(wf, {"rows": [1, 2], "tag": "x"}, deadline=30.0, timing=False)
+        ident: tuple[int, str, bool] = (run.id, run.workflow, run.done)
+        progress: pso.RunProgress = run.progress()
+        state: str = progress.state
+        unfinished: int = progress.counts.unfinished
+        cancelled: bool = run.cancel()
+        try:
+            result: pso.RunResult = run.result(timeout=1.5)
+        except pso.TimeoutError:
+            result = run.result()
+        ok: bool = result.ok and result.state == "succeeded"
+        counts: pso.StepCounts = result.counts
+        total: int = counts.accepted - counts.terminal + counts.skipped + counts.timed_out
+        out: Any = result.output("double") + result.outputs["collect"]
+        why: str | None = result.error("fan")
+        for rec in result.steps + [result.step("fan[0]")]:
+            row: tuple[str, str | None, str | None, str, str | None, int, float, float, int | None, str | None] = (
+                rec.name, rec.system, rec.operation, rec.state, rec.error, rec.attempts,
+                rec.queued, rec.ran, rec.worker, rec.parent,
+            )
+        text: str = result.to_json()
+        seconds: float = result.elapsed
+        for e in o.estimates():
+            est: tuple[str, float, float, int] = (e.key, e.mean, e.stddev, e.samples)
+
+        async def main() -> pso.RunResult:
+            return await o.coordinate_systems(wf, 1)
+
+        awaited: pso.RunResult = asyncio.run(main())
+
+        pso.Step("s", fn=collect, retries="2")  # type: ignore[arg-type]
+        pso.Step("s", fn=collect, priority="urgent")  # type: ignore[arg-type]
+        pso.Step("s", fn=lambda: 1)  # type: ignore[arg-type,misc]
+        o.coordinate_systems(wf, {1: "x"})  # type: ignore[dict-item]
+        o.coordinate_systems(wf, {"s": {1, 2}})  # type: ignore[dict-item]
+        o.register("x", operations={"a": 5})  # type: ignore[dict-item]
+        o.workflow("w", [{"name": "a"}])  # type: ignore[list-item]
+        o.load_workflow_str("", format="yaml")  # type: ignore[arg-type]
+        result.state = "failed"  # type: ignore[misc]

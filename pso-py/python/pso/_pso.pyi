@@ -65,11 +65,10 @@ _StepState: TypeAlias = Literal[
     "pending", "running", "waiting_retry", "succeeded", "failed", "cancelled", "timed_out", "skipped"
 ]
 
-_Value: TypeAlias = (
-    None | bool | int | float | str | bytes | list[_Value] | dict[str, _Value]
-)
-"""What workflow steps return and receive, as PSO gives it back: dicts come
-back with their keys sorted, bytearrays as bytes, tuples as lists."""
+_Value: TypeAlias = Any
+"""A value PSO gives back (outputs, inputs, the run input): None, bool, int,
+float, str, bytes, list or dict with str keys (sorted), nested. Typed `Any`
+(like `json.loads`), so that using one does not need an isinstance check."""
 
 _InValue: TypeAlias = (
     None
