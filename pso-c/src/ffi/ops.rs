@@ -464,22 +464,90 @@ mod tests {
         assert_eq!(e.message, "pso_test: argument 'ctx' is NULL");
     }
 
+    fn bare_frame(key: usize) -> Frame {
+        // No StepContext behind it: these tests never read `ctx`.
+        Frame {
+            key,
+            ctx: ptr::null(),
+            output: None,
+            error: None,
+            strings: Vec::new(),
+            name: None,
+            input: None,
+            named: Vec::new(),
+        }
+    }
+
+    /// C callbacks cannot unwind, but the Rust code around them could in
+    /// principle; the frame must not outlive `invoke` then either, or a stale
+    /// context would find a frame pointing at a dead `StepContext`.
+    #[test]
+    fn a_frame_is_removed_when_invoke_unwinds() {
+        let key = next_key();
+        let r = std::panic::catch_unwind(|| {
+            FRAMES.with(|f| f.borrow_mut().push(bare_frame(key)));
+            let _pop = PopFrame { key, done: false };
+            panic!("unwinding past the frame");
+        });
+        assert!(r.is_err());
+        assert!(remove_frame(key).is_none());
+    }
+
+    /// Nested frames (a callback waiting for a run whose steps run on this
+    /// thread meanwhile) are found by key, and removing an inner one keeps
+    /// the outer one.
+    #[test]
+    fn nested_frames_are_found_by_key() {
+        let (outer, inner) = (next_key(), next_key());
+        FRAMES.with(|f| {
+            f.borrow_mut().push(bare_frame(outer));
+            f.borrow_mut().push(bare_frame(inner));
+        });
+        let call = Call::new("pso_test");
+        let found = |key| FRAMES.with(|f| f.borrow().iter().any(|fr| fr.key == key));
+        assert!(found(outer) && found(inner));
+        assert!(
+            PopFrame {
+                key: inner,
+                done: false
+            }
+            .take()
+            .is_some()
+        );
+        assert!(found(outer) && !found(inner));
+        let e = with_frame(call, inner, |_, _| Ok(())).unwrap_err();
+        assert_eq!(e.status, pso_status::PSO_ERR_STALE_HANDLE);
+        drop(PopFrame {
+            key: outer,
+            done: false,
+        });
+        assert!(!found(outer));
+    }
+
+    #[test]
+    fn kept_strings_stay_put_and_nul_is_refused() {
+        let call = Call::new("pso_test");
+        let mut frame = bare_frame(next_key());
+        let first = frame.keep(call, "first".to_owned()).unwrap();
+        for i in 0..100 {
+            frame.keep(call, format!("more {i}")).unwrap();
+        }
+        // SAFETY: `first` points into a CString the frame still owns.
+        let text = unsafe { std::ffi::CStr::from_ptr(first) };
+        assert_eq!(
+            text.to_str().unwrap(),
+            "first",
+            "a growing frame moved a string"
+        );
+        let e = frame.keep(call, "a\0b".to_owned()).unwrap_err();
+        assert_eq!(e.status, pso_status::PSO_ERR_INVALID_ARGUMENT);
+        assert!(e.message.contains("NUL byte at offset 1"), "{}", e.message);
+    }
+
     #[test]
     fn a_frame_is_gone_when_its_guard_drops() {
-        // A frame pushed by hand (no StepContext behind it: never read here).
         let key = next_key();
-        FRAMES.with(|f| {
-            f.borrow_mut().push(Frame {
-                key,
-                ctx: ptr::null(),
-                output: None,
-                error: None,
-                strings: Vec::new(),
-                name: None,
-                input: None,
-                named: Vec::new(),
-            })
-        });
+        FRAMES.with(|f| f.borrow_mut().push(bare_frame(key)));
         drop(PopFrame { key, done: false });
         assert!(remove_frame(key).is_none());
         FRAMES.with(|f| assert!(f.borrow().is_empty()));

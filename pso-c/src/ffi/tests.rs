@@ -111,3 +111,43 @@ fn status_names_and_version() {
     let v = unsafe { CStr::from_ptr(pso_version()) };
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 }
+
+#[test]
+fn value_returning_exports_clear_and_set_the_last_error() {
+    error::set_last_error("left over");
+    assert_eq!(boundary_value("pso_test", 0u32, |_call| Ok(5)), 5);
+    assert_eq!(last_error(), "", "success clears the last error");
+
+    let v = boundary_value("pso_test", 0u32, |call| {
+        Err(call.fail(pso_status::PSO_ERR_STALE_HANDLE, "gone"))
+    });
+    assert_eq!(v, 0);
+    assert_eq!(last_error(), "pso_test: gone");
+
+    let p = boundary_value("pso_test", ptr::null::<c_char>(), |_call| {
+        panic!("in a getter")
+    });
+    assert!(p.is_null());
+    let msg = last_error();
+    assert!(msg.starts_with("pso_test: internal error"), "{msg}");
+    assert!(msg.contains("in a getter"), "{msg}");
+}
+
+#[test]
+fn json_arguments_report_line_and_column() {
+    let call = Call::new("pso_test");
+    assert_eq!(
+        call.json("json", "{\"b\": [1, 2.5, null], \"a\": \"x\"}")
+            .unwrap()
+            .to_json(),
+        r#"{"a":"x","b":[1,2.5,null]}"#
+    );
+    let e = call.json("input_json", "[1,\n  x]").unwrap_err();
+    assert_eq!(e.status, pso_status::PSO_ERR_PARSE);
+    assert_eq!(
+        e.message,
+        "pso_test: argument 'input_json' is not valid JSON: expected value at line 2 column 3"
+    );
+    assert!(call.json("json", "").is_err());
+    assert!(call.json("json", "1 2").is_err(), "trailing characters");
+}

@@ -8,7 +8,8 @@
  * JSON, retries, step timeouts and run deadlines from definitions and
  * options, cancelling a running workflow, NOT_ACTIVE, unknown
  * system/operation/step errors naming the step, concurrency limits, user_data
- * freed exactly once, and the result invariant accepted = succeeded + failed +
+ * freed exactly once, operations that wait for nested runs or close their
+ * orchestrator, and the result invariant accepted = succeeded + failed +
  * cancelled + timed_out + skipped.
  *
  * Prints "N passed, M failed" and exits non-zero if anything failed.
@@ -117,7 +118,9 @@ typedef enum {
     OP_BAD_OUTPUT, /* tries invalid output JSON, then sets [1,2] */
     OP_LIMITED,    /* counts how many run at once */
     OP_KEEP_CTX,   /* keeps ctx for use after it returned; uses it from another thread */
-    OP_PROBE       /* NULL and UTF-8 checks of every step-context function */
+    OP_PROBE,      /* NULL and UTF-8 checks of every step-context function */
+    OP_NESTED,     /* runs cfg->inner on cfg->self and waits for it, inside the callback */
+    OP_CLOSE_SELF  /* closes cfg->self from inside the callback */
 } op_kind;
 
 /* The user_data of one pso_set_operation call (malloc'd; PSO frees it). */
@@ -130,6 +133,8 @@ typedef struct {
     uint32_t succeed_on;  /* OP_FLAKY */
     long max_ms;          /* OP_SLOW: longest run; OP_LIMITED: run time */
     int wait_for;         /* OP_LIMITED: instead, run until the peak reaches this */
+    pso_orchestrator self; /* OP_NESTED, OP_CLOSE_SELF */
+    pso_workflow inner;    /* OP_NESTED */
     atomic_int calls;
     atomic_int entered;
     atomic_int saw_cancel;
@@ -336,6 +341,40 @@ static int32_t run_op(void *ud, const pso_step_ctx *ctx) {
     case OP_PROBE:
         probe_context(ctx, call == 1);
         return 0;
+    case OP_NESTED: {
+        const char *name = pso_step_name(ctx);
+        CHECK(name != NULL && strcmp(name, "outer") == 0);
+        pso_run inner = {0};
+        char *result = NULL;
+        CHECK_STATUS(pso_coordinate_systems(c->self, c->inner, "\"nested\"", NULL, &inner), PSO_OK);
+        /* On a worker, waiting runs other steps (here: the inner one, on this
+         * very thread, since there is one worker) instead of blocking. */
+        CHECK_STATUS(pso_run_wait(inner, &result), PSO_OK);
+        CHECK_RESULT(result, "succeeded");
+        CHECK_CONTAINS(result, "\"outputs\":{\"echo\":\"nested\"}");
+        pso_string_free(result);
+        CHECK_STATUS(pso_run_free(inner), PSO_OK);
+        /* The outer context is still live, with the same strings. */
+        CHECK(pso_step_name(ctx) == name);
+        CHECK(pso_step_attempt(ctx) == 1);
+        return (int32_t)pso_step_set_output(ctx, "\"outer done\"");
+    }
+    case OP_CLOSE_SELF: {
+        /* Inside an operation, close only retires the handle (it must not
+         * wait for the run this callback is part of). */
+        CHECK_STATUS(pso_orchestrator_close(c->self), PSO_OK);
+        uint32_t workers = 0;
+        CHECK_STATUS(pso_orchestrator_workers(c->self, &workers), PSO_ERR_STALE_HANDLE);
+        /* The orchestrator closes (cancelling the run) when the last call
+         * still using it returns: at once, or when pso_coordinate_systems
+         * (which started this step) returns on the main thread. */
+        int cancelled = 0;
+        for (int i = 0; i < 5000 && !(cancelled = pso_step_cancelled(ctx)); i++) {
+            sleep_ms(1);
+        }
+        CHECK(cancelled == 1);
+        return (int32_t)pso_step_set_output(ctx, "\"closed\"");
+    }
     }
     return 98;
 }
@@ -1053,6 +1092,53 @@ static void test_close_with_runs_in_flight(void) {
     CHECK_FREED_NOW(base + 2); /* exactly once each */
 }
 
+static void test_operations_calling_back_in(void) {
+    int base = atomic_load(&g_freed);
+    /* 1. One worker: an operation waits for a nested run, whose step runs on
+     * the same thread meanwhile (step contexts nest). */
+    pso_orchestrator o = new_orch(1);
+    CHECK_STATUS(pso_register_system(o, "n", NULL, NULL), PSO_OK);
+    set_op(o, "n", "echo", op_new(OP_ECHO));
+    op_cfg *outer = op_new(OP_NESTED);
+    outer->self = o;
+    set_op(o, "n", "outer", outer);
+    CHECK_STATUS(pso_activate_system(o, "n", NULL), PSO_OK);
+    outer->inner =
+        load(o, "name = \"inner\"\n[[steps]]\nname = \"echo\"\nsystem = \"n\"\nop = \"echo\"\n");
+    pso_workflow wf =
+        load(o, "name = \"outer\"\n[[steps]]\nname = \"outer\"\nsystem = \"n\"\nop = \"outer\"\n");
+    char *result = run_and_wait(o, wf, NULL, NULL);
+    CHECK_RESULT(result, "succeeded");
+    CHECK_CONTAINS(result, "\"outputs\":{\"outer\":\"outer done\"}");
+    pso_string_free(result);
+    CHECK_STATUS(pso_workflow_free(wf), PSO_OK);
+    CHECK_STATUS(pso_workflow_free(outer->inner), PSO_OK);
+    CHECK_STATUS(pso_orchestrator_close(o), PSO_OK);
+    CHECK_FREED_NOW(base + 2);
+
+    /* 2. An operation closes its own orchestrator. */
+    o = new_orch(2);
+    CHECK_STATUS(pso_register_system(o, "c", NULL, NULL), PSO_OK);
+    op_cfg *closer = op_new(OP_CLOSE_SELF);
+    closer->self = o;
+    set_op(o, "c", "close", closer);
+    set_op(o, "c", "ok", const_op("1"));
+    CHECK_STATUS(pso_activate_system(o, "c", NULL), PSO_OK);
+    wf = load(o, "name = \"closing\"\n"
+                 "[[steps]]\nname = \"closer\"\nsystem = \"c\"\nop = \"close\"\n"
+                 "[[steps]]\nname = \"after\"\nsystem = \"c\"\nop = \"ok\"\n"
+                 "after = [\"closer\"]\n");
+    result = run_and_wait(o, wf, NULL, NULL);
+    CHECK_RESULT(result, "cancelled");
+    CHECK_STEP(result, "closer", "\"state\":\"succeeded\"");
+    CHECK_STEP(result, "after", "\"state\":\"cancelled\",\"error\":\"the orchestrator was closed\"");
+    pso_string_free(result);
+    CHECK_STATUS(pso_orchestrator_close(o), PSO_ERR_STALE_HANDLE);
+    CHECK_STATUS(pso_workflow_free(wf), PSO_OK);
+    /* The run's last reference may go on the worker that closed it. */
+    CHECK_FREED(base + 4);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     struct {
@@ -1068,6 +1154,7 @@ int main(void) {
         {"run_errors_and_stale_handles", test_run_errors_and_stale_handles},
         {"stale_step_context", test_stale_step_context},
         {"close_with_runs_in_flight", test_close_with_runs_in_flight},
+        {"operations_calling_back_in", test_operations_calling_back_in},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int before = atomic_load(&g_failed);
