@@ -37,41 +37,42 @@ pub(crate) struct Unsupported {
     /// The Python exception type that fits: `TypeError`, `OverflowError` or
     /// `ValueError`.
     pub(crate) kind: &'static str,
-    /// What is wrong, with the path to it.
-    pub(crate) message: String,
+    /// Where in the object (`["rows"][3]`), or empty for the object itself.
+    path: String,
+    /// What is wrong.
+    detail: String,
 }
 
 impl Unsupported {
+    /// The message about `what` (`"the output of step 'x'"`, `"input"`).
+    pub(crate) fn message(&self, what: &str) -> String {
+        if self.path.is_empty() {
+            format!("{what}: {}", self.detail)
+        } else {
+            format!("{what} at {}: {}", self.path, self.detail)
+        }
+    }
+
     /// The Python exception (for values converted on the caller's thread).
-    pub(crate) fn into_pyerr(self) -> PyErr {
+    pub(crate) fn into_pyerr(self, what: &str) -> PyErr {
+        let message = self.message(what);
         match self.kind {
-            "OverflowError" => PyOverflowError::new_err(self.message),
-            "ValueError" => PyValueError::new_err(self.message),
-            _ => PyTypeError::new_err(self.message),
+            "OverflowError" => PyOverflowError::new_err(message),
+            "ValueError" => PyValueError::new_err(message),
+            _ => PyTypeError::new_err(message),
         }
     }
 }
 
-/// Converts `obj` to a [`Value`]. `what` names it in errors (`"the output of
-/// step 'x'"`, `"input"`).
-pub(crate) fn to_value(obj: &Bound<'_, PyAny>, what: &str) -> Result<Value, Unsupported> {
+/// Converts `obj` to a [`Value`].
+pub(crate) fn to_value(obj: &Bound<'_, PyAny>) -> Result<Value, Unsupported> {
     let mut path = String::new();
-    convert(obj, 0, &mut path).map_err(|(kind, detail)| {
-        let at = if path.is_empty() {
-            String::new()
-        } else {
-            format!(" at {path}")
-        };
-        Unsupported {
-            kind,
-            message: format!("{what}{at}: {detail}"),
-        }
-    })
+    convert(obj, 0, &mut path).map_err(|(kind, detail)| Unsupported { kind, path, detail })
 }
 
-/// [`to_value`] raising the Python exception.
+/// [`to_value`] raising the Python exception; `what` names the value.
 pub(crate) fn extract_value(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
-    to_value(obj, what).map_err(Unsupported::into_pyerr)
+    to_value(obj).map_err(|u| u.into_pyerr(what))
 }
 
 type Failure = (&'static str, String);

@@ -95,9 +95,7 @@ def use() -> None:
 
 def collect(ctx: pso.StepContext) -> int:
     step: str = ctx.step
-    where: tuple[str | None, str | None, int, str, int] = (
-        ctx.system, ctx.op, ctx.attempt, ctx.workflow, ctx.run_id
-    )
+    where: tuple[str | None, str | None, int, int] = (ctx.system, ctx.op, ctx.attempt, ctx.run_id)
     stop: bool = ctx.cancelled
     base: int = ctx.run_input
     named: dict[str, Any] = ctx.inputs

@@ -106,31 +106,33 @@ fn call_step(callable: &Py<PyAny>, ctx: &StepContext<'_>) -> Result<Value, Handl
         return Err(e);
     }
     let snapshot = PyStepContext::snapshot(ctx, Mode::Step);
-    let (output, children) =
-        Python::try_attach(|py| -> Result<_, HandlerError> {
-            let pyctx = Bound::new(py, snapshot).map_err(|e| raised(py, e))?;
-            let ret = callable.bind(py).call1((&pyctx,));
-            let children = pyctx.get().close();
-            let ret = ret.map_err(|e| raised(py, e))?;
+    let (output, children) = Python::try_attach(|py| -> Result<_, HandlerError> {
+        let pyctx = Bound::new(py, snapshot).map_err(|e| raised(py, e))?;
+        let ret = callable.bind(py).call1((&pyctx,));
+        let children = pyctx.get().close();
+        let ret = ret.map_err(|e| raised(py, e))?;
+        let output = to_value(&ret).map_err(|u| {
+            // Checked only now, off the common path: `hasattr` on most
+            // objects raises and catches an AttributeError.
             if ret.hasattr(intern!(py, "__await__")).unwrap_or(false) {
                 if ret.hasattr(intern!(py, "close")).unwrap_or(false) {
                     let _ = ret.call_method0(intern!(py, "close")); // no "never awaited" warning
                 }
-                return Err(type_error(format!(
+                return type_error(format!(
                     "step '{}' returned an awaitable; PSO step functions must be plain \
-                 (synchronous) callables",
+                         (synchronous) callables",
                     ctx.step_name()
-                )));
+                ));
             }
-            let output = to_value(&ret, &format!("the output of step '{}'", ctx.step_name()))
-                .map_err(|u| HandlerError::Raised {
-                    type_name: u.kind.to_owned(),
-                    message: u.message,
-                    payload: None,
-                })?;
-            Ok((output, children))
-        })
-        .unwrap_or_else(|| Err(shutting_down()))?;
+            HandlerError::Raised {
+                type_name: u.kind.to_owned(),
+                message: u.message(&format!("the output of step '{}'", ctx.step_name())),
+                payload: None,
+            }
+        })?;
+        Ok((output, children))
+    })
+    .unwrap_or_else(|| Err(shutting_down()))?;
     if !children.is_empty() {
         let mut core = Vec::with_capacity(children.len());
         for child in children {
@@ -170,7 +172,7 @@ enum Input {
 
 /// What a step function receives: the step, its inputs, the run's input,
 /// whether it should stop, and `fan_out`.
-#[pyclass(name = "StepContext", module = "pso", frozen)]
+#[pyclass(name = "StepContext", module = "pso", frozen, freelist = 16)]
 pub(crate) struct PyStepContext {
     step: String,
     system: Option<String>,
@@ -180,7 +182,6 @@ pub(crate) struct PyStepContext {
     input: Input,
     run_input: Value,
     run_id: u64,
-    workflow: String,
     token: CancelToken,
     /// Why `fan_out` is refused here, if it is.
     no_fan_out: Option<&'static str>,
@@ -223,7 +224,6 @@ impl PyStepContext {
             input,
             run_input,
             run_id: ctx.run_id(),
-            workflow: ctx.workflow().to_owned(),
             token: ctx.cancel_token(),
             no_fan_out: match (mode, is_child) {
                 (Mode::Condition, _) => Some("a `when` condition cannot fan out"),
@@ -277,12 +277,6 @@ impl PyStepContext {
     #[getter]
     fn attempt(&self) -> u32 {
         self.attempt
-    }
-
-    /// The workflow's name.
-    #[getter]
-    fn workflow(&self) -> &str {
-        &self.workflow
     }
 
     /// The run's id.
