@@ -184,9 +184,9 @@ def main() -> None:
     if args.pinned_child:
         pinned_child(args.pinned_child, n, w, rep)
     try:
-        import dask
+        from importlib.metadata import version
 
-        dask_version = dask.__version__
+        dask_version = version("dask")
     except ImportError:
         dask_version = "not installed (pip install dask)"
     print(
