@@ -17,10 +17,20 @@
 //! * [`kahn_order`]: Kahn's algorithm over the same edges (build in-degrees and
 //!   a CSR successor list, then drain a queue): the minimum bookkeeping any
 //!   dependency-ordered executor needs.
+//!
+//! # Scheduler shapes
+//! The workflow-scheduler benchmark (`benches/scheduler.rs`) uses the regular
+//! shapes of [`Shape`] instead: chain, independent tasks, binary tree and
+//! wavefront, built by [`TaskDag`], with [`SeqFloor`] as its floor and
+//! [`Spin`] for tasks with a fixed amount of work.
+
+mod shapes;
 
 use std::hint::black_box;
 
 use pso_core::{EdgeKind, HandlerError, SystemSpec};
+
+pub use crate::shapes::{SeqFloor, Shape, Spin, TaskDag, TaskFn, empty_task, task_fns};
 
 /// How far back the "local" half of the edges may point.
 pub const LOCAL_WINDOW: u32 = 32;
