@@ -2,6 +2,74 @@
 /* eslint-disable */
 
 /**
+ * A value PSO hands to JS (pso-core `Value`): step outputs, `ctx.input`,
+ * `ctx.inputs`, `ctx.runInput`. Integers beyond ±2^53 arrive as `bigint`,
+ * bytes as a `Buffer`, maps as plain objects.
+ */
+export type Value = null | boolean | number | bigint | string | Buffer | Value[] | { [key: string]: Value }
+
+/**
+ * A value JS may hand to PSO: a step's return value, a run's `input`, a
+ * fan-out child's `input`. `undefined` becomes `null`; numbers that are
+ * integers within ±2^53 become integers; a `bigint` must fit in 64 bits;
+ * `Buffer`/`Uint8Array` become bytes; objects must be plain objects.
+ * Anything else (functions, symbols, `Date`s, class instances, other typed
+ * arrays) fails the step with a message naming the type.
+ */
+export type ValueInput =
+  | undefined
+  | null
+  | boolean
+  | number
+  | bigint
+  | string
+  | Uint8Array
+  | readonly ValueInput[]
+  | { readonly [key: string]: ValueInput }
+
+/** A fan-out child: a function with its input, or a system operation. */
+export type ChildSpec =
+  | { fn: StepFn; input?: ValueInput; system?: undefined; op?: undefined }
+  | { system: string; op: string; input?: ValueInput; fn?: undefined }
+
+/** What a step function (or operation, or `when` predicate) receives. */
+export interface StepContext {
+  /** The step's name (`parent[i]` for a fan-out child). */
+  readonly step: string
+  /** The system, for a system operation; else `null`. */
+  readonly system: string | null
+  /** The operation, for a system operation; else `null`. */
+  readonly op: string | null
+  /** 1 for the first attempt; retries count up. */
+  readonly attempt: number
+  /** The named inputs that have a value (outputs of upstream steps). */
+  readonly inputs: { [name: string]: Value }
+  /**
+   * The step's input: the map of its named inputs if it has any, else the
+   * run's input; a fan-out child's own input.
+   */
+  readonly input: Value
+  /** The input the run was started with. */
+  readonly runInput: Value
+  /**
+   * Aborted when PSO stops waiting for this step: the run was cancelled or
+   * passed its deadline, the step passed its timeout, or the orchestrator
+   * was closed. Never aborted in a `when` predicate.
+   */
+  readonly signal: AbortSignal
+  /**
+   * Emits children that run in parallel once this function returns; the
+   * step succeeds when all of them do, and its output is the list of their
+   * outputs (the value the function returned is discarded). May be called
+   * more than once, and after an `await`, until the step settles.
+   */
+  fanOut(children: readonly ChildSpec[]): void
+}
+
+/** A step function or operation: runs on the JS thread; may return a Promise. */
+export type StepFn = (ctx: StepContext) => ValueInput | void | PromiseLike<ValueInput | void>
+
+/**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
  * flavor napi-rs can build is listed, because `NAPI_RS_NATIVE_LIBRARY_PATH`
@@ -97,8 +165,89 @@ export declare class Orchestrator {
   close(): void
   /** Same as `close()`, for `using o = new Orchestrator()`. */
   [globalThis.Symbol.dispose](): void
+  /**
+   * Adds or replaces operation `op` of `system`. Workflows built afterwards
+   * use it; already built ones keep what they resolved.
+   */
+  setOperation(system: string, op: string, fn: StepFn): void
+  /**
+   * Limits how many workflow steps of `system` run at once (`null`: no
+   * limit). Steps over the limit wait without holding a worker.
+   */
+  setConcurrencyLimit(system: string, limit: number | null): void
+  /** Learned duration estimates per `system.operation`. */
+  estimates(): Array<Estimate>
+  /**
+   * Builds a workflow from steps: validates every name (unknown steps,
+   * systems or operations, duplicates and cycles are errors naming the
+   * step; nothing runs) and compiles it.
+   */
+  workflow(name: string, steps: Array<StepSpec>): Workflow
+  /**
+   * Loads a workflow definition file (`.toml` or `.json`) and builds it.
+   * `PSO_PARSE` errors carry `line`, `column` and `source`.
+   */
+  loadWorkflow(path: string): Workflow
+  /**
+   * Parses a workflow definition (`format` `'toml'`, the default, or
+   * `'json'`) and builds it.
+   */
+  loadWorkflowString(text: string, format?: 'toml' | 'json'): Workflow
+  /**
+   * Starts a run of `workflow` and returns at once. Every system the
+   * workflow uses must be Active (`PSO_NOT_ACTIVE`, naming the system and
+   * step). `await run.result` for the `RunResult`.
+   */
+  coordinateSystems(workflow: Workflow, options?: RunOptions): Run
 }
 export type JsOrchestrator = Orchestrator
+
+/**
+ * A workflow run in progress (or finished): `coordinateSystems` returns it
+ * at once.
+ */
+export declare class Run {
+  /** The run's id (unique per orchestrator). */
+  get id(): number
+  /** The workflow's name. */
+  get workflow(): string
+  /**
+   * Resolves with the `RunResult` when every step has finished — also for
+   * failed, cancelled and timed-out runs (inspect `state`). Never rejects
+   * because of what the steps did.
+   */
+  get result(): Promise<RunResult>
+  /** Whether every step has finished. */
+  get done(): boolean
+  /**
+   * Cancels the run: steps not yet started are cancelled at once; running
+   * ones see `ctx.signal` abort and their results are ignored. Returns
+   * false if the run had already finished or been stopped.
+   */
+  cancel(): boolean
+  /** Counts of steps by state right now. */
+  progress(): RunProgress
+}
+export type JsRun = Run
+
+/**
+ * A built workflow: validated against the orchestrator's systems and
+ * compiled. Run it with `coordinateSystems`, as often as you like (also
+ * concurrently). It keeps the operations it resolved when it was built.
+ */
+export declare class Workflow {
+  /** The workflow's name. */
+  get name(): string
+  /** Number of steps. */
+  get length(): number
+  /** Number of steps (same as `length`). */
+  get size(): number
+  /** Step names in a topological order. */
+  get stepNames(): Array<string>
+  /** The systems whose operations the steps run. */
+  get systems(): Array<string>
+}
+export type JsWorkflow = Workflow
 
 /**
  * The result of `activateSystem`, `activateAll`, `deactivateSystem` and
@@ -147,6 +296,18 @@ export interface ErrorCode {
  */
 export declare function errorCodes(): Array<ErrorCode>
 
+/** A learned duration estimate of one system operation: `estimates()`. */
+export interface Estimate {
+  /** `system.operation`. */
+  key: string
+  /** Exponentially weighted mean, in milliseconds. */
+  meanMs: number
+  /** Exponentially weighted standard deviation, in milliseconds. */
+  stddevMs: number
+  /** Number of measurements folded in. */
+  samples: number
+}
+
 /** The handlers of a system: `setHandlers(name, handlers)` replaces both. */
 export interface Handlers {
   /** Called with the system name to activate it. */
@@ -174,6 +335,148 @@ export interface Plan {
   levels: Array<Array<string>>
   /** Systems of the closure that are already Active. */
   alreadyActive: Array<string>
+}
+
+/** Options of `coordinateSystems(workflow, options)`. */
+export interface RunOptions {
+  /**
+   * The run's input: what steps without named inputs see as `ctx.input`,
+   * and every step as `ctx.runInput`.
+   */
+  input?: ValueInput
+  /** Time out everything unfinished this many milliseconds after the start. */
+  deadlineMs?: number
+  /** Record per-step times and learn durations (default true). */
+  timing?: boolean
+  /** Aborting it cancels the run (an already aborted one cancels it at once). */
+  signal?: AbortSignal
+}
+
+/** A snapshot of a running (or finished) run: `run.progress()`. */
+export interface RunProgress {
+  /** The run's state so far. */
+  state: 'running' | 'succeeded' | 'failed' | 'cancelled' | 'timed_out'
+  /** Steps per state so far. */
+  counts: StepCounts
+}
+
+/**
+ * The result of a finished run: `await run.result`. It resolves for every
+ * run, whatever its state; inspect `state` (or `ok`). A plain object;
+ * `outputs`, `errors` and `steps` are built on first access (a getter that
+ * replaces itself with the data), so a result nobody inspects costs little.
+ */
+export interface RunResult {
+  /** The run's id (unique per orchestrator). */
+  id: number
+  /** The workflow's name. */
+  workflow: string
+  /** How the run ended. */
+  state: 'succeeded' | 'failed' | 'cancelled' | 'timed_out'
+  /** `state === 'succeeded'`. */
+  ok: boolean
+  /** Steps per terminal state. */
+  counts: StepCounts
+  /** Outputs of the steps that succeeded, by step name. */
+  outputs: Record<string, Value>
+  /** Error text of every step (and child) that did not succeed, by name. */
+  errors: Record<string, string>
+  /** Wall time from start to the last step, in milliseconds. */
+  elapsedMs: number
+  /** One record per step, then per fan-out child. */
+  steps: Array<StepRecord>
+}
+
+/**
+ * How many steps (workflow steps plus fan-out children) ended in each
+ * state. Once a run is done, `accepted` is the sum of the others.
+ */
+export interface StepCounts {
+  /** Every step of the run, fan-out children included. */
+  accepted: number
+  /** Succeeded. */
+  succeeded: number
+  /**
+   * Failed (threw, rejected, returned a value PSO cannot carry, or was
+   * abandoned while running when the run was cancelled).
+   */
+  failed: number
+  /**
+   * Cancelled (not run because an upstream step did not succeed, or the
+   * run was cancelled).
+   */
+  cancelled: number
+  /** Timed out (step timeout or run deadline). */
+  timedOut: number
+  /** Skipped (a false condition, or every predecessor skipped). */
+  skipped: number
+  /** Not finished yet (0 once the run is done). */
+  unfinished: number
+}
+
+/**
+ * One step's history in a run (one per workflow step, then one per fan-out
+ * child, named `parent[i]`).
+ */
+export interface StepRecord {
+  /** The step (`parent[i]` for a fan-out child). */
+  name: string
+  /** The system, for system operations. */
+  system: string | null
+  /** The operation, for system operations. */
+  operation: string | null
+  /** The step's state. */
+  state: 'pending' | 'running' | 'waiting_retry' | 'succeeded' | 'failed' | 'cancelled' | 'timed_out' | 'skipped'
+  /** Why it failed, was cancelled or timed out. */
+  error: string | null
+  /** Attempts made (0 if it never started). */
+  attempts: number
+  /** Milliseconds from ready to the start of its last attempt (0 without timing). */
+  queuedMs: number
+  /** Milliseconds its last attempt ran (0 without timing). */
+  ranMs: number
+  /** The worker that ran it (null without timing). */
+  worker: number | null
+  /** The fan-out parent, for children. */
+  parent: string | null
+}
+
+/** A step of `o.workflow(name, steps)`. */
+export interface StepSpec {
+  /** Unique in the workflow. */
+  name: string
+  /** The system whose operation `op` runs (with `op`; not with `fn`). */
+  system?: string
+  /** The operation of `system` to run. */
+  op?: string
+  /** A function to run instead of a system operation. */
+  fn?: StepFn
+  /** Named inputs: input name -> the step whose output it is (implies `after`). */
+  inputs?: Record<string, string>
+  /** Steps this one runs after (ordering only). */
+  after?: Array<string>
+  /** Extra attempts after a failure (default 0). Timeouts are not retried. */
+  retries?: number
+  /**
+   * Delay before the first retry, in milliseconds (default 10); doubles
+   * per retry, with jitter.
+   */
+  backoffMs?: number
+  /** Longest retry delay, in milliseconds (default 10000). */
+  maxBackoffMs?: number
+  /**
+   * Timeout of one attempt, in milliseconds: the step is `timed_out` and
+   * its `ctx.signal` aborts.
+   */
+  timeoutMs?: number
+  /** Priority class (default: the system's, or `'normal'` for a function). */
+  priority?: 'critical' | 'high' | 'normal' | 'low' | 'background'
+  /**
+   * Run the step only if this holds when it is ready: a predicate of its
+   * `ctx` (synchronous), or the name of an upstream step whose output must
+   * be truthy. Otherwise the step is `skipped`.
+   */
+  when?: string | ((ctx: StepContext) => unknown)
 }
 
 /** What happened to one system in a lifecycle call. */
@@ -229,6 +532,16 @@ export interface SystemSpec {
   onActivate?: (system: string) => void | Promise<void>
   /** Called with the system name to deactivate it. */
   onDeactivate?: (system: string) => void | Promise<void>
+  /**
+   * Workflow operations of this system, by name: step functions called
+   * with the step's `ctx`.
+   */
+  operations?: Record<string, StepFn>
+  /**
+   * How many workflow steps of this system may run at once (at least 1;
+   * default: no limit).
+   */
+  concurrency?: number
 }
 
 /** A snapshot of one system: state, why, and its relations. */

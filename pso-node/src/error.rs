@@ -9,6 +9,10 @@
 //! | Cycle | `path` (names; the first is repeated at the end) |
 //! | Parse | `line`, `column`, `source` (file name or `<string>`) |
 //!
+//! Workflow errors also carry what they name: `workflow`, and where they
+//! apply `step`, `system`, `op`, `missing` (an unknown step), `available`
+//! (the operations a system has), `state` (of a system that is not Active).
+//!
 //! The message is pso-core's `Display` text. The JS objects are built on the JS
 //! thread; errors produced on other threads travel there as pso-core values
 //! (they are `Send`) and are converted when the Promise settles.
@@ -24,7 +28,9 @@ use std::fmt::Display;
 use napi::bindgen_prelude::{JsObjectValue, JsValue, Object, ToNapiValue};
 use napi::{Env, Status};
 use napi_derive::napi;
-use pso_core::{ErrorKind, HandlerError, LifecycleError, PsoError, RegistryError, TopologyError};
+use pso_core::{
+    ErrorKind, HandlerError, LifecycleError, PsoError, RegistryError, TopologyError, WorkflowError,
+};
 
 use crate::lifecycle::JsActivationReport;
 
@@ -215,4 +221,79 @@ fn js_cause<'e>(
 ) -> Option<napi::Result<napi::bindgen_prelude::Unknown<'e>>> {
     let JsCause(error) = cause.host_payload()?.downcast_ref::<JsCause>()?;
     Some(error.try_clone().and_then(|e| e.into_unknown(env)))
+}
+
+/// A workflow build or start error: `workflow`, `step`, `system`, `op`,
+/// `missing`, `available`, `state` where they apply; `path` for cycles;
+/// `line`, `column`, `source` for parse errors.
+pub(crate) fn workflow(env: &Env, e: &WorkflowError) -> napi::Error {
+    make(env, e.kind(), &e.to_string(), |_, obj| {
+        match e {
+            WorkflowError::DuplicateStep { workflow, step } => {
+                obj.set_named_property("workflow", workflow.as_str())?;
+                obj.set_named_property("step", step.as_str())?;
+            }
+            WorkflowError::UnknownStep {
+                workflow,
+                step,
+                missing,
+            } => {
+                obj.set_named_property("workflow", workflow.as_str())?;
+                obj.set_named_property("step", step.as_str())?;
+                obj.set_named_property("missing", missing.as_str())?;
+            }
+            WorkflowError::UnknownSystem {
+                workflow,
+                step,
+                system,
+            } => {
+                obj.set_named_property("workflow", workflow.as_str())?;
+                obj.set_named_property("step", step.as_str())?;
+                obj.set_named_property("system", system.as_str())?;
+            }
+            WorkflowError::UnknownOperation {
+                workflow,
+                step,
+                system,
+                op,
+                available,
+            } => {
+                obj.set_named_property("workflow", workflow.as_str())?;
+                obj.set_named_property("step", step.as_str())?;
+                obj.set_named_property("system", system.as_str())?;
+                obj.set_named_property("op", op.as_str())?;
+                obj.set_named_property("available", available.clone())?;
+            }
+            WorkflowError::Cycle { workflow, path } => {
+                obj.set_named_property("workflow", workflow.as_str())?;
+                obj.set_named_property("path", path.clone())?;
+            }
+            WorkflowError::Parse {
+                source_name,
+                line,
+                column,
+                ..
+            } => {
+                obj.set_named_property("line", *line as u32)?;
+                obj.set_named_property("column", *column as u32)?;
+                obj.set_named_property("source", source_name.as_str())?;
+            }
+            WorkflowError::NotActive {
+                workflow,
+                step,
+                system,
+                state,
+            } => {
+                obj.set_named_property("workflow", workflow.as_str())?;
+                obj.set_named_property("step", step.as_str())?;
+                obj.set_named_property("system", system.as_str())?;
+                obj.set_named_property("state", state.as_str())?;
+            }
+            WorkflowError::ForeignWorkflow { workflow } => {
+                obj.set_named_property("workflow", workflow.as_str())?;
+            }
+            _ => {}
+        }
+        Ok(())
+    })
 }

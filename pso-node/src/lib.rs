@@ -20,9 +20,15 @@ mod model;
 mod orchestrator;
 mod status;
 mod topology;
+mod value;
+mod workflow;
 
 pub use crate::error::{JsErrorCode, error_codes};
 pub use crate::lifecycle::{JsActivationReport, JsPlan, JsSystemOutcome};
 pub use crate::model::{JsEdgeSpec, JsHandlers, JsOrchestratorOptions, JsSystemSpec};
 pub use crate::orchestrator::JsOrchestrator;
 pub use crate::status::{JsSystemStatus, JsTransition};
+pub use crate::workflow::result::{
+    JsEstimate, JsRunProgress, JsRunResult, JsStepCounts, JsStepRecord,
+};
+pub use crate::workflow::{JsRun, JsRunOptions, JsStepSpec, JsWorkflow};

@@ -16,9 +16,11 @@
 //! waits for the running transaction, whose handlers need the JS thread, so it
 //! runs on a helper thread (`pso-node-close`) and `close()` returns at once.
 //! Handlers are weak thread-safe functions, so once nothing is pending the
-//! process can exit.
+//! process can exit. Workflow steps waiting for the JS thread are failed
+//! first (their `ctx.signal`s abort) and pso-core then cancels their runs,
+//! whose `result` Promises resolve as `cancelled` (see `workflow::context`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +38,7 @@ use crate::model::handler;
 use crate::model::{self, js};
 use crate::status::{self, JsSystemStatus};
 use crate::topology;
+use crate::workflow::context::{Bridge, Shared};
 
 /// Ids that tie JS handlers to their orchestrator (see `model::handler`).
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
@@ -74,7 +77,7 @@ impl Verb {
 }
 
 /// Runs `f`, turning a panic into a `PSO_INTERNAL` error.
-fn guard<T>(env: &Env, f: impl FnOnce() -> napi::Result<T>) -> napi::Result<T> {
+pub(crate) fn guard<T>(env: &Env, f: impl FnOnce() -> napi::Result<T>) -> napi::Result<T> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| Err(error::internal(env, panic)))
 }
 
@@ -91,6 +94,8 @@ pub struct JsOrchestrator {
     closed: Cell<bool>,
     in_flight: Arc<AtomicUsize>,
     id: u32,
+    /// Runs JS step functions for the workers; set up on first use.
+    bridge: RefCell<Option<Bridge>>,
 }
 
 impl std::fmt::Debug for JsOrchestrator {
@@ -122,16 +127,32 @@ impl JsOrchestrator {
                 closed: Cell::new(false),
                 in_flight: Arc::new(AtomicUsize::new(0)),
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                bridge: RefCell::new(None),
             })
         })
     }
 
-    fn open(&self, env: &Env) -> napi::Result<&Orchestrator> {
+    pub(crate) fn open(&self, env: &Env) -> napi::Result<&Orchestrator> {
         if self.closed.get() {
             Err(error::closed(env))
         } else {
             Ok(&self.core)
         }
+    }
+
+    /// The bridge that runs JS step functions (see `workflow::context`).
+    pub(crate) fn bridge(&self, env: &Env) -> napi::Result<Bridge> {
+        if let Some(b) = &*self.bridge.borrow() {
+            return Ok(b.clone());
+        }
+        let b = Bridge::new(env)?;
+        *self.bridge.borrow_mut() = Some(b.clone());
+        Ok(b)
+    }
+
+    /// What `model::system_spec` needs to wrap `operations`.
+    fn ops<'a>(&'a self, env: &'a Env) -> impl Fn() -> napi::Result<Arc<Shared>> + 'a {
+        move || Ok(self.bridge(env)?.shared)
     }
 
     /// Number of worker threads.
@@ -153,7 +174,7 @@ impl JsOrchestrator {
     pub fn register(&self, env: &Env, spec: Unknown<'_>) -> napi::Result<()> {
         guard(env, || {
             let core = self.open(env)?;
-            let spec = model::system_spec(env, self.id, spec, "spec")?;
+            let spec = model::system_spec(env, self.id, &self.ops(env), spec, "spec")?;
             core.register(spec).map_err(|e| error::registry(env, &e))
         })
     }
@@ -172,7 +193,9 @@ impl JsOrchestrator {
             let specs = js::array(env, systems, "systems")?
                 .into_iter()
                 .enumerate()
-                .map(|(i, s)| model::system_spec(env, self.id, s, &format!("systems[{i}]")))
+                .map(|(i, s)| {
+                    model::system_spec(env, self.id, &self.ops(env), s, &format!("systems[{i}]"))
+                })
                 .collect::<napi::Result<Vec<_>>>()?;
             let edges = match edges {
                 Some(e) if !js::is_nullish(&e) => js::array(env, e, "edges")?
@@ -430,9 +453,16 @@ impl JsOrchestrator {
     /// threads (after a running lifecycle call ends). Idempotent. Returns at
     /// once; the process can exit afterwards.
     #[napi]
-    pub fn close(&self) {
+    pub fn close(&self, env: &Env) {
         if self.closed.replace(true) {
             return;
+        }
+        // Steps waiting for the JS thread fail now (their signals abort), so
+        // the workers are free to stop: pso-core's close cancels the runs and
+        // joins the workers.
+        let bridge = self.bridge.borrow_mut().take();
+        if let Some(b) = bridge {
+            b.close(env);
         }
         if self.in_flight.load(Ordering::Acquire) == 0 {
             // Nothing can be waiting for the JS thread: closing is quick.
@@ -447,7 +477,7 @@ impl JsOrchestrator {
 
     /// Same as `close()`, for `using o = new Orchestrator()`.
     #[napi(well_known_symbol = "dispose")]
-    pub fn dispose(&self) {
-        self.close();
+    pub fn dispose(&self, env: &Env) {
+        self.close(env);
     }
 }

@@ -313,7 +313,7 @@ fn await_promise(
 
 /// A synchronous throw, captured by napi-rs as an `Error` that holds the
 /// thrown value.
-fn raised_from_error(env: &Env, thrown: napi::Error) -> HandlerError {
+pub(crate) fn raised_from_error(env: &Env, thrown: napi::Error) -> HandlerError {
     let reason = thrown.reason.clone();
     match thrown.try_clone().and_then(|e| e.into_unknown(env)) {
         Ok(value) => raised(value, Some(thrown)),
@@ -326,7 +326,7 @@ fn raised_from_error(env: &Env, thrown: napi::Error) -> HandlerError {
 }
 
 /// `HandlerError::Raised` for the thrown (or rejected-with) JS `value`.
-fn raised(value: Unknown<'_>, holder: Option<napi::Error>) -> HandlerError {
+pub(crate) fn raised(value: Unknown<'_>, holder: Option<napi::Error>) -> HandlerError {
     // Reads `message` as a data property only (no user getters run).
     let holder = holder.unwrap_or_else(|| napi::Error::from_unknown_without_coercion(value));
     let (type_name, message) = describe(&value, &holder.reason);

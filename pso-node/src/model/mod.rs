@@ -11,6 +11,7 @@ pub(crate) mod handler;
 pub(crate) mod js;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use napi::Env;
@@ -22,6 +23,7 @@ use pso_core::{EdgeKind, EdgeSpec, Handlers, LifecycleFn, Priority, SystemSpec};
 use self::handler::JsHandler;
 use self::js::{check_keys, get};
 use crate::error;
+use crate::workflow::context::{self, Shared};
 
 /// A system to register: `register(spec)`, `registerMany([spec, ...])`.
 #[napi(
@@ -64,6 +66,13 @@ pub struct JsSystemSpec {
     /// Called with the system name to deactivate it.
     #[napi(ts_type = "(system: string) => void | Promise<void>")]
     pub on_deactivate: Option<()>,
+    /// Workflow operations of this system, by name: step functions called
+    /// with the step's `ctx`.
+    #[napi(ts_type = "Record<string, StepFn>")]
+    pub operations: Option<()>,
+    /// How many workflow steps of this system may run at once (at least 1;
+    /// default: no limit).
+    pub concurrency: Option<u32>,
 }
 
 /// A relation `from <kind> to`: `registerMany(systems, edges)`.
@@ -117,7 +126,7 @@ pub struct JsOrchestratorOptions {
     pub transition_timeout_ms: Option<f64>,
 }
 
-const SPEC_KEYS: [&str; 13] = [
+const SPEC_KEYS: [&str; 15] = [
     "name",
     "tier",
     "tags",
@@ -131,6 +140,8 @@ const SPEC_KEYS: [&str; 13] = [
     "timeoutMs",
     "onActivate",
     "onDeactivate",
+    "operations",
+    "concurrency",
 ];
 const EDGE_KEYS: [&str; 3] = ["from", "kind", "to"];
 const HANDLER_KEYS: [&str; 2] = ["onActivate", "onDeactivate"];
@@ -178,9 +189,11 @@ pub(crate) fn options(env: &Env, v: Option<Unknown<'_>>) -> napi::Result<Options
 }
 
 /// Reads one `SystemSpec`; `what` names it in errors (`"spec"`, `"systems[2]"`).
+/// `ops` gives the bridge that wraps JS `operations`.
 pub(crate) fn system_spec(
     env: &Env,
     owner: u32,
+    ops: &dyn Fn() -> napi::Result<Arc<Shared>>,
     v: Unknown<'_>,
     what: &str,
 ) -> napi::Result<SystemSpec> {
@@ -214,6 +227,25 @@ pub(crate) fn system_spec(
     }
     if let Some(t) = millis(env, get(&obj, "timeoutMs")?, &field("timeoutMs"))? {
         spec = spec.timeout(t);
+    }
+    if let Some(ops_obj) =
+        js::opt_object(env, Some(get(&obj, "operations")?), &field("operations"))?
+    {
+        for op in Object::keys(&ops_obj)? {
+            let f = context::function(
+                env,
+                get(&ops_obj, &op)?,
+                &format!("operations.{op} of {what}"),
+            )?;
+            let f = ops()?.step_fn(Arc::new(f));
+            spec = spec.operation(op, move |ctx| f(ctx));
+        }
+    }
+    if let Some(n) = js::opt_number(env, get(&obj, "concurrency")?, &field("concurrency"))? {
+        let n = u32::try_from(js::count(env, n, &field("concurrency"))?).map_err(|_| {
+            error::invalid(env, format!("{} is too large: {n}", field("concurrency")))
+        })?;
+        spec = spec.concurrency(n);
     }
     Ok(spec.handlers(handlers_of(env, owner, &obj, &what)?))
 }
