@@ -415,11 +415,19 @@ test('an AbortSignal cancels the run: aborted later, or already aborted', T, asy
   assert.equal(calls, 0, 'no step function runs in a run whose signal was already aborted')
   assert.equal(r2.counts.succeeded, 0)
 
+  // Runs sharing a signal share one listener; aborting it cancels them all.
+  const shared = new AbortController()
+  const many = Array.from({ length: 20 }, () => o.coordinateSystems(wf, { signal: shared.signal }))
+  assert.equal(getEventListeners(shared.signal, 'abort').length, 1)
+  shared.abort()
+  for (const run of many) assert.equal((await settle(run)).state, 'cancelled')
+  assert.equal(getEventListeners(shared.signal, 'abort').length, 0)
+
   // A signal that never aborts: the run finishes normally and stops listening.
   const idle = new AbortController()
   const quick = o.workflow('quick', [{ name: 'q', fn: () => 1 }])
-  const r3 = await settle(o.coordinateSystems(quick, { signal: idle.signal }))
-  assert.equal(r3.state, 'succeeded')
+  const both = [o.coordinateSystems(quick, { signal: idle.signal }), o.coordinateSystems(quick, { signal: idle.signal })]
+  for (const run of both) assert.equal((await settle(run)).state, 'succeeded')
   assert.equal(getEventListeners(idle.signal, 'abort').length, 0)
 })
 

@@ -38,7 +38,7 @@ use crate::model::handler;
 use crate::model::{self, js};
 use crate::status::{self, JsSystemStatus};
 use crate::topology;
-use crate::workflow::context::{Bridge, Shared};
+use crate::workflow::bridge::{Bridge, Shared};
 
 /// Ids that tie JS handlers to their orchestrator (see `model::handler`).
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);

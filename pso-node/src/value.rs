@@ -277,19 +277,23 @@ fn write<'e>(env: &'e Env, v: &Value, depth: usize) -> napi::Result<Unknown<'e>>
         Value::Map(map) => {
             let mut obj = Object::new(env)?;
             for (k, item) in map {
-                let item = write(env, item, depth + 1)?;
-                if k == "__proto__" {
-                    // A plain assignment would set the prototype instead.
-                    obj.define_properties(&[Property::new()
-                        .with_utf8_name(k)?
-                        .with_value(&item)
-                        .with_property_attributes(PropertyAttributes::default())])?;
-                } else {
-                    obj.set_named_property(k, item)?;
-                }
+                set_key(&mut obj, k, write(env, item, depth + 1)?)?;
             }
             Ok(obj.to_unknown())
         }
+    }
+}
+
+/// `obj[key] = value` as a data property, also for the key `"__proto__"`
+/// (a plain assignment would set the prototype instead).
+pub(crate) fn set_key(obj: &mut Object<'_>, key: &str, value: Unknown<'_>) -> napi::Result<()> {
+    if key == "__proto__" {
+        obj.define_properties(&[Property::new()
+            .with_utf8_name(key)?
+            .with_value(&value)
+            .with_property_attributes(PropertyAttributes::default())])
+    } else {
+        obj.set_named_property(key, value)
     }
 }
 

@@ -23,7 +23,8 @@ use pso_core::{EdgeKind, EdgeSpec, Handlers, LifecycleFn, Priority, SystemSpec};
 use self::handler::JsHandler;
 use self::js::{check_keys, get};
 use crate::error;
-use crate::workflow::context::{self, Shared};
+use crate::workflow::bridge::Shared;
+use crate::workflow::context;
 
 /// A system to register: `register(spec)`, `registerMany([spec, ...])`.
 #[napi(

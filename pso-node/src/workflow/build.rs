@@ -12,7 +12,8 @@ use napi::bindgen_prelude::{JsObjectValue, JsValue, Object, Unknown};
 use napi::{Env, ValueType};
 use pso_core::{Priority, RetryPolicy, RunOptions, StepSpec};
 
-use super::context::{self, Shared};
+use super::bridge::Shared;
+use super::context;
 use crate::error;
 use crate::model::js::{self, check_keys, get};
 use crate::value;

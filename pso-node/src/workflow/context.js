@@ -78,14 +78,32 @@
 
   // Cancels a run when `signal` aborts; returns the function that stops
   // listening, or null if it had aborted already (and `cancel` was called).
+  // Runs sharing a signal share one listener (no listener-leak warnings).
+  const watched = new WeakMap() // signal -> { cancels: Set, onAbort }
   function watch(signal, cancel) {
     if (signal.aborted) {
       cancel()
       return null
     }
-    const onAbort = () => cancel()
-    signal.addEventListener('abort', onAbort, { once: true })
-    return () => signal.removeEventListener('abort', onAbort)
+    let w = watched.get(signal)
+    if (w === undefined) {
+      const cancels = new Set()
+      const onAbort = () => {
+        watched.delete(signal)
+        for (const c of cancels) c()
+      }
+      w = { cancels, onAbort }
+      watched.set(signal, w)
+      signal.addEventListener('abort', onAbort, { once: true })
+    }
+    w.cancels.add(cancel)
+    return () => {
+      w.cancels.delete(cancel)
+      if (w.cancels.size === 0 && watched.get(signal) === w) {
+        watched.delete(signal)
+        signal.removeEventListener('abort', w.onAbort)
+      }
+    }
   }
 
   // A RunResult: `base` plus `outputs`, `errors` and `steps`, which are

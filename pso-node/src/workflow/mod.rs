@@ -2,8 +2,9 @@
 //! "Workflows" (pso-core `workflow/`).
 //!
 //! * [`build`] reads steps and run options from JS;
-//! * [`context`] runs JS step functions, conditions and operations for
-//!   pso-core's workers (the batching bridge to the JS thread);
+//! * [`bridge`] carries step calls from pso-core's workers to the JS thread
+//!   (batched) and their outcomes back; [`context`] is the JS thread's half
+//!   (the `ctx`, calling functions, Promises, signals, fan-out);
 //! * [`result`] turns results into plain JS objects.
 //!
 //! This module adds the workflow methods to `Orchestrator` and defines the
@@ -11,6 +12,7 @@
 //! worker that finishes the run (pso-core's `RunHandle` is a `Future`; its
 //! waker resolves the Promise), so no thread waits for a run.
 
+pub(crate) mod bridge;
 pub(crate) mod build;
 pub(crate) mod context;
 pub(crate) mod result;
@@ -369,7 +371,7 @@ impl JsOrchestrator {
             let core = self.open(env)?;
             let wf = workflow_arg(env, workflow)?;
             let bridge = self.bridge(env)?;
-            let args = build::run_options(env, |s| bridge.is_abort_signal(env, s), options)?;
+            let args = build::run_options(env, |s| bridge.js().is_abort_signal(env, s), options)?;
             let handle = core
                 .coordinate_systems_with(&wf, args.options)
                 .map_err(|e| error::workflow(env, &e))?;
@@ -387,7 +389,7 @@ impl JsOrchestrator {
     fn observe(
         &self,
         env: &Env,
-        bridge: &context::Bridge,
+        bridge: &bridge::Bridge,
         handle: &RunHandle,
         signal: Option<Unknown<'_>>,
     ) -> napi::Result<JsRun> {
@@ -398,7 +400,7 @@ impl JsOrchestrator {
                     .create_function_from_closure("cancel", move |_: FunctionCallContext<'_>| {
                         Ok(h.cancel())
                     })?;
-                bridge.watch(env, signal, cancel)?
+                bridge.js().watch(env, signal, cancel)?
             }
             None => None,
         };
@@ -407,7 +409,7 @@ impl JsOrchestrator {
         let result = promise.create_ref::<false>()?;
         let completion = Arc::new(Completion {
             handle: handle.clone(),
-            make_result: bridge.make_result()?,
+            make_result: bridge.js().make_result()?,
             pending: Mutex::new(Some((deferred, unwatch))),
         });
         completion.poll();
