@@ -49,11 +49,22 @@ pub enum ErrorKind {
     Io = 20,
     /// A system the call needs is not Active.
     NotActive = 21,
+    /// A request found no subscription to answer it (distinct from a timeout),
+    /// or every receiver dropped it without replying.
+    NoResponders = 22,
+    /// A bounded queue was full and its overflow policy refused the message
+    /// (the `error` policy, or `block` whose timeout passed).
+    Overflow = 23,
+    /// A compare-and-set found a different revision than expected; the error
+    /// carries the current value and revision.
+    CasConflict = 24,
+    /// A watch asked for changes older than the retained history.
+    Compacted = 25,
 }
 
 impl ErrorKind {
     /// Every kind, in code order. Bindings iterate this to build their tables.
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 20] = [
         ErrorKind::NullPointer,
         ErrorKind::InvalidUtf8,
         ErrorKind::StaleHandle,
@@ -70,6 +81,10 @@ impl ErrorKind {
         ErrorKind::Closed,
         ErrorKind::Io,
         ErrorKind::NotActive,
+        ErrorKind::NoResponders,
+        ErrorKind::Overflow,
+        ErrorKind::CasConflict,
+        ErrorKind::Compacted,
     ];
 
     /// The stable C status code.
@@ -96,6 +111,10 @@ impl ErrorKind {
             ErrorKind::Closed => "CLOSED",
             ErrorKind::Io => "IO",
             ErrorKind::NotActive => "NOT_ACTIVE",
+            ErrorKind::NoResponders => "NO_RESPONDERS",
+            ErrorKind::Overflow => "OVERFLOW",
+            ErrorKind::CasConflict => "CAS_CONFLICT",
+            ErrorKind::Compacted => "COMPACTED",
         }
     }
 

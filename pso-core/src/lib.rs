@@ -30,11 +30,13 @@
 #![deny(missing_docs)]
 
 mod error;
+mod hub;
 mod lifecycle;
 mod model;
 mod orchestrator;
 mod registry;
 mod scheduler;
+mod state;
 mod status;
 mod sync;
 mod topology;
@@ -48,6 +50,12 @@ mod workflow;
 pub struct ReadmeDoctests;
 
 pub use crate::error::{ErrorKind, PsoError};
+pub use crate::hub::{
+    Candidate, CoordinationMode, CoordinationStatus, DirectEnd, DirectOrigin, DirectSendError,
+    EdgeRate, Gather, Hub, HubConfig, HubError, Mesh, MeshStatus, Message, ModeChange, Overflow,
+    PairStatus, Recommendation, SubscribeOptions, Subscription, SubscriptionId,
+    SubscriptionStatus,
+};
 pub use crate::lifecycle::{
     ActivationReport, LifecycleError, Outcome, Plan, SystemOutcome, SystemState, Transition,
 };
@@ -59,6 +67,10 @@ pub use crate::orchestrator::{
     BuildError, DEFAULT_TRANSITION_TIMEOUT, MAX_WORKERS, Orchestrator, OrchestratorBuilder,
 };
 pub use crate::registry::RegistryError;
+pub use crate::state::{
+    Dump, Entry, Event, Expect, MemoryBackend, Selector, SnapshotInfo, StateBackend, StateConfig,
+    StateError, StateStore, WatchSource, Watcher,
+};
 pub use crate::status::SystemStatus;
 pub use crate::topology::{ExportFormat, SystemDecl, Topology, TopologyError, TopologyFormat};
 pub use crate::value::Value;
