@@ -441,6 +441,9 @@ impl Bridge {
             job.reply().deliver(Err(closed_error()));
         }
         let aborts = self.js.fail_all();
+        // `close()` may be called from a step, inside `drain`: wake the failed
+        // steps' workers now, not after the batch (pso-core joins them).
+        wake_deferred();
         for abort in aborts {
             let _ = abort.borrow_back(env).and_then(|f| f.call(()));
         }
