@@ -12,11 +12,13 @@ const { make, throwsPso, rejectsPso } = require('./helpers.cjs')
 
 const T = { timeout: 10_000 }
 
-// The kinds of docs/API.md, in code order.
+// The kinds of docs/API.md, in code order (the hub and state-store kinds
+// 22-25 come from pso-core's ErrorKind::ALL, like the rest).
 const KINDS = [
   'NULL_POINTER', 'INVALID_UTF8', 'STALE_HANDLE', 'INTERNAL', 'NOT_FOUND',
   'ALREADY_EXISTS', 'CYCLE', 'INVALID_ARGUMENT', 'PARSE', 'CONFLICT',
   'HANDLER_FAILED', 'TIMEOUT', 'BUSY', 'CLOSED', 'IO', 'NOT_ACTIVE',
+  'NO_RESPONDERS', 'OVERFLOW', 'CAS_CONFLICT', 'COMPACTED',
 ]
 
 test('errorCodes() maps every kind to a distinct PSO_ code', T, () => {
@@ -27,7 +29,7 @@ test('errorCodes() maps every kind to a distinct PSO_ code', T, () => {
   assert.equal(new Set(table.map((r) => r.status)).size, table.length)
   assert.deepEqual(
     table.map((r) => r.status),
-    [1, 2, 3, 4, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21],
+    [1, 2, 3, 4, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25],
   )
 })
 

@@ -165,6 +165,9 @@ test('values cross both ways; values PSO cannot carry fail the step, naming the 
     { name: 'hugeint', fn: () => 2n ** 70n },
     { name: 'cycle', fn: () => { const a = {}; a.self = a; return a } },
     { name: 'promise', fn: async () => ({ p: Promise.resolve(1) }) },
+    { name: 'getter', fn: () => ({ ok: 1, get bad() { throw new RangeError('no peeking') } }) },
+    { name: 'trap', fn: async () => [new Proxy({}, { ownKeys() { throw new Error('trapped') } })] },
+    { name: 'fine', fn: () => 'still fine' },
   ])
   const input = { s: 'x', n: 1, f: 0.25, b: true, z: null, u: undefined, list: [1, [2, { deep: 'y' }]], hole: [1, , 3] }
   const r = await settle(o.coordinateSystems(wf, { input }))
@@ -201,7 +204,12 @@ test('values cross both ways; values PSO cannot carry fail the step, naming the 
     assert.match(s.error, re, name)
     assert.equal(r.errors[name], s.error)
   }
-  assert.equal(r.counts.failed, Object.keys(expect).length)
+  // A getter or Proxy trap that throws fails only its own step (the
+  // exception does not leak into the next call).
+  assert.equal(r.errors.getter, "TypeError: the value step 'getter' returned could not be read (at .bad): reading it threw RangeError: no peeking")
+  assert.equal(r.errors.trap, "TypeError: the value step 'trap' returned could not be read (at [0]): reading it threw Error: trapped")
+  assert.equal(r.outputs.fine, 'still fine')
+  assert.equal(r.counts.failed, Object.keys(expect).length + 2)
 })
 
 test('run input and fan-out child inputs are checked when given', T, async (t) => {

@@ -41,6 +41,10 @@ const EXPECTED: &str = "expected undefined, null, a boolean, a number, a BigInt,
 pub(crate) struct Unsupported {
     found: String,
     path: String,
+    /// Reading it failed in N-API (a getter or Proxy trap threw, say): the
+    /// N-API reason until `from_js` replaces `found` with the exception.
+    unreadable: Option<String>,
+    threw: bool,
 }
 
 impl Unsupported {
@@ -48,6 +52,8 @@ impl Unsupported {
         Unsupported {
             found: found.into(),
             path: String::new(),
+            unreadable: None,
+            threw: false,
         }
     }
 
@@ -64,6 +70,9 @@ impl Unsupported {
         } else {
             format!(" (at {})", self.path)
         };
+        if self.threw {
+            return format!("{what} could not be read{at}: {}", self.found);
+        }
         format!(
             "{what} is {}{at}, which PSO cannot carry: {EXPECTED}",
             self.found
@@ -73,17 +82,43 @@ impl Unsupported {
 
 impl From<napi::Error> for Unsupported {
     fn from(e: napi::Error) -> Self {
-        Unsupported::new(format!("a value that could not be read ({})", e.reason))
+        Unsupported {
+            found: String::new(),
+            path: String::new(),
+            unreadable: Some(e.reason),
+            threw: false,
+        }
     }
 }
 
 /// Converts a JS value to a `Value`.
-pub(crate) fn from_js(env: &Env, v: Unknown<'_>) -> Result<Value, Unsupported> {
-    Reader {
+///
+/// Reading runs JS (getters, Proxy traps); when that throws, the exception
+/// is left pending by N-API and must not leak into the next call, so
+/// `take_exception` is called: it clears a pending exception and describes
+/// it (`"Error: boom"`), or returns `None` if there was none.
+pub(crate) fn from_js(
+    env: &Env,
+    v: Unknown<'_>,
+    take_exception: &dyn Fn() -> Option<String>,
+) -> Result<Value, Unsupported> {
+    let mut reader = Reader {
         env,
         object_prototype: None,
-    }
-    .read(v, 0)
+    };
+    let result = reader.read(v, 0);
+    // `instance_name` may have run a throwing getter too.
+    let thrown = take_exception();
+    result.map_err(|mut bad| {
+        if let Some(reason) = bad.unreadable.take() {
+            bad.threw = true;
+            bad.found = match thrown {
+                Some(e) => format!("reading it threw {e}"),
+                None => format!("N-API failed ({reason})"),
+            };
+        }
+        bad
+    })
 }
 
 struct Reader<'a, 'e> {
@@ -142,11 +177,14 @@ impl<'e> Reader<'_, 'e> {
             let n = arr.get_array_length()?;
             let mut items = Vec::with_capacity(n.min(4096) as usize);
             for i in 0..n {
-                let item = arr.get_element::<Unknown<'e>>(i)?;
-                items.push(
-                    self.read(item, depth + 1)
-                        .map_err(|e| e.at(format!("[{i}]")))?,
-                );
+                let item = arr
+                    .get_element::<Unknown<'e>>(i)
+                    .map_err(|e| Unsupported::from(e).at(format!("[{i}]")))
+                    .and_then(|item| {
+                        self.read(item, depth + 1)
+                            .map_err(|e| e.at(format!("[{i}]")))
+                    })?;
+                items.push(item);
             }
             return Ok(Value::List(items));
         }
@@ -173,9 +211,10 @@ impl<'e> Reader<'_, 'e> {
         }
         let mut map = BTreeMap::new();
         for key in Object::keys(&obj)? {
-            let item = obj.get_named_property::<Unknown<'e>>(&key)?;
-            let value = self
-                .read(item, depth + 1)
+            let value = obj
+                .get_named_property::<Unknown<'e>>(&key)
+                .map_err(Unsupported::from)
+                .and_then(|item| self.read(item, depth + 1))
                 .map_err(|e| e.at(key_segment(&key)))?;
             map.insert(key, value);
         }

@@ -13,10 +13,9 @@ use napi::{Env, ValueType};
 use pso_core::{Priority, RetryPolicy, RunOptions, StepSpec};
 
 use super::bridge::Shared;
-use super::context;
+use super::context::{self, JsSide};
 use crate::error;
 use crate::model::js::{self, check_keys, get};
-use crate::value;
 
 /// A step of `o.workflow(name, steps)`.
 #[napi_derive::napi(
@@ -221,7 +220,7 @@ pub(crate) struct RunArgs<'e> {
 /// Reads `coordinateSystems(workflow, options)`'s options.
 pub(crate) fn run_options<'e>(
     env: &Env,
-    bridge_is_signal: impl Fn(Unknown<'e>) -> napi::Result<bool>,
+    js_side: &JsSide,
     v: Option<Unknown<'e>>,
 ) -> napi::Result<RunArgs<'e>> {
     let Some(obj) = js::opt_object(env, v, "options")? else {
@@ -231,7 +230,7 @@ pub(crate) fn run_options<'e>(
         });
     };
     check_keys(env, &obj, &RUN_KEYS, "run options")?;
-    let input = match value::from_js(env, get(&obj, "input")?) {
+    let input = match js_side.value_from_js(env, get(&obj, "input")?) {
         Ok(v) => v,
         Err(bad) => return Err(error::invalid(env, bad.message("options.input"))),
     };
@@ -256,7 +255,7 @@ pub(crate) fn run_options<'e>(
     let signal: Unknown<'e> = obj.get_named_property("signal")?;
     let signal = if js::is_nullish(&signal) {
         None
-    } else if bridge_is_signal(signal)? {
+    } else if js_side.is_abort_signal(env, signal)? {
         Some(signal)
     } else {
         return Err(error::invalid(

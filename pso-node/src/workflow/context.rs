@@ -118,6 +118,7 @@ struct Helper {
     watch: JsFn,
     is_abort_signal: JsFn,
     make_result: Arc<JsFn>,
+    noop: JsFn,
 }
 
 /// A JS function of a helper, typed for a call.
@@ -269,10 +270,30 @@ impl JsSide {
             watch: get("watch")?,
             is_abort_signal: get("isAbortSignal")?,
             make_result: Arc::new(get("makeResult")?),
+            noop: get("noop")?,
         };
         let _ = js.helper.set(helper);
         let noop = get("noop")?;
         Ok((js, noop))
+    }
+
+    /// Clears an exception a failed N-API call left pending (calling any
+    /// function reports and clears it) and describes it.
+    pub(crate) fn take_exception(&self, env: &Env) -> Option<String> {
+        let noop: Function<'_, (), Unknown<'_>> = typed(&self.helper().ok()?.noop, env).ok()?;
+        match noop.call(()) {
+            Ok(_) => None,
+            Err(e) => Some(thrown(env, e).to_string()),
+        }
+    }
+
+    /// [`value::from_js`], clearing what a throwing getter left pending.
+    pub(crate) fn value_from_js(
+        &self,
+        env: &Env,
+        v: Unknown<'_>,
+    ) -> Result<Value, value::Unsupported> {
+        value::from_js(env, v, &|| self.take_exception(env))
     }
 
     /// `context.js`'s `makeResult(base, load)`, for settling runs.
@@ -419,6 +440,7 @@ impl JsSide {
             Ok(v) => self.settle(env, id, Ok(v)),
             Err(e) => {
                 let error = thrown(env, e);
+                let _ = self.take_exception(env);
                 if let Some(entry) = self.entries.borrow_mut().remove(id) {
                     entry.reply.deliver(Err(error));
                 }
@@ -474,7 +496,7 @@ impl JsSide {
             return;
         }
         let outcome = match outcome {
-            Ok(v) => match value::from_js(env, v) {
+            Ok(v) => match self.value_from_js(env, v) {
                 Ok(value) => Ok(Answer {
                     value,
                     children: entry.children,
@@ -485,7 +507,12 @@ impl JsSide {
                     payload: None,
                 }),
             },
-            Err(thrown) => Err(handler::raised(thrown, None)),
+            Err(thrown) => {
+                let e = handler::raised(thrown, None);
+                // Describing it may have run a throwing `name` getter.
+                let _ = self.take_exception(env);
+                Err(e)
+            }
         };
         entry.reply.deliver(outcome);
     }
@@ -548,7 +575,7 @@ impl JsSide {
         let specs = js::array(env, children, "the argument of ctx.fanOut()")?
             .into_iter()
             .enumerate()
-            .map(|(i, c)| child_spec(env, c, &format!("ctx.fanOut() child [{i}]")))
+            .map(|(i, c)| self.child_spec(env, c, &format!("ctx.fanOut() child [{i}]")))
             .collect::<napi::Result<Vec<_>>>()?;
         let mut entries = self.entries.borrow_mut();
         let entry = entries.get_mut(id).ok_or_else(|| {
@@ -561,26 +588,29 @@ impl JsSide {
 
 const CHILD_KEYS: [&str; 4] = ["fn", "system", "op", "input"];
 
-/// Reads one `{ fn, input }` or `{ system, op, input }`.
-fn child_spec(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<ChildSpec> {
-    let obj = js::object(env, v, what)?;
-    js::check_keys(env, &obj, &CHILD_KEYS, what)?;
-    let input = js::get(&obj, "input")?;
-    let input = value::from_js(env, input)
-        .map_err(|bad| error::invalid(env, bad.message(&format!("input of {what}"))))?;
-    let f = js::get(&obj, "fn")?;
-    let system = js::opt_string(env, js::get(&obj, "system")?, &format!("system of {what}"))?;
-    let op = js::opt_string(env, js::get(&obj, "op")?, &format!("op of {what}"))?;
-    match (js::is_nullish(&f), system, op) {
-        (false, None, None) => Ok(ChildSpec::Func {
-            f: Arc::new(function(env, f, &format!("fn of {what}"))?),
-            input,
-        }),
-        (true, Some(system), Some(op)) => Ok(ChildSpec::Op { system, op, input }),
-        _ => Err(error::invalid(
-            env,
-            format!("{what} must have either fn, or system and op"),
-        )),
+impl JsSide {
+    /// Reads one `{ fn, input }` or `{ system, op, input }`.
+    fn child_spec(&self, env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<ChildSpec> {
+        let obj = js::object(env, v, what)?;
+        js::check_keys(env, &obj, &CHILD_KEYS, what)?;
+        let input = js::get(&obj, "input")?;
+        let input = self
+            .value_from_js(env, input)
+            .map_err(|bad| error::invalid(env, bad.message(&format!("input of {what}"))))?;
+        let f = js::get(&obj, "fn")?;
+        let system = js::opt_string(env, js::get(&obj, "system")?, &format!("system of {what}"))?;
+        let op = js::opt_string(env, js::get(&obj, "op")?, &format!("op of {what}"))?;
+        match (js::is_nullish(&f), system, op) {
+            (false, None, None) => Ok(ChildSpec::Func {
+                f: Arc::new(function(env, f, &format!("fn of {what}"))?),
+                input,
+            }),
+            (true, Some(system), Some(op)) => Ok(ChildSpec::Op { system, op, input }),
+            _ => Err(error::invalid(
+                env,
+                format!("{what} must have either fn, or system and op"),
+            )),
+        }
     }
 }
 

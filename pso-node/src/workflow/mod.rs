@@ -371,7 +371,7 @@ impl JsOrchestrator {
             let core = self.open(env)?;
             let wf = workflow_arg(env, workflow)?;
             let bridge = self.bridge(env)?;
-            let args = build::run_options(env, |s| bridge.js().is_abort_signal(env, s), options)?;
+            let args = build::run_options(env, bridge.js(), options)?;
             let handle = core
                 .coordinate_systems_with(&wf, args.options)
                 .map_err(|e| error::workflow(env, &e))?;
