@@ -60,11 +60,17 @@ pub enum ErrorKind {
     CasConflict = 24,
     /// A watch asked for changes older than the retained history.
     Compacted = 25,
+    /// A resource request asks for more than the whole capacity.
+    ExceedsCapacity = 30,
+    /// A resource request asks for more than its group's whole quota.
+    ExceedsQuota = 31,
+    /// A request was cancelled before it completed.
+    Cancelled = 32,
 }
 
 impl ErrorKind {
     /// Every kind, in code order. Bindings iterate this to build their tables.
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 23] = [
         ErrorKind::NullPointer,
         ErrorKind::InvalidUtf8,
         ErrorKind::StaleHandle,
@@ -85,6 +91,9 @@ impl ErrorKind {
         ErrorKind::Overflow,
         ErrorKind::CasConflict,
         ErrorKind::Compacted,
+        ErrorKind::ExceedsCapacity,
+        ErrorKind::ExceedsQuota,
+        ErrorKind::Cancelled,
     ];
 
     /// The stable C status code.
@@ -115,6 +124,9 @@ impl ErrorKind {
             ErrorKind::Overflow => "OVERFLOW",
             ErrorKind::CasConflict => "CAS_CONFLICT",
             ErrorKind::Compacted => "COMPACTED",
+            ErrorKind::ExceedsCapacity => "EXCEEDS_CAPACITY",
+            ErrorKind::ExceedsQuota => "EXCEEDS_QUOTA",
+            ErrorKind::Cancelled => "CANCELLED",
         }
     }
 

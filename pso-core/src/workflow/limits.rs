@@ -13,6 +13,7 @@
 //!   that queue entry (the entry holds a strong reference to its run).
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::sync::{Arc, AtomicU32, Mutex, Ordering};
 use crate::workflow::run::RunInner;
@@ -23,10 +24,37 @@ pub(crate) struct Waiter {
     pub(crate) step: u32,
 }
 
+/// Measurements since the last change of the limit, for `optimize_resources`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Window {
+    /// When the window started (the last resize, or the first measurement).
+    pub(crate) since: Option<Instant>,
+    pub(crate) max_running: u32,
+    pub(crate) max_waiting: u32,
+    /// Total queue wait of steps that got a slot after parking.
+    pub(crate) wait: Duration,
+    pub(crate) waits: u32,
+}
+
 #[derive(Default)]
 struct Queue {
     running: u32,
-    waiting: VecDeque<Waiter>,
+    waiting: VecDeque<(Waiter, Instant)>,
+    window: Window,
+}
+
+impl Queue {
+    fn observe(&mut self) {
+        let w = &mut self.window;
+        w.since.get_or_insert_with(Instant::now);
+        w.max_running = w.max_running.max(self.running);
+        w.max_waiting = w.max_waiting.max(self.waiting.len() as u32);
+    }
+
+    fn handed_over(&mut self, parked: Instant) {
+        self.window.wait += parked.elapsed();
+        self.window.waits += 1;
+    }
 }
 
 /// The slots of one system.
@@ -83,6 +111,11 @@ impl SystemSlots {
         (q.running, q.waiting.len())
     }
 
+    /// The measurements since the last resize.
+    pub(crate) fn window(&self) -> Window {
+        self.queue.lock().window
+    }
+
     /// Takes a slot for `waiter`, or parks it.
     pub(crate) fn acquire(&self, waiter: impl FnOnce() -> Waiter) -> Acquire {
         let limit = self.limit.load(Ordering::Acquire);
@@ -90,13 +123,15 @@ impl SystemSlots {
             return Acquire::Granted;
         }
         let mut q = self.queue.lock();
-        if q.running < limit {
+        let granted = if q.running < limit {
             q.running += 1;
             Acquire::Granted
         } else {
-            q.waiting.push_back(waiter());
+            q.waiting.push_back((waiter(), Instant::now()));
             Acquire::Parked
-        }
+        };
+        q.observe();
+        granted
     }
 
     /// Gives back a slot taken by [`SystemSlots::acquire`]; returns the waiter
@@ -106,13 +141,14 @@ impl SystemSlots {
             // The limit was removed while the step ran: drain the bookkeeping.
             let mut q = self.queue.lock();
             q.running = q.running.saturating_sub(1);
-            return q.waiting.pop_front();
+            return q.waiting.pop_front().map(|(w, _)| w);
         }
         let mut q = self.queue.lock();
         let limit = self.limit.load(Ordering::Acquire);
         if q.running <= limit
-            && let Some(w) = q.waiting.pop_front()
+            && let Some((w, parked)) = q.waiting.pop_front()
         {
+            q.handed_over(parked);
             return Some(w); // hand the slot over
         }
         q.running = q.running.saturating_sub(1);
@@ -123,13 +159,15 @@ impl SystemSlots {
     pub(crate) fn set_limit(&self, limit: Option<u32>) -> Vec<Waiter> {
         let mut q = self.queue.lock();
         self.limit.store(limit.unwrap_or(0), Ordering::Release);
+        q.window = Window { since: Some(Instant::now()), ..Window::default() };
         let mut out = Vec::new();
         match limit {
-            None => out.extend(q.waiting.drain(..)),
+            None => out.extend(q.waiting.drain(..).map(|(w, _)| w)),
             Some(l) => {
                 while q.running < l {
                     match q.waiting.pop_front() {
-                        Some(w) => {
+                        Some((w, parked)) => {
+                            q.handed_over(parked);
                             q.running += 1;
                             out.push(w);
                         }

@@ -1,0 +1,720 @@
+//! The allocator's decision core: pure bookkeeping, no locks, no threads,
+//! time passed in. [`super::Allocator`] wraps it in a mutex and carries out
+//! the side effects it returns (waking waiters, arming timers, calling
+//! preemption callbacks) after unlocking.
+//!
+//! # Policy
+//! * **Classes.** Strict priority between priority classes: a waiter of a
+//!   higher class is served first, and while it cannot fit, no waiter of its
+//!   class or a lower one is granted (no backfilling, so a large request is
+//!   never starved by a stream of small ones).
+//! * **Aging.** A waiter's effective class improves by one for every
+//!   `aging_step` it has waited ([`Core::age`]), so a low class cannot starve:
+//!   its wait is bounded by `aging_step × classes` plus the time the classes
+//!   ahead need.
+//! * **Fairness.** Within a class, weighted dominant-resource fairness by
+//!   progressive filling: the consumer (system) with the smallest dominant
+//!   share — its largest allocated fraction of any dimension, divided by its
+//!   weight — gets its oldest request served next. Consumers with waiters are
+//!   kept per class in a `BTreeSet` ordered by share, so each decision is
+//!   O(log consumers).
+//! * **Quotas.** A group quota is a hard limit per dimension on what the
+//!   group's leases hold together.
+//! * **Preemption.** When the head waiter cannot fit, preemptible leases of
+//!   strictly lower classes (lowest class, then youngest, first) are marked
+//!   revoking until the deficit is covered; their holders are notified and
+//!   the leases are released after a grace period.
+//! * **Gangs.** A gang request is one waiter with several parts (possibly for
+//!   several systems and groups); it is granted whole or not at all.
+//!
+//! # Invariants (checked by the property tests)
+//! * For every dimension, `allocated ≤ capacity`; for every group and
+//!   dimension with a quota, `allocated ≤ quota`.
+//! * `allocated` equals the sum of the amounts of live leases; a lease is
+//!   released at most once.
+//! * A waiter is in exactly one queue: `queues[(consumer, class)]` for its
+//!   primary consumer and effective class; a consumer is in `ready[class]` iff
+//!   that queue is non-empty, keyed by its current share.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use foldhash::HashMap;
+use smallvec::SmallVec;
+
+use super::{ResourceError, Waited};
+use crate::scheduler::CLASSES;
+
+/// `(dimension index, amount)`, sorted by dimension, without zero amounts.
+pub(crate) type Amounts = SmallVec<[(u32, u64); 4]>;
+
+/// A slab index plus a generation, packed: stale ids never match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Id(pub(crate) u64);
+
+impl Id {
+    fn new(index: usize, gen_: u32) -> Id {
+        Id(((gen_ as u64) << 32) | index as u64)
+    }
+    fn index(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// A slab with generations.
+#[derive(Debug)]
+pub(crate) struct Slab<T> {
+    entries: Vec<(u32, Option<T>)>,
+    free: Vec<usize>,
+    live: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab { entries: Vec::new(), free: Vec::new(), live: 0 }
+    }
+}
+
+impl<T> Slab<T> {
+    pub(crate) fn insert(&mut self, v: T) -> Id {
+        self.live += 1;
+        match self.free.pop() {
+            Some(i) => {
+                let e = &mut self.entries[i];
+                e.0 = e.0.wrapping_add(1);
+                e.1 = Some(v);
+                Id::new(i, e.0)
+            }
+            None => {
+                self.entries.push((0, Some(v)));
+                Id::new(self.entries.len() - 1, 0)
+            }
+        }
+    }
+    pub(crate) fn get(&self, id: Id) -> Option<&T> {
+        self.entries.get(id.index()).filter(|e| e.0 == id.generation()).and_then(|e| e.1.as_ref())
+    }
+    pub(crate) fn get_mut(&mut self, id: Id) -> Option<&mut T> {
+        self.entries.get_mut(id.index()).filter(|e| e.0 == id.generation()).and_then(|e| e.1.as_mut())
+    }
+    pub(crate) fn remove(&mut self, id: Id) -> Option<T> {
+        let e = self.entries.get_mut(id.index()).filter(|e| e.0 == id.generation())?;
+        let v = e.1.take()?;
+        self.free.push(id.index());
+        self.live -= 1;
+        Some(v)
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Id, &T)> {
+        self.entries.iter().enumerate().filter_map(|(i, (g, v))| v.as_ref().map(|v| (Id::new(i, *g), v)))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Dim {
+    pub(crate) name: Arc<str>,
+    pub(crate) capacity: u64,
+    pub(crate) allocated: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub(crate) name: Arc<str>,
+    /// Per dimension; `None` = no limit.
+    pub(crate) quota: Vec<Option<u64>>,
+    pub(crate) allocated: Vec<u64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    pub(crate) name: Arc<str>,
+    pub(crate) weight: f64,
+    pub(crate) allocated: Vec<u64>,
+    /// Weighted dominant share, scaled to an integer key (see `share_key`).
+    pub(crate) share: u64,
+    pub(crate) queues: [VecDeque<Id>; CLASSES],
+}
+
+/// One system's part of a request (a gang has several).
+#[derive(Debug, Clone)]
+pub(crate) struct Part {
+    pub(crate) consumer: u32,
+    pub(crate) group: Option<u32>,
+    pub(crate) amounts: Amounts,
+    pub(crate) preemptible: bool,
+    pub(crate) ttl: Option<Duration>,
+}
+
+/// A granted lease.
+pub(crate) struct LeaseRec {
+    pub(crate) part: Part,
+    pub(crate) class: u8,
+    pub(crate) created: Instant,
+    pub(crate) last_touch: Instant,
+    pub(crate) expires: Option<Instant>,
+    /// When the grace period of a preemption ends.
+    pub(crate) revoking: Option<Instant>,
+    pub(crate) on_preempt: Option<super::PreemptFn>,
+}
+
+/// A queued request.
+pub(crate) struct WaiterRec {
+    pub(crate) parts: SmallVec<[Part; 1]>,
+    pub(crate) class: u8,
+    pub(crate) eff_class: u8,
+    pub(crate) enqueued: Instant,
+    pub(crate) token: u64,
+}
+
+/// What a decision produced, for the caller to carry out after unlocking.
+#[derive(Default)]
+pub(crate) struct Effects {
+    /// `(waiter token, its new leases)`.
+    pub(crate) granted: Vec<(u64, Vec<Id>)>,
+    /// Leases that started revoking: `(lease, grace deadline)`.
+    pub(crate) revoking: Vec<(Id, Instant)>,
+    /// Leases granted with a TTL: `(lease, expiry)`.
+    pub(crate) expiring: Vec<(Id, Instant)>,
+}
+
+/// Tunables of the policy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    pub(crate) aging_step: Duration,
+    pub(crate) grace: Duration,
+}
+
+/// See the module docs.
+pub(crate) struct Core {
+    pub(crate) dims: Vec<Dim>,
+    dim_ix: HashMap<Arc<str>, u32>,
+    pub(crate) groups: Vec<Group>,
+    group_ix: HashMap<Arc<str>, u32>,
+    pub(crate) consumers: Vec<Consumer>,
+    consumer_ix: HashMap<Arc<str>, u32>,
+    pub(crate) leases: Slab<LeaseRec>,
+    pub(crate) waiters: Slab<WaiterRec>,
+    /// Consumers with a non-empty queue in each class, by share.
+    ready: [BTreeSet<(u64, u32)>; CLASSES],
+    pub(crate) policy: Policy,
+}
+
+/// Scales a share in [0, ∞) to an ordered integer key.
+fn share_key(share: f64) -> u64 {
+    (share.max(0.0) * 1e12).min(u64::MAX as f64 / 2.0) as u64
+}
+
+impl Core {
+    pub(crate) fn new(policy: Policy) -> Core {
+        Core {
+            dims: Vec::new(),
+            dim_ix: HashMap::default(),
+            groups: Vec::new(),
+            group_ix: HashMap::default(),
+            consumers: Vec::new(),
+            consumer_ix: HashMap::default(),
+            leases: Slab::default(),
+            waiters: Slab::default(),
+            ready: std::array::from_fn(|_| BTreeSet::new()),
+            policy,
+        }
+    }
+
+    /// Sets the capacity of `dim` (created if new). Lowering it below what is
+    /// allocated is allowed: nothing new fits until enough is released.
+    pub(crate) fn set_capacity(&mut self, dim: &str, capacity: u64, effects: &mut Effects, now: Instant) {
+        match self.dim_ix.get(dim) {
+            Some(&d) => self.dims[d as usize].capacity = capacity,
+            None => {
+                let name: Arc<str> = Arc::from(dim);
+                self.dim_ix.insert(name.clone(), self.dims.len() as u32);
+                self.dims.push(Dim { name, capacity, allocated: 0 });
+                for g in &mut self.groups {
+                    g.quota.push(None);
+                    g.allocated.push(0);
+                }
+                for c in &mut self.consumers {
+                    c.allocated.push(0);
+                }
+            }
+        }
+        self.recompute_shares();
+        self.drain(now, effects);
+    }
+
+    pub(crate) fn dim(&self, name: &str) -> Option<u32> {
+        self.dim_ix.get(name).copied()
+    }
+
+    /// Sets (or clears) a group quota on `dim`.
+    pub(crate) fn set_quota(
+        &mut self,
+        group: &str,
+        dim: u32,
+        quota: Option<u64>,
+        effects: &mut Effects,
+        now: Instant,
+    ) {
+        let g = self.group(group);
+        self.groups[g as usize].quota[dim as usize] = quota;
+        self.drain(now, effects);
+    }
+
+    /// The index of group `name`, created if new.
+    pub(crate) fn group(&mut self, name: &str) -> u32 {
+        if let Some(&g) = self.group_ix.get(name) {
+            return g;
+        }
+        let name: Arc<str> = Arc::from(name);
+        let n = self.dims.len();
+        self.group_ix.insert(name.clone(), self.groups.len() as u32);
+        self.groups.push(Group { name, quota: vec![None; n], allocated: vec![0; n] });
+        (self.groups.len() - 1) as u32
+    }
+
+    /// The index of consumer `name`, created if new.
+    pub(crate) fn consumer(&mut self, name: &str) -> u32 {
+        if let Some(&c) = self.consumer_ix.get(name) {
+            return c;
+        }
+        let name: Arc<str> = Arc::from(name);
+        self.consumer_ix.insert(name.clone(), self.consumers.len() as u32);
+        self.consumers.push(Consumer {
+            name,
+            weight: 1.0,
+            allocated: vec![0; self.dims.len()],
+            share: 0,
+            queues: std::array::from_fn(|_| VecDeque::new()),
+        });
+        (self.consumers.len() - 1) as u32
+    }
+
+    /// Sets a consumer's DRF weight (> 0).
+    pub(crate) fn set_weight(&mut self, consumer: u32, weight: f64, effects: &mut Effects, now: Instant) {
+        self.consumers[consumer as usize].weight = weight;
+        self.reshare(consumer);
+        self.drain(now, effects);
+    }
+
+    fn compute_share(&self, c: u32) -> u64 {
+        let con = &self.consumers[c as usize];
+        let mut best = 0.0f64;
+        for (d, dim) in self.dims.iter().enumerate() {
+            if dim.capacity > 0 {
+                best = best.max(con.allocated[d] as f64 / dim.capacity as f64);
+            }
+        }
+        share_key(best / con.weight)
+    }
+
+    /// Recomputes consumer `c`'s share and repositions it in the ready sets.
+    fn reshare(&mut self, c: u32) {
+        let new = self.compute_share(c);
+        let old = self.consumers[c as usize].share;
+        if new == old {
+            return;
+        }
+        for class in 0..CLASSES {
+            if self.ready[class].remove(&(old, c)) {
+                self.ready[class].insert((new, c));
+            }
+        }
+        self.consumers[c as usize].share = new;
+    }
+
+    fn recompute_shares(&mut self) {
+        for c in 0..self.consumers.len() as u32 {
+            self.reshare(c);
+        }
+    }
+
+    /// Rejects a part that could never fit.
+    pub(crate) fn check_part(&self, part: &Part) -> Result<(), ResourceError> {
+        for &(d, a) in &part.amounts {
+            let dim = &self.dims[d as usize];
+            if a > dim.capacity {
+                return Err(ResourceError::ExceedsCapacity {
+                    system: self.consumers[part.consumer as usize].name.to_string(),
+                    dimension: dim.name.to_string(),
+                    requested: a,
+                    capacity: dim.capacity,
+                });
+            }
+            if let Some(g) = part.group {
+                let group = &self.groups[g as usize];
+                if let Some(q) = group.quota[d as usize]
+                    && a > q
+                {
+                    return Err(ResourceError::ExceedsQuota {
+                        group: group.name.to_string(),
+                        dimension: dim.name.to_string(),
+                        requested: a,
+                        quota: q,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every part fits now, all together.
+    fn fits(&self, parts: &[Part]) -> bool {
+        let mut by_dim: SmallVec<[(u32, u64); 8]> = SmallVec::new();
+        let mut by_group: SmallVec<[(u32, u32, u64); 8]> = SmallVec::new();
+        for p in parts {
+            for &(d, a) in &p.amounts {
+                match by_dim.iter_mut().find(|e| e.0 == d) {
+                    Some(e) => e.1 = e.1.saturating_add(a),
+                    None => by_dim.push((d, a)),
+                }
+                if let Some(g) = p.group {
+                    match by_group.iter_mut().find(|e| e.0 == g && e.1 == d) {
+                        Some(e) => e.2 = e.2.saturating_add(a),
+                        None => by_group.push((g, d, a)),
+                    }
+                }
+            }
+        }
+        by_dim.iter().all(|&(d, a)| {
+            let dim = &self.dims[d as usize];
+            dim.allocated.checked_add(a).is_some_and(|t| t <= dim.capacity)
+        }) && by_group.iter().all(|&(g, d, a)| {
+            let group = &self.groups[g as usize];
+            group.quota[d as usize].is_none_or(|q| group.allocated[d as usize].saturating_add(a) <= q)
+        })
+    }
+
+    fn add(&mut self, part: &Part, sign_add: bool) {
+        for &(d, a) in &part.amounts {
+            let dim = &mut self.dims[d as usize];
+            let con = &mut self.consumers[part.consumer as usize];
+            if sign_add {
+                dim.allocated += a;
+                con.allocated[d as usize] += a;
+            } else {
+                dim.allocated -= a;
+                con.allocated[d as usize] -= a;
+            }
+            if let Some(g) = part.group {
+                let ga = &mut self.groups[g as usize].allocated[d as usize];
+                if sign_add {
+                    *ga += a;
+                } else {
+                    *ga -= a;
+                }
+            }
+        }
+        self.reshare(part.consumer);
+    }
+
+    fn grant_parts(&mut self, parts: SmallVec<[Part; 1]>, class: u8, now: Instant, effects: &mut Effects) -> Vec<Id> {
+        let mut ids = Vec::with_capacity(parts.len());
+        for part in parts {
+            self.add(&part, true);
+            let expires = part.ttl.and_then(|t| now.checked_add(t));
+            let id = self.leases.insert(LeaseRec {
+                part,
+                class,
+                created: now,
+                last_touch: now,
+                expires,
+                revoking: None,
+                on_preempt: None,
+            });
+            if let Some(e) = expires {
+                effects.expiring.push((id, e));
+            }
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// Whether a waiter of effective class `class` or higher is queued.
+    fn waiters_at_or_above(&self, class: u8) -> bool {
+        self.ready[..=class as usize].iter().any(|s| !s.is_empty())
+    }
+
+    /// Requests `parts` at `class`: granted at once if it fits and nobody of
+    /// the same or a higher class waits; else queued under `token`.
+    /// Returns the leases if granted, or the waiter id.
+    pub(crate) fn request(
+        &mut self,
+        parts: SmallVec<[Part; 1]>,
+        class: u8,
+        token: u64,
+        now: Instant,
+        effects: &mut Effects,
+    ) -> Result<Result<Vec<Id>, Id>, ResourceError> {
+        for p in &parts {
+            self.check_part(p)?;
+        }
+        if !self.waiters_at_or_above(class) && self.fits(&parts) {
+            return Ok(Ok(self.grant_parts(parts, class, now, effects)));
+        }
+        let primary = parts[0].consumer;
+        let id = self.waiters.insert(WaiterRec { parts, class, eff_class: class, enqueued: now, token });
+        self.enqueue(primary, class, id);
+        // It may be the new head: try (preemption, or a grant).
+        self.drain(now, effects);
+        Ok(Err(id))
+    }
+
+    fn enqueue(&mut self, consumer: u32, class: u8, id: Id) {
+        let con = &mut self.consumers[consumer as usize];
+        let q = &mut con.queues[class as usize];
+        if q.is_empty() {
+            self.ready[class as usize].insert((con.share, consumer));
+        }
+        q.push_back(id);
+    }
+
+    fn dequeue(&mut self, consumer: u32, class: u8, id: Id) -> bool {
+        let con = &mut self.consumers[consumer as usize];
+        let q = &mut con.queues[class as usize];
+        let Some(pos) = q.iter().position(|&w| w == id) else { return false };
+        q.remove(pos);
+        if q.is_empty() {
+            let share = con.share;
+            self.ready[class as usize].remove(&(share, consumer));
+        }
+        true
+    }
+
+    /// Removes a waiter (cancelled or timed out); returns its token.
+    pub(crate) fn cancel(&mut self, id: Id, now: Instant, effects: &mut Effects) -> Option<u64> {
+        let w = self.waiters.get(id)?;
+        let (consumer, class) = (w.parts[0].consumer, w.eff_class);
+        self.dequeue(consumer, class, id);
+        let w = self.waiters.remove(id)?;
+        // The head may have changed.
+        self.drain(now, effects);
+        Some(w.token)
+    }
+
+    /// Releases a lease; returns its record.
+    pub(crate) fn release(&mut self, id: Id, now: Instant, effects: &mut Effects) -> Option<LeaseRec> {
+        let rec = self.leases.remove(id)?;
+        self.add(&rec.part, false);
+        self.drain(now, effects);
+        Some(rec)
+    }
+
+    /// Grants waiters in policy order while the head fits; tries preemption
+    /// for a head that does not.
+    pub(crate) fn drain(&mut self, now: Instant, effects: &mut Effects) {
+        for class in 0..CLASSES {
+            while let Some(&(_, c)) = self.ready[class].first() {
+                let id = *self.consumers[c as usize].queues[class].front().expect("ready consumer has a waiter");
+                let w = self.waiters.get(id).expect("queued waiter exists");
+                if !self.fits(&w.parts) {
+                    self.preempt_for(id, class as u8, now, effects);
+                    return; // strict: nothing of this class or below jumps ahead
+                }
+                self.dequeue(c, class as u8, id);
+                let w = self.waiters.remove(id).expect("queued waiter exists");
+                let leases = self.grant_parts(w.parts, w.class, now, effects);
+                effects.granted.push((w.token, leases));
+            }
+        }
+    }
+
+    /// Starts revoking preemptible leases of classes below `class` until
+    /// waiter `id` would fit once they are gone.
+    fn preempt_for(&mut self, id: Id, class: u8, now: Instant, effects: &mut Effects) {
+        let w = self.waiters.get(id).expect("waiter exists");
+        // Deficit per dimension, counting leases already being revoked as freed.
+        let mut deficit: SmallVec<[(u32, u64); 8]> = SmallVec::new();
+        for p in &w.parts {
+            for &(d, a) in &p.amounts {
+                match deficit.iter_mut().find(|e| e.0 == d) {
+                    Some(e) => e.1 += a,
+                    None => deficit.push((d, a)),
+                }
+            }
+        }
+        let revoking_frees = |d: u32| -> u64 {
+            self.leases
+                .iter()
+                .filter(|(_, l)| l.revoking.is_some())
+                .flat_map(|(_, l)| l.part.amounts.iter().filter(|e| e.0 == d).map(|e| e.1))
+                .sum()
+        };
+        for e in deficit.iter_mut() {
+            let dim = &self.dims[e.0 as usize];
+            let free = dim.capacity.saturating_sub(dim.allocated) + revoking_frees(e.0);
+            e.1 = e.1.saturating_sub(free);
+        }
+        deficit.retain(|e| e.1 > 0);
+        if deficit.is_empty() {
+            return; // enough is already on its way (or only a quota blocks)
+        }
+        let mut candidates: Vec<(u8, Instant, Id)> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.part.preemptible && l.revoking.is_none() && l.class > class)
+            .filter(|(_, l)| l.part.amounts.iter().any(|(d, _)| deficit.iter().any(|e| e.0 == *d)))
+            .map(|(lid, l)| (l.class, l.created, lid))
+            .collect();
+        // Lowest class first, then youngest.
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+        let mut chosen = Vec::new();
+        for (_, _, lid) in candidates {
+            if deficit.is_empty() {
+                break;
+            }
+            let l = self.leases.get(lid).expect("candidate exists");
+            let mut helps = false;
+            for e in deficit.iter_mut() {
+                if let Some(&(_, a)) = l.part.amounts.iter().find(|x| x.0 == e.0) {
+                    e.1 = e.1.saturating_sub(a);
+                    helps = true;
+                }
+            }
+            if helps {
+                chosen.push(lid);
+            }
+            deficit.retain(|e| e.1 > 0);
+        }
+        if !deficit.is_empty() {
+            return; // preemption cannot make it fit: wait
+        }
+        let until = now + self.policy.grace;
+        for lid in chosen {
+            self.leases.get_mut(lid).expect("chosen exists").revoking = Some(until);
+            effects.revoking.push((lid, until));
+        }
+    }
+
+    /// Promotes waiters by one class per `aging_step` waited. Returns the next
+    /// time anything would age, if any waiter is left that can.
+    pub(crate) fn age(&mut self, now: Instant, effects: &mut Effects) -> Option<Instant> {
+        let step = self.policy.aging_step;
+        let mut moves = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (id, w) in self.waiters.iter() {
+            let steps = (now.saturating_duration_since(w.enqueued).as_nanos() / step.as_nanos().max(1)) as u8;
+            let target = w.class.saturating_sub(steps);
+            if target < w.eff_class {
+                moves.push((id, w.parts[0].consumer, w.eff_class, target));
+            }
+            if target > 0 {
+                let at = w.enqueued + step * (steps as u32 + 1);
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        for (id, consumer, from, to) in moves {
+            self.dequeue(consumer, from, id);
+            self.waiters.get_mut(id).expect("aging waiter exists").eff_class = to;
+            self.enqueue(consumer, to, id);
+        }
+        self.drain(now, effects);
+        next
+    }
+
+    /// Waiters ahead of waiter `id` in policy order (same or higher class).
+    pub(crate) fn ahead_of(&self, id: Id) -> usize {
+        let Some(w) = self.waiters.get(id) else { return 0 };
+        let mut n = 0;
+        for class in 0..w.eff_class as usize {
+            n += self.ready[class].iter().map(|&(_, c)| self.consumers[c as usize].queues[class].len()).sum::<usize>();
+        }
+        let class = w.eff_class as usize;
+        let c = w.parts[0].consumer;
+        let share = self.consumers[c as usize].share;
+        for &(s, other) in &self.ready[class] {
+            if (s, other) >= (share, c) {
+                break;
+            }
+            n += self.consumers[other as usize].queues[class].len();
+        }
+        n + self.consumers[c as usize].queues[class].iter().take_while(|&&x| x != id).count()
+    }
+
+    /// Why waiter `id` waits, in words.
+    pub(crate) fn reason(&self, id: Id) -> Waited {
+        let w = self.waiters.get(id).expect("waiter exists");
+        let mut short = Vec::new();
+        for p in &w.parts {
+            for &(d, a) in &p.amounts {
+                let dim = &self.dims[d as usize];
+                let free = dim.capacity.saturating_sub(dim.allocated);
+                if a > free {
+                    short.push(format!("needs {a} {}, {free} free", dim.name));
+                }
+                if let Some(g) = p.group {
+                    let group = &self.groups[g as usize];
+                    if let Some(q) = group.quota[d as usize] {
+                        let left = q.saturating_sub(group.allocated[d as usize]);
+                        if a > left {
+                            short.push(format!("needs {a} {} within group {}'s quota, {left} left", dim.name, group.name));
+                        }
+                    }
+                }
+            }
+        }
+        let ahead = self.ahead_of(id);
+        let mut text = if short.is_empty() { "fits now, but waits its turn".to_owned() } else { short.join("; ") };
+        if ahead > 0 {
+            text.push_str(&format!("; {ahead} request{} ahead", if ahead == 1 { "" } else { "s" }));
+        }
+        Waited { reason: text, ahead }
+    }
+
+    /// Consistency check used by tests: allocations equal the sum of leases
+    /// and never exceed capacity or quota.
+    #[cfg(test)]
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let mut dims = vec![0u64; self.dims.len()];
+        let mut groups = vec![vec![0u64; self.dims.len()]; self.groups.len()];
+        let mut cons = vec![vec![0u64; self.dims.len()]; self.consumers.len()];
+        for (_, l) in self.leases.iter() {
+            for &(d, a) in &l.part.amounts {
+                dims[d as usize] += a;
+                cons[l.part.consumer as usize][d as usize] += a;
+                if let Some(g) = l.part.group {
+                    groups[g as usize][d as usize] += a;
+                }
+            }
+        }
+        for (d, dim) in self.dims.iter().enumerate() {
+            if dim.allocated != dims[d] {
+                return Err(format!("{}: allocated {} but leases hold {}", dim.name, dim.allocated, dims[d]));
+            }
+        }
+        for (g, group) in self.groups.iter().enumerate() {
+            for d in 0..self.dims.len() {
+                if group.allocated[d] != groups[g][d] {
+                    return Err(format!("group {} drifted", group.name));
+                }
+                if let Some(q) = group.quota[d]
+                    && group.allocated[d] > q
+                {
+                    return Err(format!("group {} over quota on {}", group.name, self.dims[d].name));
+                }
+            }
+        }
+        for (c, con) in self.consumers.iter().enumerate() {
+            if con.allocated != cons[c] {
+                return Err(format!("consumer {} drifted", con.name));
+            }
+        }
+        for class in 0..CLASSES {
+            for &(share, c) in &self.ready[class] {
+                if self.consumers[c as usize].queues[class].is_empty() || self.consumers[c as usize].share != share {
+                    return Err(format!("ready set of class {class} is stale"));
+                }
+            }
+        }
+        let queued: usize = self.consumers.iter().map(|c| c.queues.iter().map(VecDeque::len).sum::<usize>()).sum();
+        if queued != self.waiters.len() {
+            return Err(format!("{queued} queued but {} waiters", self.waiters.len()));
+        }
+        Ok(())
+    }
+}
