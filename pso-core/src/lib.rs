@@ -29,6 +29,7 @@
 
 #![deny(missing_docs)]
 
+mod allocator;
 mod error;
 mod hub;
 mod lifecycle;
@@ -49,6 +50,10 @@ mod workflow;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+pub use crate::allocator::{
+    DimensionStatus, GroupStatus, Lease, LeaseStatus, PendingLease, PreemptNotice, ResourceAction,
+    ResourceError, ResourcePlan, ResourceRequest, ResourceStatus, WaiterStatus,
+};
 pub use crate::error::{ErrorKind, PsoError};
 pub use crate::hub::{
     Candidate, CoordinationMode, CoordinationStatus, DirectEnd, DirectOrigin, DirectSendError,

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::allocator::ResourceRequest;
 use crate::sync::{AtomicU8, Ordering};
 use crate::value::Value;
 use crate::workflow::StepContext;
@@ -485,6 +486,7 @@ pub struct SystemSpec {
     pub(crate) handlers: Handlers,
     pub(crate) operations: BTreeMap<String, OpFn>,
     pub(crate) concurrency: Option<u32>,
+    pub(crate) step_resources: Option<ResourceRequest>,
 }
 
 impl SystemSpec {
@@ -501,6 +503,7 @@ impl SystemSpec {
             handlers: Handlers::default(),
             operations: BTreeMap::new(),
             concurrency: None,
+            step_resources: None,
         }
     }
 
@@ -536,6 +539,14 @@ impl SystemSpec {
     /// allocator uses it).
     pub fn resource(mut self, dimension: impl Into<String>, amount: u64) -> Self {
         self.resources.insert(dimension.into(), amount);
+        self
+    }
+
+    /// What each workflow step of this system leases while it runs (taken
+    /// when the step is ready, released when its attempt ends). See
+    /// [`crate::Orchestrator::set_step_resources`].
+    pub fn step_resources(mut self, request: ResourceRequest) -> Self {
+        self.step_resources = Some(request);
         self
     }
 

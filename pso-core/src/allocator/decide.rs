@@ -75,7 +75,11 @@ pub(crate) struct Slab<T> {
 
 impl<T> Default for Slab<T> {
     fn default() -> Self {
-        Slab { entries: Vec::new(), free: Vec::new(), live: 0 }
+        Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+        }
     }
 }
 
@@ -96,13 +100,22 @@ impl<T> Slab<T> {
         }
     }
     pub(crate) fn get(&self, id: Id) -> Option<&T> {
-        self.entries.get(id.index()).filter(|e| e.0 == id.generation()).and_then(|e| e.1.as_ref())
+        self.entries
+            .get(id.index())
+            .filter(|e| e.0 == id.generation())
+            .and_then(|e| e.1.as_ref())
     }
     pub(crate) fn get_mut(&mut self, id: Id) -> Option<&mut T> {
-        self.entries.get_mut(id.index()).filter(|e| e.0 == id.generation()).and_then(|e| e.1.as_mut())
+        self.entries
+            .get_mut(id.index())
+            .filter(|e| e.0 == id.generation())
+            .and_then(|e| e.1.as_mut())
     }
     pub(crate) fn remove(&mut self, id: Id) -> Option<T> {
-        let e = self.entries.get_mut(id.index()).filter(|e| e.0 == id.generation())?;
+        let e = self
+            .entries
+            .get_mut(id.index())
+            .filter(|e| e.0 == id.generation())?;
         let v = e.1.take()?;
         self.free.push(id.index());
         self.live -= 1;
@@ -112,7 +125,10 @@ impl<T> Slab<T> {
         self.live
     }
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Id, &T)> {
-        self.entries.iter().enumerate().filter_map(|(i, (g, v))| v.as_ref().map(|v| (Id::new(i, *g), v)))
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (g, v))| v.as_ref().map(|v| (Id::new(i, *g), v)))
     }
 }
 
@@ -121,6 +137,8 @@ pub(crate) struct Dim {
     pub(crate) name: Arc<str>,
     pub(crate) capacity: u64,
     pub(crate) allocated: u64,
+    /// Held by leases being revoked (freed when their grace period ends).
+    pub(crate) revoking: u64,
 }
 
 #[derive(Debug)]
@@ -202,6 +220,9 @@ pub(crate) struct Core {
     pub(crate) waiters: Slab<WaiterRec>,
     /// Consumers with a non-empty queue in each class, by share.
     ready: [BTreeSet<(u64, u32)>; CLASSES],
+    /// Preemptible leases not yet revoking, per class (skips the search for
+    /// victims when there are none).
+    preemptible: [usize; CLASSES],
     pub(crate) policy: Policy,
 }
 
@@ -222,19 +243,31 @@ impl Core {
             leases: Slab::default(),
             waiters: Slab::default(),
             ready: std::array::from_fn(|_| BTreeSet::new()),
+            preemptible: [0; CLASSES],
             policy,
         }
     }
 
     /// Sets the capacity of `dim` (created if new). Lowering it below what is
     /// allocated is allowed: nothing new fits until enough is released.
-    pub(crate) fn set_capacity(&mut self, dim: &str, capacity: u64, effects: &mut Effects, now: Instant) {
+    pub(crate) fn set_capacity(
+        &mut self,
+        dim: &str,
+        capacity: u64,
+        effects: &mut Effects,
+        now: Instant,
+    ) {
         match self.dim_ix.get(dim) {
             Some(&d) => self.dims[d as usize].capacity = capacity,
             None => {
                 let name: Arc<str> = Arc::from(dim);
                 self.dim_ix.insert(name.clone(), self.dims.len() as u32);
-                self.dims.push(Dim { name, capacity, allocated: 0 });
+                self.dims.push(Dim {
+                    name,
+                    capacity,
+                    allocated: 0,
+                    revoking: 0,
+                });
                 for g in &mut self.groups {
                     g.quota.push(None);
                     g.allocated.push(0);
@@ -274,7 +307,11 @@ impl Core {
         let name: Arc<str> = Arc::from(name);
         let n = self.dims.len();
         self.group_ix.insert(name.clone(), self.groups.len() as u32);
-        self.groups.push(Group { name, quota: vec![None; n], allocated: vec![0; n] });
+        self.groups.push(Group {
+            name,
+            quota: vec![None; n],
+            allocated: vec![0; n],
+        });
         (self.groups.len() - 1) as u32
     }
 
@@ -284,7 +321,8 @@ impl Core {
             return c;
         }
         let name: Arc<str> = Arc::from(name);
-        self.consumer_ix.insert(name.clone(), self.consumers.len() as u32);
+        self.consumer_ix
+            .insert(name.clone(), self.consumers.len() as u32);
         self.consumers.push(Consumer {
             name,
             weight: 1.0,
@@ -296,7 +334,13 @@ impl Core {
     }
 
     /// Sets a consumer's DRF weight (> 0).
-    pub(crate) fn set_weight(&mut self, consumer: u32, weight: f64, effects: &mut Effects, now: Instant) {
+    pub(crate) fn set_weight(
+        &mut self,
+        consumer: u32,
+        weight: f64,
+        effects: &mut Effects,
+        now: Instant,
+    ) {
         self.consumers[consumer as usize].weight = weight;
         self.reshare(consumer);
         self.drain(now, effects);
@@ -383,10 +427,13 @@ impl Core {
         }
         by_dim.iter().all(|&(d, a)| {
             let dim = &self.dims[d as usize];
-            dim.allocated.checked_add(a).is_some_and(|t| t <= dim.capacity)
+            dim.allocated
+                .checked_add(a)
+                .is_some_and(|t| t <= dim.capacity)
         }) && by_group.iter().all(|&(g, d, a)| {
             let group = &self.groups[g as usize];
-            group.quota[d as usize].is_none_or(|q| group.allocated[d as usize].saturating_add(a) <= q)
+            group.quota[d as usize]
+                .is_none_or(|q| group.allocated[d as usize].saturating_add(a) <= q)
         })
     }
 
@@ -413,11 +460,20 @@ impl Core {
         self.reshare(part.consumer);
     }
 
-    fn grant_parts(&mut self, parts: SmallVec<[Part; 1]>, class: u8, now: Instant, effects: &mut Effects) -> Vec<Id> {
+    fn grant_parts(
+        &mut self,
+        parts: SmallVec<[Part; 1]>,
+        class: u8,
+        now: Instant,
+        effects: &mut Effects,
+    ) -> Vec<Id> {
         let mut ids = Vec::with_capacity(parts.len());
         for part in parts {
             self.add(&part, true);
             let expires = part.ttl.and_then(|t| now.checked_add(t));
+            if part.preemptible {
+                self.preemptible[class as usize] += 1;
+            }
             let id = self.leases.insert(LeaseRec {
                 part,
                 class,
@@ -458,7 +514,13 @@ impl Core {
             return Ok(Ok(self.grant_parts(parts, class, now, effects)));
         }
         let primary = parts[0].consumer;
-        let id = self.waiters.insert(WaiterRec { parts, class, eff_class: class, enqueued: now, token });
+        let id = self.waiters.insert(WaiterRec {
+            parts,
+            class,
+            eff_class: class,
+            enqueued: now,
+            token,
+        });
         self.enqueue(primary, class, id);
         // It may be the new head: try (preemption, or a grant).
         self.drain(now, effects);
@@ -477,7 +539,9 @@ impl Core {
     fn dequeue(&mut self, consumer: u32, class: u8, id: Id) -> bool {
         let con = &mut self.consumers[consumer as usize];
         let q = &mut con.queues[class as usize];
-        let Some(pos) = q.iter().position(|&w| w == id) else { return false };
+        let Some(pos) = q.iter().position(|&w| w == id) else {
+            return false;
+        };
         q.remove(pos);
         if q.is_empty() {
             let share = con.share;
@@ -498,9 +562,21 @@ impl Core {
     }
 
     /// Releases a lease; returns its record.
-    pub(crate) fn release(&mut self, id: Id, now: Instant, effects: &mut Effects) -> Option<LeaseRec> {
+    pub(crate) fn release(
+        &mut self,
+        id: Id,
+        now: Instant,
+        effects: &mut Effects,
+    ) -> Option<LeaseRec> {
         let rec = self.leases.remove(id)?;
         self.add(&rec.part, false);
+        if rec.revoking.is_some() {
+            for &(d, a) in &rec.part.amounts {
+                self.dims[d as usize].revoking -= a;
+            }
+        } else if rec.part.preemptible {
+            self.preemptible[rec.class as usize] -= 1;
+        }
         self.drain(now, effects);
         Some(rec)
     }
@@ -510,7 +586,9 @@ impl Core {
     pub(crate) fn drain(&mut self, now: Instant, effects: &mut Effects) {
         for class in 0..CLASSES {
             while let Some(&(_, c)) = self.ready[class].first() {
-                let id = *self.consumers[c as usize].queues[class].front().expect("ready consumer has a waiter");
+                let id = *self.consumers[c as usize].queues[class]
+                    .front()
+                    .expect("ready consumer has a waiter");
                 let w = self.waiters.get(id).expect("queued waiter exists");
                 if !self.fits(&w.parts) {
                     self.preempt_for(id, class as u8, now, effects);
@@ -527,6 +605,12 @@ impl Core {
     /// Starts revoking preemptible leases of classes below `class` until
     /// waiter `id` would fit once they are gone.
     fn preempt_for(&mut self, id: Id, class: u8, now: Instant, effects: &mut Effects) {
+        if self.preemptible[class as usize + 1..]
+            .iter()
+            .all(|&n| n == 0)
+        {
+            return; // nothing below this class can be preempted
+        }
         let w = self.waiters.get(id).expect("waiter exists");
         // Deficit per dimension, counting leases already being revoked as freed.
         let mut deficit: SmallVec<[(u32, u64); 8]> = SmallVec::new();
@@ -538,16 +622,9 @@ impl Core {
                 }
             }
         }
-        let revoking_frees = |d: u32| -> u64 {
-            self.leases
-                .iter()
-                .filter(|(_, l)| l.revoking.is_some())
-                .flat_map(|(_, l)| l.part.amounts.iter().filter(|e| e.0 == d).map(|e| e.1))
-                .sum()
-        };
         for e in deficit.iter_mut() {
             let dim = &self.dims[e.0 as usize];
-            let free = dim.capacity.saturating_sub(dim.allocated) + revoking_frees(e.0);
+            let free = dim.capacity.saturating_sub(dim.allocated) + dim.revoking;
             e.1 = e.1.saturating_sub(free);
         }
         deficit.retain(|e| e.1 > 0);
@@ -558,7 +635,12 @@ impl Core {
             .leases
             .iter()
             .filter(|(_, l)| l.part.preemptible && l.revoking.is_none() && l.class > class)
-            .filter(|(_, l)| l.part.amounts.iter().any(|(d, _)| deficit.iter().any(|e| e.0 == *d)))
+            .filter(|(_, l)| {
+                l.part
+                    .amounts
+                    .iter()
+                    .any(|(d, _)| deficit.iter().any(|e| e.0 == *d))
+            })
             .map(|(lid, l)| (l.class, l.created, lid))
             .collect();
         // Lowest class first, then youngest.
@@ -586,9 +668,23 @@ impl Core {
         }
         let until = now + self.policy.grace;
         for lid in chosen {
-            self.leases.get_mut(lid).expect("chosen exists").revoking = Some(until);
+            let l = self.leases.get_mut(lid).expect("chosen exists");
+            l.revoking = Some(until);
+            self.preemptible[l.class as usize] -= 1;
+            for &(d, a) in &l.part.amounts {
+                self.dims[d as usize].revoking += a;
+            }
             effects.revoking.push((lid, until));
         }
+    }
+
+    /// Drops every waiter (the allocator is closing; their slots are told).
+    pub(crate) fn clear_waiters(&mut self) {
+        self.waiters = Slab::default();
+        for c in &mut self.consumers {
+            c.queues.iter_mut().for_each(VecDeque::clear);
+        }
+        self.ready.iter_mut().for_each(BTreeSet::clear);
     }
 
     /// Promotes waiters by one class per `aging_step` waited. Returns the next
@@ -598,7 +694,8 @@ impl Core {
         let mut moves = Vec::new();
         let mut next: Option<Instant> = None;
         for (id, w) in self.waiters.iter() {
-            let steps = (now.saturating_duration_since(w.enqueued).as_nanos() / step.as_nanos().max(1)) as u8;
+            let steps = (now.saturating_duration_since(w.enqueued).as_nanos()
+                / step.as_nanos().max(1)) as u8;
             let target = w.class.saturating_sub(steps);
             if target < w.eff_class {
                 moves.push((id, w.parts[0].consumer, w.eff_class, target));
@@ -610,7 +707,10 @@ impl Core {
         }
         for (id, consumer, from, to) in moves {
             self.dequeue(consumer, from, id);
-            self.waiters.get_mut(id).expect("aging waiter exists").eff_class = to;
+            self.waiters
+                .get_mut(id)
+                .expect("aging waiter exists")
+                .eff_class = to;
             self.enqueue(consumer, to, id);
         }
         self.drain(now, effects);
@@ -619,10 +719,15 @@ impl Core {
 
     /// Waiters ahead of waiter `id` in policy order (same or higher class).
     pub(crate) fn ahead_of(&self, id: Id) -> usize {
-        let Some(w) = self.waiters.get(id) else { return 0 };
+        let Some(w) = self.waiters.get(id) else {
+            return 0;
+        };
         let mut n = 0;
         for class in 0..w.eff_class as usize {
-            n += self.ready[class].iter().map(|&(_, c)| self.consumers[c as usize].queues[class].len()).sum::<usize>();
+            n += self.ready[class]
+                .iter()
+                .map(|&(_, c)| self.consumers[c as usize].queues[class].len())
+                .sum::<usize>();
         }
         let class = w.eff_class as usize;
         let c = w.parts[0].consumer;
@@ -633,7 +738,10 @@ impl Core {
             }
             n += self.consumers[other as usize].queues[class].len();
         }
-        n + self.consumers[c as usize].queues[class].iter().take_while(|&&x| x != id).count()
+        n + self.consumers[c as usize].queues[class]
+            .iter()
+            .take_while(|&&x| x != id)
+            .count()
     }
 
     /// Why waiter `id` waits, in words.
@@ -652,18 +760,31 @@ impl Core {
                     if let Some(q) = group.quota[d as usize] {
                         let left = q.saturating_sub(group.allocated[d as usize]);
                         if a > left {
-                            short.push(format!("needs {a} {} within group {}'s quota, {left} left", dim.name, group.name));
+                            short.push(format!(
+                                "needs {a} {} within group {}'s quota, {left} left",
+                                dim.name, group.name
+                            ));
                         }
                     }
                 }
             }
         }
         let ahead = self.ahead_of(id);
-        let mut text = if short.is_empty() { "fits now, but waits its turn".to_owned() } else { short.join("; ") };
+        let mut text = if short.is_empty() {
+            "fits now, but waits its turn".to_owned()
+        } else {
+            short.join("; ")
+        };
         if ahead > 0 {
-            text.push_str(&format!("; {ahead} request{} ahead", if ahead == 1 { "" } else { "s" }));
+            text.push_str(&format!(
+                "; {ahead} request{} ahead",
+                if ahead == 1 { "" } else { "s" }
+            ));
         }
-        Waited { reason: text, ahead }
+        Waited {
+            reason: text,
+            ahead,
+        }
     }
 
     /// Consistency check used by tests: allocations equal the sum of leases
@@ -682,9 +803,35 @@ impl Core {
                 }
             }
         }
+        let mut revoking = vec![0u64; self.dims.len()];
+        let mut preemptible = [0usize; CLASSES];
+        for (_, l) in self.leases.iter() {
+            if l.revoking.is_some() {
+                for &(d, a) in &l.part.amounts {
+                    revoking[d as usize] += a;
+                }
+            } else if l.part.preemptible {
+                preemptible[l.class as usize] += 1;
+            }
+        }
+        if preemptible != self.preemptible {
+            return Err(format!(
+                "preemptible counts {:?}, expected {preemptible:?}",
+                self.preemptible
+            ));
+        }
         for (d, dim) in self.dims.iter().enumerate() {
+            if dim.revoking != revoking[d] {
+                return Err(format!(
+                    "{}: revoking {} but leases hold {}",
+                    dim.name, dim.revoking, revoking[d]
+                ));
+            }
             if dim.allocated != dims[d] {
-                return Err(format!("{}: allocated {} but leases hold {}", dim.name, dim.allocated, dims[d]));
+                return Err(format!(
+                    "{}: allocated {} but leases hold {}",
+                    dim.name, dim.allocated, dims[d]
+                ));
             }
         }
         for (g, group) in self.groups.iter().enumerate() {
@@ -695,7 +842,10 @@ impl Core {
                 if let Some(q) = group.quota[d]
                     && group.allocated[d] > q
                 {
-                    return Err(format!("group {} over quota on {}", group.name, self.dims[d].name));
+                    return Err(format!(
+                        "group {} over quota on {}",
+                        group.name, self.dims[d].name
+                    ));
                 }
             }
         }
@@ -706,14 +856,23 @@ impl Core {
         }
         for class in 0..CLASSES {
             for &(share, c) in &self.ready[class] {
-                if self.consumers[c as usize].queues[class].is_empty() || self.consumers[c as usize].share != share {
+                if self.consumers[c as usize].queues[class].is_empty()
+                    || self.consumers[c as usize].share != share
+                {
                     return Err(format!("ready set of class {class} is stale"));
                 }
             }
         }
-        let queued: usize = self.consumers.iter().map(|c| c.queues.iter().map(VecDeque::len).sum::<usize>()).sum();
+        let queued: usize = self
+            .consumers
+            .iter()
+            .map(|c| c.queues.iter().map(VecDeque::len).sum::<usize>())
+            .sum();
         if queued != self.waiters.len() {
-            return Err(format!("{queued} queued but {} waiters", self.waiters.len()));
+            return Err(format!(
+                "{queued} queued but {} waiters",
+                self.waiters.len()
+            ));
         }
         Ok(())
     }

@@ -12,7 +12,10 @@ use super::{Allocator, PreemptFn, ResourceError};
 use crate::sync::{Condvar, Mutex};
 
 enum SlotState {
-    Waiting { wakers: Vec<Waker>, on_done: Option<Box<dyn FnOnce() + Send>> },
+    Waiting {
+        wakers: Vec<Waker>,
+        on_done: Option<Box<dyn FnOnce() + Send>>,
+    },
     Done(Result<Vec<Id>, ResourceError>),
     Taken,
 }
@@ -25,7 +28,13 @@ pub(crate) struct WaitSlot {
 
 impl WaitSlot {
     pub(crate) fn new() -> Self {
-        WaitSlot { state: Mutex::new(SlotState::Waiting { wakers: Vec::new(), on_done: None }), cv: Condvar::new() }
+        WaitSlot {
+            state: Mutex::new(SlotState::Waiting {
+                wakers: Vec::new(),
+                on_done: None,
+            }),
+            cv: Condvar::new(),
+        }
     }
 
     /// Records the outcome (once) and wakes every waiter.
@@ -109,13 +118,21 @@ pub struct Lease {
 
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease").field("id", &self.id.0).field("system", &self.system).finish()
+        f.debug_struct("Lease")
+            .field("id", &self.id.0)
+            .field("system", &self.system)
+            .finish()
     }
 }
 
 impl Lease {
     pub(crate) fn new(alloc: Allocator, id: Id, system: StdArc<str>) -> Lease {
-        Lease { alloc, id, system, released: false }
+        Lease {
+            alloc,
+            id,
+            system,
+            released: false,
+        }
     }
 
     /// The lease's id (as in `resource_status()`).
@@ -134,13 +151,28 @@ impl Lease {
         st.core
             .leases
             .get(self.id)
-            .map(|l| l.part.amounts.iter().map(|&(d, a)| (st.core.dims[d as usize].name.to_string(), a)).collect())
+            .map(|l| {
+                l.part
+                    .amounts
+                    .iter()
+                    .map(|&(d, a)| (st.core.dims[d as usize].name.to_string(), a))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Whether it is still held (not released, expired or revoked).
     pub fn is_held(&self) -> bool {
-        !self.released && self.alloc.inner.state.lock().core.leases.get(self.id).is_some()
+        !self.released
+            && self
+                .alloc
+                .inner
+                .state
+                .lock()
+                .core
+                .leases
+                .get(self.id)
+                .is_some()
     }
 
     /// Marks the lease as in use now (idle leases can be reclaimed by
@@ -157,7 +189,10 @@ impl Lease {
         let f: PreemptFn = Box::new(f);
         let old = {
             let mut st = self.alloc.inner.state.lock();
-            st.core.leases.get_mut(self.id).and_then(|l| l.on_preempt.replace(f))
+            st.core
+                .leases
+                .get_mut(self.id)
+                .and_then(|l| l.on_preempt.replace(f))
         };
         drop(old);
     }
@@ -165,7 +200,11 @@ impl Lease {
     /// Time left before the TTL revokes it.
     pub fn expires_in(&self) -> Option<Duration> {
         let st = self.alloc.inner.state.lock();
-        st.core.leases.get(self.id).and_then(|l| l.expires).map(|e| e.saturating_duration_since(Instant::now()))
+        st.core
+            .leases
+            .get(self.id)
+            .and_then(|l| l.expires)
+            .map(|e| e.saturating_duration_since(Instant::now()))
     }
 
     /// Releases the resources now. Returns false if the lease was already
@@ -199,7 +238,10 @@ pub struct PendingLease {
 
 impl std::fmt::Debug for PendingLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingLease").field("systems", &self.systems).field("done", &self.done).finish()
+        f.debug_struct("PendingLease")
+            .field("systems", &self.systems)
+            .field("done", &self.done)
+            .finish()
     }
 }
 
@@ -213,13 +255,29 @@ impl PendingLease {
         since: Instant,
         deadline: Option<Instant>,
     ) -> Self {
-        PendingLease { alloc, token, waiter, slot, systems, since, deadline, done: false }
+        PendingLease {
+            alloc,
+            token,
+            waiter,
+            slot,
+            systems,
+            since,
+            deadline,
+            done: false,
+        }
     }
 
-    fn leases(&mut self, outcome: Result<Vec<Id>, ResourceError>) -> Result<Vec<Lease>, ResourceError> {
+    fn leases(
+        &mut self,
+        outcome: Result<Vec<Id>, ResourceError>,
+    ) -> Result<Vec<Lease>, ResourceError> {
         self.done = true;
         let ids = outcome?;
-        Ok(ids.into_iter().zip(self.systems.iter()).map(|(id, s)| Lease::new(self.alloc.clone(), id, s.clone())).collect())
+        Ok(ids
+            .into_iter()
+            .zip(self.systems.iter())
+            .map(|(id, s)| Lease::new(self.alloc.clone(), id, s.clone()))
+            .collect())
     }
 
     /// Whether the outcome is known.
@@ -249,7 +307,11 @@ impl PendingLease {
         let reason = match self.waiter {
             Some(w) => {
                 let st = self.alloc.inner.state.lock();
-                st.core.waiters.get(w).map(|_| st.core.reason(w).reason).unwrap_or_default()
+                st.core
+                    .waiters
+                    .get(w)
+                    .map(|_| st.core.reason(w).reason)
+                    .unwrap_or_default()
             }
             None => String::new(),
         };
@@ -263,7 +325,11 @@ impl PendingLease {
         }
         let _ = self.slot.take();
         self.done = true;
-        Err(ResourceError::TimedOut { system: self.systems[0].to_string(), waited: self.since.elapsed(), reason })
+        Err(ResourceError::TimedOut {
+            system: self.systems[0].to_string(),
+            waited: self.since.elapsed(),
+            reason,
+        })
     }
 
     /// The outcome if known, without waiting.
@@ -300,12 +366,14 @@ impl PendingLease {
     }
 
     fn cancelled(&self) -> ResourceError {
-        ResourceError::Cancelled { system: self.systems[0].to_string() }
+        ResourceError::Cancelled {
+            system: self.systems[0].to_string(),
+        }
     }
 
-    /// Calls `f` (on the thread that decides it) once the outcome is known.
-    pub(crate) fn on_done(&self, f: Box<dyn FnOnce() + Send>) {
-        self.slot.on_done(f);
+    /// Where the outcome lands (for callers that park on it).
+    pub(crate) fn slot(&self) -> StdArc<WaitSlot> {
+        self.slot.clone()
     }
 
     /// The wait deadline of the request, if any.

@@ -2,7 +2,7 @@
 //! fairness, group quotas, preemption, gang requests, TTLs, and a plan to
 //! reclaim and rebalance ([`optimize`]).
 //!
-//! The policy and its invariants are in [`core`] (pure bookkeeping, unit- and
+//! The policy and its invariants are in `decide` (pure bookkeeping, unit- and
 //! property-tested with simulated time). This module wraps it: one mutex, and
 //! every side effect the core returns — waking a waiter, arming a timer for a
 //! TTL, a grace period or aging, calling a preemption callback — carried out
@@ -21,8 +21,6 @@ mod decide;
 mod lease;
 mod optimize;
 mod status;
-#[cfg(test)]
-mod test;
 
 use std::collections::BTreeMap;
 use std::sync::Arc as StdArc;
@@ -47,7 +45,7 @@ pub(crate) use lease::WaitSlot;
 
 /// Called once when a lease is chosen for preemption, with the grace period
 /// left before it is revoked.
-pub type PreemptFn = Box<dyn FnOnce(PreemptNotice) + Send>;
+pub(crate) type PreemptFn = Box<dyn FnOnce(PreemptNotice) + Send>;
 
 /// What a preempted lease's holder is told.
 #[derive(Debug, Clone)]
@@ -141,7 +139,9 @@ impl ResourceRequest {
 #[non_exhaustive]
 pub enum ResourceError {
     /// More than the whole capacity of a dimension: it could never fit.
-    #[error("{system} asks for {requested} {dimension}, more than the whole capacity of {capacity}")]
+    #[error(
+        "{system} asks for {requested} {dimension}, more than the whole capacity of {capacity}"
+    )]
     ExceedsCapacity {
         /// The requesting system.
         system: String,
@@ -211,7 +211,9 @@ impl PsoError for ResourceError {
             ResourceError::ExceedsCapacity { .. } => ErrorKind::ExceedsCapacity,
             ResourceError::ExceedsQuota { .. } => ErrorKind::ExceedsQuota,
             ResourceError::TimedOut { .. } => ErrorKind::Timeout,
-            ResourceError::UnknownDimension { .. } | ResourceError::UnknownSystem { .. } => ErrorKind::NotFound,
+            ResourceError::UnknownDimension { .. } | ResourceError::UnknownSystem { .. } => {
+                ErrorKind::NotFound
+            }
             ResourceError::Cancelled { .. } => ErrorKind::Cancelled,
             ResourceError::Invalid { .. } => ErrorKind::InvalidArgument,
             ResourceError::Closed => ErrorKind::Closed,
@@ -236,7 +238,11 @@ pub(crate) struct AllocConfig {
 
 impl Default for AllocConfig {
     fn default() -> Self {
-        AllocConfig { aging_step: Duration::from_secs(1), grace: Duration::from_secs(1), idle_after: Duration::from_secs(60) }
+        AllocConfig {
+            aging_step: Duration::from_secs(1),
+            grace: Duration::from_secs(1),
+            idle_after: Duration::from_secs(60),
+        }
     }
 }
 
@@ -258,7 +264,7 @@ pub(crate) struct Allocator {
 
 pub(crate) struct AllocInner {
     pub(crate) state: Mutex<Locked>,
-    pub(crate) timer: StdArc<Timer>,
+    pub(crate) timer: Arc<Timer>,
     registry: Arc<RwLock<Registry>>,
     pub(crate) config: AllocConfig,
 }
@@ -275,11 +281,18 @@ impl std::fmt::Debug for Allocator {
 }
 
 impl Allocator {
-    pub(crate) fn new(registry: Arc<RwLock<Registry>>, timer: StdArc<Timer>, config: AllocConfig) -> Allocator {
+    pub(crate) fn new(
+        registry: Arc<RwLock<Registry>>,
+        timer: Arc<Timer>,
+        config: AllocConfig,
+    ) -> Allocator {
         Allocator {
             inner: Arc::new(AllocInner {
                 state: Mutex::new(Locked {
-                    core: Core::new(Policy { aging_step: config.aging_step, grace: config.grace }),
+                    core: Core::new(Policy {
+                        aging_step: config.aging_step,
+                        grace: config.grace,
+                    }),
                     slots: HashMap::default(),
                     next_token: 1,
                     aging_armed: false,
@@ -295,18 +308,31 @@ impl Allocator {
     /// Declares (or changes) the capacity of a dimension.
     pub(crate) fn set_capacity(&self, dim: &str, capacity: u64) -> Result<(), ResourceError> {
         if dim.is_empty() || dim.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ResourceError::Invalid { message: format!("invalid dimension name {dim:?}") });
+            return Err(ResourceError::Invalid {
+                message: format!("invalid dimension name {dim:?}"),
+            });
         }
         let mut fx = Effects::default();
-        self.inner.state.lock().core.set_capacity(dim, capacity, &mut fx, Instant::now());
+        self.inner
+            .state
+            .lock()
+            .core
+            .set_capacity(dim, capacity, &mut fx, Instant::now());
         self.inner.apply(fx);
         Ok(())
     }
 
     /// Sets or clears a group's quota on a dimension.
-    pub(crate) fn set_quota(&self, group: &str, dim: &str, quota: Option<u64>) -> Result<(), ResourceError> {
+    pub(crate) fn set_quota(
+        &self,
+        group: &str,
+        dim: &str,
+        quota: Option<u64>,
+    ) -> Result<(), ResourceError> {
         if group.is_empty() {
-            return Err(ResourceError::Invalid { message: "group name is empty".into() });
+            return Err(ResourceError::Invalid {
+                message: "group name is empty".into(),
+            });
         }
         let mut fx = Effects::default();
         {
@@ -321,7 +347,9 @@ impl Allocator {
     /// Sets a system's weight in the fairness computation.
     pub(crate) fn set_weight(&self, system: &str, weight: f64) -> Result<(), ResourceError> {
         if !(weight.is_finite() && weight > 0.0) {
-            return Err(ResourceError::Invalid { message: format!("weight must be positive and finite, got {weight}") });
+            return Err(ResourceError::Invalid {
+                message: format!("weight must be positive and finite, got {weight}"),
+            });
         }
         self.check_system(system)?;
         let mut fx = Effects::default();
@@ -337,19 +365,30 @@ impl Allocator {
     fn check_system(&self, system: &str) -> Result<(), ResourceError> {
         match self.inner.registry.read().index(system) {
             Ok(_) => Ok(()),
-            Err(_) => Err(ResourceError::UnknownSystem { system: system.to_owned() }),
+            Err(_) => Err(ResourceError::UnknownSystem {
+                system: system.to_owned(),
+            }),
         }
     }
 
     /// Queues (or grants at once) a request of one or more parts.
-    pub(crate) fn request(&self, parts: &[(&str, &ResourceRequest)]) -> Result<PendingLease, ResourceError> {
+    pub(crate) fn request(
+        &self,
+        parts: &[(&str, &ResourceRequest)],
+    ) -> Result<PendingLease, ResourceError> {
         let Some((_, first)) = parts.first() else {
-            return Err(ResourceError::Invalid { message: "a request needs at least one part".into() });
+            return Err(ResourceError::Invalid {
+                message: "a request needs at least one part".into(),
+            });
         };
         for (system, _) in parts {
             self.check_system(system)?;
         }
-        let class = parts.iter().map(|(_, r)| r.priority.rank()).min().unwrap_or(first.priority.rank());
+        let class = parts
+            .iter()
+            .map(|(_, r)| r.priority.rank())
+            .min()
+            .unwrap_or(first.priority.rank());
         let wait = parts.iter().filter_map(|(_, r)| r.wait).min();
         let now = Instant::now();
         let mut fx = Effects::default();
@@ -370,18 +409,36 @@ impl Allocator {
                 amounts.sort_unstable();
                 let consumer = st.core.consumer(system);
                 let group = req.group.as_deref().map(|g| st.core.group(g));
-                resolved.push(Part { consumer, group, amounts, preemptible: req.preemptible, ttl: req.ttl });
+                resolved.push(Part {
+                    consumer,
+                    group,
+                    amounts,
+                    preemptible: req.preemptible,
+                    ttl: req.ttl,
+                });
             }
             let token = st.next_token;
             st.next_token += 1;
-            let outcome = st.core.request(resolved, class, token, now, &mut fx)?;
-            match outcome {
-                Ok(_) => {}
-                Err(_) if wait == Some(Duration::ZERO) => {}
-                Err(_) => {
-                    st.slots.insert(token, slot.clone());
+            let outcome = match st.core.request(resolved, class, token, now, &mut fx)? {
+                Ok(ids) => Ok(ids),
+                Err(waiter) if wait == Some(Duration::ZERO) => {
+                    // Not waiting: explain and withdraw under the same lock, so
+                    // no release can grant it meanwhile.
+                    let reason = st.core.reason(waiter).reason;
+                    st.core.cancel(waiter, now, &mut fx);
+                    drop(st);
+                    self.inner.apply(fx);
+                    return Err(ResourceError::TimedOut {
+                        system: parts[0].0.to_owned(),
+                        waited: Duration::ZERO,
+                        reason,
+                    });
                 }
-            }
+                Err(waiter) => {
+                    st.slots.insert(token, slot.clone());
+                    Err(waiter)
+                }
+            };
             (token, outcome)
         };
         let systems: Vec<StdArc<str>> = parts.iter().map(|(s, _)| StdArc::from(*s)).collect();
@@ -389,16 +446,15 @@ impl Allocator {
             Ok(ids) => {
                 slot.complete(Ok(ids));
                 self.inner.apply(fx);
-                Ok(PendingLease::new(self.clone(), token, None, slot, systems, now, None))
-            }
-            Err(waiter) if wait == Some(Duration::ZERO) => {
-                // Not waiting: withdraw and explain.
-                let reason = self.inner.state.lock().core.reason(waiter);
-                let mut fx2 = Effects::default();
-                self.inner.state.lock().core.cancel(waiter, now, &mut fx2);
-                self.inner.apply(fx);
-                self.inner.apply(fx2);
-                Err(ResourceError::TimedOut { system: parts[0].0.to_owned(), waited: Duration::ZERO, reason: reason.reason })
+                Ok(PendingLease::new(
+                    self.clone(),
+                    token,
+                    None,
+                    slot,
+                    systems,
+                    now,
+                    None,
+                ))
             }
             Err(waiter) => {
                 self.inner.apply(fx);
@@ -407,9 +463,19 @@ impl Allocator {
                 if let Some(d) = deadline {
                     let inner = self.clone();
                     let sys = parts[0].0.to_owned();
-                    self.inner.timer.schedule(d, move || inner.expire_waiter(token, waiter, sys, now));
+                    self.inner
+                        .timer
+                        .schedule(d, move || inner.expire_waiter(token, waiter, sys, now));
                 }
-                Ok(PendingLease::new(self.clone(), token, Some(waiter), slot, systems, now, deadline))
+                Ok(PendingLease::new(
+                    self.clone(),
+                    token,
+                    Some(waiter),
+                    slot,
+                    systems,
+                    now,
+                    deadline,
+                ))
             }
         }
     }
@@ -420,12 +486,23 @@ impl Allocator {
         let mut fx = Effects::default();
         let slot = {
             let mut st = self.inner.state.lock();
-            let Some(slot) = st.slots.remove(&token) else { return };
-            let reason = st.core.waiters.get(waiter).map(|_| st.core.reason(waiter).reason).unwrap_or_default();
+            let Some(slot) = st.slots.remove(&token) else {
+                return;
+            };
+            let reason = st
+                .core
+                .waiters
+                .get(waiter)
+                .map(|_| st.core.reason(waiter).reason)
+                .unwrap_or_default();
             st.core.cancel(waiter, now, &mut fx);
             (slot, reason)
         };
-        slot.0.complete(Err(ResourceError::TimedOut { system, waited: now - since, reason: slot.1 }));
+        slot.0.complete(Err(ResourceError::TimedOut {
+            system,
+            waited: now - since,
+            reason: slot.1,
+        }));
         self.inner.apply(fx);
     }
 
@@ -434,11 +511,15 @@ impl Allocator {
         let mut fx = Effects::default();
         let slot = {
             let mut st = self.inner.state.lock();
-            let Some(slot) = st.slots.remove(&token) else { return false };
+            let Some(slot) = st.slots.remove(&token) else {
+                return false;
+            };
             st.core.cancel(waiter, Instant::now(), &mut fx);
             slot
         };
-        slot.complete(Err(ResourceError::Cancelled { system: system.to_owned() }));
+        slot.complete(Err(ResourceError::Cancelled {
+            system: system.to_owned(),
+        }));
         self.inner.apply(fx);
         true
     }
@@ -446,18 +527,25 @@ impl Allocator {
     /// Releases a lease; returns whether it was still held.
     pub(crate) fn release(&self, id: Id) -> bool {
         let mut fx = Effects::default();
-        let rec = self.inner.state.lock().core.release(id, Instant::now(), &mut fx);
+        let rec = self
+            .inner
+            .state
+            .lock()
+            .core
+            .release(id, Instant::now(), &mut fx);
         let held = rec.is_some();
         drop(rec); // a preemption callback in it is dropped outside the lock
         self.inner.apply(fx);
         held
     }
 
-    /// Refuses new requests and cancels every waiter.
+    /// Refuses new requests and rejects every waiter with `Closed`. Leases
+    /// already granted stay valid until released.
     pub(crate) fn close(&self) {
         let slots: Vec<(u64, StdArc<WaitSlot>)> = {
             let mut st = self.inner.state.lock();
             st.closed = true;
+            st.core.clear_waiters();
             st.slots.drain().collect()
         };
         for (_, s) in slots {
@@ -467,22 +555,41 @@ impl Allocator {
 }
 
 fn resolve_dim(core: &Core, dim: &str) -> Result<u32, ResourceError> {
-    core.dim(dim).ok_or_else(|| ResourceError::UnknownDimension {
-        dimension: dim.to_owned(),
-        declared: core.dims.iter().map(|d| d.name.to_string()).collect(),
-    })
+    core.dim(dim)
+        .ok_or_else(|| ResourceError::UnknownDimension {
+            dimension: dim.to_owned(),
+            declared: core.dims.iter().map(|d| d.name.to_string()).collect(),
+        })
 }
 
 impl AllocInner {
     /// Carries out a decision's side effects (after the lock is released).
     pub(crate) fn apply(self: &Arc<Self>, fx: Effects) {
         if !fx.granted.is_empty() {
+            let mut orphans = Vec::new();
             let slots: Vec<(StdArc<WaitSlot>, Vec<Id>)> = {
                 let mut st = self.state.lock();
-                fx.granted.into_iter().filter_map(|(token, ids)| st.slots.remove(&token).map(|s| (s, ids))).collect()
+                fx.granted
+                    .into_iter()
+                    .filter_map(|(token, ids)| match st.slots.remove(&token) {
+                        Some(s) => Some((s, ids)),
+                        None => {
+                            // Nobody can take it (cannot happen while waiters and
+                            // slots are removed together): give it back.
+                            orphans.extend(ids);
+                            None
+                        }
+                    })
+                    .collect()
             };
             for (slot, ids) in slots {
                 slot.complete(Ok(ids));
+            }
+            for id in orphans {
+                Allocator {
+                    inner: self.clone(),
+                }
+                .release(id);
             }
         }
         for (id, at) in fx.expiring {
@@ -497,9 +604,18 @@ impl AllocInner {
                 fx.revoking
                     .iter()
                     .filter_map(|&(id, until)| {
-                        let system = st.core.leases.get(id).map(|l| st.core.consumers[l.part.consumer as usize].name.to_string())?;
+                        let system = st.core.leases.get(id).map(|l| {
+                            st.core.consumers[l.part.consumer as usize].name.to_string()
+                        })?;
                         let f = st.core.leases.get_mut(id).and_then(|l| l.on_preempt.take());
-                        Some((f, PreemptNotice { lease: id.0, system, grace: until.saturating_duration_since(Instant::now()) }))
+                        Some((
+                            f,
+                            PreemptNotice {
+                                lease: id.0,
+                                system,
+                                grace: until.saturating_duration_since(Instant::now()),
+                            },
+                        ))
                     })
                     .collect()
             };

@@ -91,10 +91,25 @@ impl Allocator {
         for (id, l) in core.leases.iter() {
             let system = core.consumers[l.part.consumer as usize].name.to_string();
             if l.expires.is_some_and(|e| e <= now) {
-                out.push((ResourceAction::ReclaimExpired { lease: id.0, system }, id));
-            } else if l.revoking.is_none() && now.saturating_duration_since(l.last_touch) >= idle_after {
+                out.push((
+                    ResourceAction::ReclaimExpired {
+                        lease: id.0,
+                        system,
+                    },
+                    id,
+                ));
+            } else if l.revoking.is_none()
+                && now.saturating_duration_since(l.last_touch) >= idle_after
+            {
                 let idle_secs = now.saturating_duration_since(l.last_touch).as_secs_f64();
-                out.push((ResourceAction::ReclaimIdle { lease: id.0, system, idle_secs }, id));
+                out.push((
+                    ResourceAction::ReclaimIdle {
+                        lease: id.0,
+                        system,
+                        idle_secs,
+                    },
+                    id,
+                ));
             }
         }
         // Rebalance: for each waiting system, the preemptible lease of the
@@ -138,9 +153,20 @@ impl Allocator {
         let mut done = 0;
         for (action, id) in actions {
             if let ResourceAction::Rebalance { system, .. } = action {
-                let f = self.inner.state.lock().core.leases.get_mut(*id).and_then(|l| l.on_preempt.take());
+                let f = self
+                    .inner
+                    .state
+                    .lock()
+                    .core
+                    .leases
+                    .get_mut(*id)
+                    .and_then(|l| l.on_preempt.take());
                 if let Some(f) = f {
-                    let notice = super::PreemptNotice { lease: id.0, system: system.clone(), grace: Duration::ZERO };
+                    let notice = super::PreemptNotice {
+                        lease: id.0,
+                        system: system.clone(),
+                        grace: Duration::ZERO,
+                    };
                     let _ = crate::unwind::catch(move || f(notice));
                 }
             }

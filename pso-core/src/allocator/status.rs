@@ -126,7 +126,10 @@ fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S
 }
 
 pub(crate) fn named(core: &Core, amounts: &Amounts) -> BTreeMap<String, u64> {
-    amounts.iter().map(|&(d, a)| (core.dims[d as usize].name.to_string(), a)).collect()
+    amounts
+        .iter()
+        .map(|&(d, a)| (core.dims[d as usize].name.to_string(), a))
+        .collect()
 }
 
 fn class_priority(class: u8) -> Priority {
@@ -154,7 +157,12 @@ impl Allocator {
             .iter()
             .map(|g| GroupStatus {
                 name: g.name.to_string(),
-                quota: g.quota.iter().enumerate().filter_map(|(d, q)| q.map(|q| (core.dims[d].name.to_string(), q))).collect(),
+                quota: g
+                    .quota
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(d, q)| q.map(|q| (core.dims[d].name.to_string(), q)))
+                    .collect(),
                 allocated: g
                     .allocated
                     .iter()
@@ -170,7 +178,10 @@ impl Allocator {
             .map(|(id, l)| LeaseStatus {
                 id: id.0,
                 system: core.consumers[l.part.consumer as usize].name.to_string(),
-                group: l.part.group.map(|g| core.groups[g as usize].name.to_string()),
+                group: l
+                    .part
+                    .group
+                    .map(|g| core.groups[g as usize].name.to_string()),
                 amounts: named(core, &l.part.amounts),
                 priority: class_priority(l.class),
                 preemptible: l.part.preemptible,
@@ -193,7 +204,11 @@ impl Allocator {
                     }
                 }
                 WaiterStatus {
-                    systems: w.parts.iter().map(|p| core.consumers[p.consumer as usize].name.to_string()).collect(),
+                    systems: w
+                        .parts
+                        .iter()
+                        .map(|p| core.consumers[p.consumer as usize].name.to_string())
+                        .collect(),
                     amounts,
                     priority: class_priority(w.class),
                     effective_priority: class_priority(w.eff_class),
@@ -204,6 +219,11 @@ impl Allocator {
             })
             .collect();
         waiters.sort_by_key(|w| w.ahead);
-        ResourceStatus { dimensions, groups, leases, waiters }
+        ResourceStatus {
+            dimensions,
+            groups,
+            leases,
+            waiters,
+        }
     }
 }

@@ -343,7 +343,11 @@ impl Registry {
                     .into_iter()
                     .map(|(k, v)| (Arc::from(k.as_str()), v))
                     .collect(),
-                slots: Arc::new(SystemSlots::new(spec.concurrency)),
+                slots: {
+                    let slots = SystemSlots::new(spec.concurrency);
+                    slots.set_step_request(spec.step_resources);
+                    Arc::new(slots)
+                },
             });
             self.names.insert(name, idx);
             self.order.push(idx);

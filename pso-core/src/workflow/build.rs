@@ -168,7 +168,7 @@ impl WorkflowBuilder {
             });
         }
         let n = self.steps.len();
-        if n >= NO_INDEX as usize / 2 {
+        if n > super::run::STEP_MASK as usize {
             return Err(WorkflowError::Invalid {
                 message: format!("workflow '{wf_name}' has too many steps ({n})"),
             });

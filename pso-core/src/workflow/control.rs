@@ -38,6 +38,8 @@ impl RunInner {
         {
             return false;
         }
+        // Parked steps waiting for a lease are queued again to resolve.
+        self.withdraw_lease_waits();
         for i in 0..self.wf.steps.len() as u32 {
             if self.stop_step(i, kind) {
                 return true;

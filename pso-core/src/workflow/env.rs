@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::limits::Waiter;
 use super::plan::{Estimates, SchedulingPolicy};
-use super::run::{RunInner, SLOT_HELD, exec_step};
+use super::run::{RunInner, SLOT_HELD, STEP_MASK, exec_step};
+use crate::allocator::{AllocConfig, Allocator};
 use crate::registry::Registry;
 use crate::scheduler::{Job, Pool, Timer};
 use crate::sync::{Arc, AtomicU8, AtomicU64, Mutex, Ordering, RwLock};
@@ -62,7 +63,10 @@ pub(crate) struct RunEnv {
     pub(crate) pool: Arc<Pool>,
     /// For resolving fan-out children that name a system operation.
     pub(crate) registry: Arc<RwLock<Registry>>,
-    pub(crate) timer: Timer,
+    /// Shared with the allocator (TTLs, grace periods, aging).
+    pub(crate) timer: Arc<Timer>,
+    /// The resource allocator (steps of systems with a step request use it).
+    pub(crate) alloc: Allocator,
     pub(crate) clock: quanta::Clock,
     pub(crate) estimates: Estimates,
     pub(crate) runs: Mutex<HashMap<u64, Weak<RunInner>>>,
@@ -84,11 +88,14 @@ impl RunEnv {
         registry: Arc<RwLock<Registry>>,
         name: &str,
         alpha: f64,
+        alloc: AllocConfig,
     ) -> Self {
+        let timer = Arc::new(Timer::new(name));
         RunEnv {
             pool,
+            alloc: Allocator::new(registry.clone(), timer.clone(), alloc),
             registry,
-            timer: Timer::new(name),
+            timer,
             clock: quanta::Clock::new(),
             estimates: Estimates::new(alpha),
             runs: Mutex::new(HashMap::new()),
@@ -122,16 +129,16 @@ impl RunEnv {
 
     /// Starts a step that was handed a concurrency slot.
     pub(crate) fn start_waiter(&self, w: Waiter) {
-        let class = w.run.wf.steps[w.step as usize].class as usize;
-        // SAFETY: the parked step holds a unit (its queue entry owned it), so
-        // the run's execution reference is alive until that job accounts it.
-        let job = unsafe {
-            Job::raw(
-                exec_step,
-                Arc::as_ptr(&w.run) as *const (),
-                w.step | SLOT_HELD,
-            )
-        };
+        self.resume(&w.run, w.step | SLOT_HELD);
+    }
+
+    /// Queues the job of a parked step again; `arg` is the step with its
+    /// `SLOT_HELD` / `LEASE_READY` bits.
+    pub(crate) fn resume(&self, run: &Arc<RunInner>, arg: u32) {
+        let class = run.wf.steps[(arg & STEP_MASK) as usize].class as usize;
+        // SAFETY: the parked step holds a unit (whoever parked it owned it),
+        // so the run's execution reference is alive until that job accounts it.
+        let job = unsafe { Job::raw(exec_step, Arc::as_ptr(run) as *const (), arg) };
         self.pool.spawn(job, class);
     }
 }

@@ -15,7 +15,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::sync::{Arc, AtomicU32, Mutex, Ordering};
+use std::sync::Arc as StdArc;
+
+use crate::allocator::ResourceRequest;
+use crate::sync::{Arc, AtomicBool, AtomicU32, Mutex, Ordering};
 use crate::workflow::run::RunInner;
 
 /// A parked step.
@@ -62,6 +65,10 @@ impl Queue {
 pub(crate) struct SystemSlots {
     limit: AtomicU32,
     queue: Mutex<Queue>,
+    /// What each of the system's steps leases while it runs (see
+    /// `workflow::resources`); `has_request` lets steps skip the lock.
+    request: Mutex<Option<StdArc<ResourceRequest>>>,
+    has_request: AtomicBool,
 }
 
 impl std::fmt::Debug for SystemSlots {
@@ -89,7 +96,24 @@ impl SystemSlots {
         SystemSlots {
             limit: AtomicU32::new(limit.unwrap_or(0)),
             queue: Mutex::new(Queue::default()),
+            request: Mutex::new(None),
+            has_request: AtomicBool::new(false),
         }
+    }
+
+    /// Sets (or clears) the request each step of the system leases.
+    pub(crate) fn set_step_request(&self, req: Option<ResourceRequest>) {
+        let mut r = self.request.lock();
+        self.has_request.store(req.is_some(), Ordering::Release);
+        *r = req.map(StdArc::new);
+    }
+
+    /// The request each step leases, if any.
+    pub(crate) fn step_request(&self) -> Option<StdArc<ResourceRequest>> {
+        if !self.has_request.load(Ordering::Acquire) {
+            return None;
+        }
+        self.request.lock().clone()
     }
 
     /// The limit, if any.
@@ -159,7 +183,10 @@ impl SystemSlots {
     pub(crate) fn set_limit(&self, limit: Option<u32>) -> Vec<Waiter> {
         let mut q = self.queue.lock();
         self.limit.store(limit.unwrap_or(0), Ordering::Release);
-        q.window = Window { since: Some(Instant::now()), ..Window::default() };
+        q.window = Window {
+            since: Some(Instant::now()),
+            ..Window::default()
+        };
         let mut out = Vec::new();
         match limit {
             None => out.extend(q.waiting.drain(..).map(|(w, _)| w)),

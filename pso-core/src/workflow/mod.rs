@@ -26,6 +26,7 @@ mod env;
 mod fanout;
 mod limits;
 mod plan;
+mod resources;
 mod result;
 pub(crate) mod run;
 #[cfg(test)]
@@ -355,6 +356,14 @@ pub enum WorkflowError {
         /// The workflow.
         workflow: String,
     },
+    /// A workflow file could not be read.
+    #[error("cannot read workflow file {path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The operating system's message.
+        message: String,
+    },
     /// The orchestrator is closed.
     #[error("the orchestrator is closed")]
     Closed,
@@ -373,6 +382,7 @@ impl PsoError for WorkflowError {
             }
             WorkflowError::Parse { .. } => ErrorKind::Parse,
             WorkflowError::NotActive { .. } => ErrorKind::NotActive,
+            WorkflowError::Io { .. } => ErrorKind::Io,
             WorkflowError::Closed => ErrorKind::Closed,
         }
     }

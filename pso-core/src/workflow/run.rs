@@ -59,6 +59,8 @@
 //! readers (after `done`, stored with `Release` once `outstanding` is zero).
 
 use std::mem::ManuallyDrop;
+
+use foldhash::HashMap;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -68,6 +70,7 @@ use super::env::{RunEnv, RunOptions};
 use super::fanout::ChildGroup;
 use super::limits::{Acquire, Waiter};
 use super::plan::{self, RunPlan};
+use super::resources::{LeaseStep, StepLease};
 use super::{CondDef, HAS_CONDITION, HAS_RETRY, HAS_TIMEOUT, WorkflowInner};
 use crate::model::HandlerError;
 use crate::scheduler::{Job, TimerId};
@@ -96,6 +99,11 @@ pub(super) const FAILED_BIT: u64 = 1 << 63;
 pub(super) const SKIP_ONE: u64 = 1 << 32;
 /// Set in a job's argument when the step already holds its system's slot.
 pub(super) const SLOT_HELD: u32 = 1 << 31;
+/// Set in a job's argument when the allocator decided the step's lease (see
+/// [`super::resources`]).
+pub(super) const LEASE_READY: u32 = 1 << 30;
+/// The step index in a job's argument; also the largest step count + 1.
+pub(crate) const STEP_MASK: u32 = LEASE_READY - 1;
 pub(super) const NO_WORKER: u32 = u32::MAX;
 
 #[inline]
@@ -159,6 +167,9 @@ pub(crate) struct RunInner {
     pub(super) deadline_timer: Mutex<Option<TimerId>>,
     /// Next unclaimed root of each root group (see `claim_roots`).
     root_cursors: Box<[AtomicUsize]>,
+    /// Step leases (see [`super::resources`]); `leased` once any was asked.
+    pub(super) leases: Mutex<HashMap<u32, StepLease>>,
+    pub(super) leased: AtomicBool,
 }
 
 impl std::fmt::Debug for RunInner {
@@ -173,17 +184,17 @@ impl std::fmt::Debug for RunInner {
 /// The pool's entry point for a raw workflow job.
 ///
 /// # Safety
-/// `data` is a `*const RunInner` and `arg & !SLOT_HELD` a step of that run
+/// `data` is a `*const RunInner` and `arg & STEP_MASK` a step of that run
 /// holding a unit (see the module docs), so the run is alive.
 pub(super) unsafe fn exec_step(data: *const (), arg: u32) {
     let ptr = data as *const RunInner;
-    let mut next = arg & !SLOT_HELD;
-    let mut slot_held = arg & SLOT_HELD != 0;
+    let mut next = arg & STEP_MASK;
+    let mut resumed = arg & !STEP_MASK;
     loop {
         // SAFETY: step `next` holds a unit, so the execution reference keeps
         // the run alive for this borrow, which ends before `finish`.
-        let (what, guard) = unsafe { &*ptr }.step(next, slot_held);
-        slot_held = false;
+        let (what, guard) = unsafe { &*ptr }.step(next, resumed);
+        resumed = 0;
         match what {
             Next::Run(n) => {
                 drop(guard);
@@ -242,6 +253,8 @@ impl RunInner {
                 .iter()
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
+            leases: Mutex::new(HashMap::default()),
+            leased: AtomicBool::new(false),
             plan,
         });
         env.runs.lock().insert(run.id, Arc::downgrade(&run));
@@ -299,7 +312,7 @@ impl RunInner {
             for k in lo + cur..lo + cur + chunk {
                 let mut next = self.plan.roots[k];
                 loop {
-                    let (what, _guard) = self.step(next, false);
+                    let (what, _guard) = self.step(next, 0);
                     match what {
                         Next::Run(n) => next = n,
                         Next::Idle => break,
@@ -398,11 +411,13 @@ impl RunInner {
             .is_ok()
     }
 
-    /// Runs (or resolves) step `i`, whose job this thread holds.
-    pub(super) fn step(&self, i: u32, slot_held: bool) -> (Next, Option<Arc<RunInner>>) {
+    /// Runs (or resolves) step `i`, whose job this thread holds. `resumed`
+    /// holds the `SLOT_HELD` / `LEASE_READY` bits of a parked step's job.
+    pub(super) fn step(&self, i: u32, resumed: u32) -> (Next, Option<Arc<RunInner>>) {
         let iu = i as usize;
         let wf = &*self.wf;
         let def = &wf.steps[iu];
+        let slot_held = resumed & SLOT_HELD != 0;
         let (att, st) = split(self.state_word(i));
         if st != PENDING {
             return (self.step_queued(i, att, st, slot_held), None);
@@ -415,9 +430,9 @@ impl RunInner {
             || deps >> 32 != 0
             || def.flags != 0
             || def.system_ix != super::NO_INDEX
-            || slot_held
+            || resumed != 0
         {
-            match self.step_prelude(i, att, deps, stop, slot_held) {
+            match self.step_prelude(i, att, deps, stop, resumed) {
                 Ok(held) => held,
                 Err(next) => return (next, None),
             }
@@ -428,7 +443,7 @@ impl RunInner {
             // Cancelled or timed out while we looked: it is `_Q` now, and this
             // job still owns its bookkeeping.
             self.give_back(i, held);
-            return self.step(i, false);
+            return self.step(i, 0);
         }
         self.run_claimed(i, att, held)
     }
@@ -447,8 +462,10 @@ impl RunInner {
         }
     }
 
-    /// Gives back the system slot step `i` holds, starting the next waiter.
+    /// Gives back the system slot step `i` holds, starting the next waiter,
+    /// and releases its lease: its attempt ended (or did not start).
     fn give_back(&self, i: u32, held: bool) {
+        self.drop_lease(i);
         if held
             && let Some(s) = self.wf.steps[i as usize].system()
             && let Some(w) = self.wf.systems[s as usize].slots.release()
@@ -458,9 +475,9 @@ impl RunInner {
     }
 
     /// The uncommon checks before claiming step `i`: a stopped run, failed or
-    /// skipped predecessors, the concurrency slot, the condition. `Ok(held)`
-    /// to go on (holding a slot or not); `Err` if the step was resolved or
-    /// parked.
+    /// skipped predecessors, the concurrency slot, the condition, the step's
+    /// lease. `Ok(held)` to go on (holding a slot or not); `Err` if the step
+    /// was resolved or parked.
     #[cold]
     fn step_prelude(
         &self,
@@ -468,8 +485,10 @@ impl RunInner {
         att: u32,
         deps: u64,
         stop: u8,
-        slot_held: bool,
+        resumed: u32,
     ) -> Result<bool, Next> {
+        let slot_held = resumed & SLOT_HELD != 0;
+        let lease_ready = resumed & LEASE_READY != 0;
         let iu = i as usize;
         let wf = &*self.wf;
         let def = &wf.steps[iu];
@@ -508,7 +527,8 @@ impl RunInner {
                 Acquire::Granted => held = true,
             }
         }
-        if def.flags & HAS_CONDITION != 0 {
+        // A step resumed with its lease decided already passed its condition.
+        if def.flags & HAS_CONDITION != 0 && !lease_ready {
             let cond = wf
                 .meta_of(i)
                 .and_then(|m| m.condition.as_deref())
@@ -534,6 +554,16 @@ impl RunInner {
                     return Err(self.resolve(i, att, PENDING, SKIPPED, None));
                 }
                 Err(e) => {
+                    self.give_back(i, held);
+                    return Err(self.resolve(i, att, PENDING, FAILED, Some(e)));
+                }
+            }
+        }
+        if let Some(s) = def.system() {
+            match self.step_lease(i, s, lease_ready, held) {
+                LeaseStep::Go => {}
+                LeaseStep::Parked => return Err(Next::Idle),
+                LeaseStep::Failed(e) => {
                     self.give_back(i, held);
                     return Err(self.resolve(i, att, PENDING, FAILED, Some(e)));
                 }
