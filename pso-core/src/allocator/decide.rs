@@ -34,9 +34,11 @@
 //!   released at most once.
 //! * A waiter is in exactly one queue: `queues[(consumer, class)]` for its
 //!   primary consumer and effective class; a consumer is in `ready[class]` iff
-//!   that queue is non-empty, keyed by its current share.
+//!   that queue is non-empty, keyed by its current share and then the arrival
+//!   sequence of its head waiter (equal shares are served oldest first).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -188,6 +190,8 @@ pub(crate) struct WaiterRec {
     pub(crate) eff_class: u8,
     pub(crate) enqueued: Instant,
     pub(crate) token: u64,
+    /// Arrival order (ties of equal shares go to the oldest).
+    pub(crate) seq: u64,
 }
 
 /// What a decision produced, for the caller to carry out after unlocking.
@@ -199,6 +203,41 @@ pub(crate) struct Effects {
     pub(crate) revoking: Vec<(Id, Instant)>,
     /// Leases granted with a TTL: `(lease, expiry)`.
     pub(crate) expiring: Vec<(Id, Instant)>,
+    /// Waiters that can never fit any more (a capacity or quota was lowered).
+    pub(crate) rejected: Vec<(u64, ResourceError)>,
+}
+
+/// Why a request cannot be granted now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    /// Not enough free capacity: it holds back its class and lower ones.
+    Capacity,
+    /// Only its group's quota: the group waits, nobody else does.
+    Quota,
+}
+
+type DimTotals = SmallVec<[(u32, u64); 8]>;
+type GroupTotals = SmallVec<[(u32, u32, u64); 8]>;
+
+/// A request's totals per dimension and per (group, dimension).
+fn totals(parts: &[Part]) -> (DimTotals, GroupTotals) {
+    let mut by_dim = DimTotals::new();
+    let mut by_group = GroupTotals::new();
+    for p in parts {
+        for &(d, a) in &p.amounts {
+            match by_dim.iter_mut().find(|e| e.0 == d) {
+                Some(e) => e.1 = e.1.saturating_add(a),
+                None => by_dim.push((d, a)),
+            }
+            if let Some(g) = p.group {
+                match by_group.iter_mut().find(|e| e.0 == g && e.1 == d) {
+                    Some(e) => e.2 = e.2.saturating_add(a),
+                    None => by_group.push((g, d, a)),
+                }
+            }
+        }
+    }
+    (by_dim, by_group)
 }
 
 /// Tunables of the policy.
@@ -219,7 +258,8 @@ pub(crate) struct Core {
     pub(crate) leases: Slab<LeaseRec>,
     pub(crate) waiters: Slab<WaiterRec>,
     /// Consumers with a non-empty queue in each class, by share.
-    ready: [BTreeSet<(u64, u32)>; CLASSES],
+    ready: [BTreeSet<(u64, u64, u32)>; CLASSES],
+    next_seq: u64,
     /// Preemptible leases not yet revoking, per class (skips the search for
     /// victims when there are none).
     preemptible: [usize; CLASSES],
@@ -244,6 +284,7 @@ impl Core {
             waiters: Slab::default(),
             ready: std::array::from_fn(|_| BTreeSet::new()),
             preemptible: [0; CLASSES],
+            next_seq: 0,
             policy,
         }
     }
@@ -278,6 +319,7 @@ impl Core {
             }
         }
         self.recompute_shares();
+        self.reject_impossible(effects);
         self.drain(now, effects);
     }
 
@@ -296,6 +338,7 @@ impl Core {
     ) {
         let g = self.group(group);
         self.groups[g as usize].quota[dim as usize] = quota;
+        self.reject_impossible(effects);
         self.drain(now, effects);
     }
 
@@ -333,6 +376,12 @@ impl Core {
         (self.consumers.len() - 1) as u32
     }
 
+    /// The index of consumer `name`, if it ever asked.
+    #[cfg(test)]
+    pub(crate) fn consumer_index(&self, name: &str) -> Option<u32> {
+        self.consumer_ix.get(name).copied()
+    }
+
     /// Sets a consumer's DRF weight (> 0).
     pub(crate) fn set_weight(
         &mut self,
@@ -365,11 +414,18 @@ impl Core {
             return;
         }
         for class in 0..CLASSES {
-            if self.ready[class].remove(&(old, c)) {
-                self.ready[class].insert((new, c));
+            if let Some(head) = self.head_seq(c, class) {
+                self.ready[class].remove(&(old, head, c));
+                self.ready[class].insert((new, head, c));
             }
         }
         self.consumers[c as usize].share = new;
+    }
+
+    /// The arrival sequence of consumer `c`'s first waiter in `class`.
+    fn head_seq(&self, c: u32, class: usize) -> Option<u64> {
+        let id = *self.consumers[c as usize].queues[class].front()?;
+        Some(self.waiters.get(id).expect("queued waiter exists").seq)
     }
 
     fn recompute_shares(&mut self) {
@@ -378,63 +434,59 @@ impl Core {
         }
     }
 
-    /// Rejects a part that could never fit.
-    pub(crate) fn check_part(&self, part: &Part) -> Result<(), ResourceError> {
-        for &(d, a) in &part.amounts {
+    /// Rejects a request that could never fit: its total on a dimension
+    /// above the capacity, or a group's total above the group's quota.
+    pub(crate) fn check_parts(&self, parts: &[Part]) -> Result<(), ResourceError> {
+        let (by_dim, by_group) = totals(parts);
+        for &(d, a) in &by_dim {
             let dim = &self.dims[d as usize];
             if a > dim.capacity {
+                let who = parts
+                    .iter()
+                    .find(|p| p.amounts.iter().any(|e| e.0 == d))
+                    .map_or(parts[0].consumer, |p| p.consumer);
                 return Err(ResourceError::ExceedsCapacity {
-                    system: self.consumers[part.consumer as usize].name.to_string(),
+                    system: self.consumers[who as usize].name.to_string(),
                     dimension: dim.name.to_string(),
                     requested: a,
                     capacity: dim.capacity,
                 });
             }
-            if let Some(g) = part.group {
-                let group = &self.groups[g as usize];
-                if let Some(q) = group.quota[d as usize]
-                    && a > q
-                {
-                    return Err(ResourceError::ExceedsQuota {
-                        group: group.name.to_string(),
-                        dimension: dim.name.to_string(),
-                        requested: a,
-                        quota: q,
-                    });
-                }
+        }
+        for &(g, d, a) in &by_group {
+            let group = &self.groups[g as usize];
+            if let Some(q) = group.quota[d as usize]
+                && a > q
+            {
+                return Err(ResourceError::ExceedsQuota {
+                    group: group.name.to_string(),
+                    dimension: self.dims[d as usize].name.to_string(),
+                    requested: a,
+                    quota: q,
+                });
             }
         }
         Ok(())
     }
 
-    /// Whether every part fits now, all together.
-    fn fits(&self, parts: &[Part]) -> bool {
-        let mut by_dim: SmallVec<[(u32, u64); 8]> = SmallVec::new();
-        let mut by_group: SmallVec<[(u32, u32, u64); 8]> = SmallVec::new();
-        for p in parts {
-            for &(d, a) in &p.amounts {
-                match by_dim.iter_mut().find(|e| e.0 == d) {
-                    Some(e) => e.1 = e.1.saturating_add(a),
-                    None => by_dim.push((d, a)),
-                }
-                if let Some(g) = p.group {
-                    match by_group.iter_mut().find(|e| e.0 == g && e.1 == d) {
-                        Some(e) => e.2 = e.2.saturating_add(a),
-                        None => by_group.push((g, d, a)),
-                    }
-                }
-            }
-        }
-        by_dim.iter().all(|&(d, a)| {
+    /// What keeps a request from being granted now, if anything.
+    fn blocked(&self, parts: &[Part]) -> Option<Block> {
+        let (by_dim, by_group) = totals(parts);
+        let over_capacity = by_dim.iter().any(|&(d, a)| {
             let dim = &self.dims[d as usize];
             dim.allocated
                 .checked_add(a)
-                .is_some_and(|t| t <= dim.capacity)
-        }) && by_group.iter().all(|&(g, d, a)| {
+                .is_none_or(|t| t > dim.capacity)
+        });
+        if over_capacity {
+            return Some(Block::Capacity);
+        }
+        let over_quota = by_group.iter().any(|&(g, d, a)| {
             let group = &self.groups[g as usize];
             group.quota[d as usize]
-                .is_none_or(|q| group.allocated[d as usize].saturating_add(a) <= q)
-        })
+                .is_some_and(|q| group.allocated[d as usize].saturating_add(a) > q)
+        });
+        over_quota.then_some(Block::Quota)
     }
 
     fn add(&mut self, part: &Part, sign_add: bool) {
@@ -507,45 +559,64 @@ impl Core {
         now: Instant,
         effects: &mut Effects,
     ) -> Result<Result<Vec<Id>, Id>, ResourceError> {
-        for p in &parts {
-            self.check_part(p)?;
-        }
-        if !self.waiters_at_or_above(class) && self.fits(&parts) {
+        self.check_parts(&parts)?;
+        if !self.waiters_at_or_above(class) && self.blocked(&parts).is_none() {
             return Ok(Ok(self.grant_parts(parts, class, now, effects)));
         }
         let primary = parts[0].consumer;
+        self.next_seq += 1;
         let id = self.waiters.insert(WaiterRec {
             parts,
             class,
             eff_class: class,
             enqueued: now,
             token,
+            seq: self.next_seq,
         });
         self.enqueue(primary, class, id);
         // It may be the new head: try (preemption, or a grant).
         self.drain(now, effects);
+        if self.waiters.get(id).is_none() {
+            // Granted by that drain (it passed waiters held back by quotas).
+            let pos = effects
+                .granted
+                .iter()
+                .position(|g| g.0 == token)
+                .expect("a drained waiter was granted");
+            return Ok(Ok(effects.granted.remove(pos).1));
+        }
         Ok(Err(id))
     }
 
     fn enqueue(&mut self, consumer: u32, class: u8, id: Id) {
+        let seq = self.waiters.get(id).expect("enqueued waiter exists").seq;
         let con = &mut self.consumers[consumer as usize];
         let q = &mut con.queues[class as usize];
         if q.is_empty() {
-            self.ready[class as usize].insert((con.share, consumer));
+            self.ready[class as usize].insert((con.share, seq, consumer));
         }
         q.push_back(id);
     }
 
+    /// Takes waiter `id` (still in the slab) out of its queue.
     fn dequeue(&mut self, consumer: u32, class: u8, id: Id) -> bool {
-        let con = &mut self.consumers[consumer as usize];
-        let q = &mut con.queues[class as usize];
-        let Some(pos) = q.iter().position(|&w| w == id) else {
+        let cu = class as usize;
+        let Some(pos) = self.consumers[consumer as usize].queues[cu]
+            .iter()
+            .position(|&w| w == id)
+        else {
             return false;
         };
-        q.remove(pos);
-        if q.is_empty() {
-            let share = con.share;
-            self.ready[class as usize].remove(&(share, consumer));
+        if pos == 0 {
+            let share = self.consumers[consumer as usize].share;
+            let seq = self.waiters.get(id).expect("queued waiter exists").seq;
+            self.ready[cu].remove(&(share, seq, consumer));
+            self.consumers[consumer as usize].queues[cu].pop_front();
+            if let Some(next) = self.head_seq(consumer, cu) {
+                self.ready[cu].insert((share, next, consumer));
+            }
+        } else {
+            self.consumers[consumer as usize].queues[cu].remove(pos);
         }
         true
     }
@@ -582,23 +653,53 @@ impl Core {
     }
 
     /// Grants waiters in policy order while the head fits; tries preemption
-    /// for a head that does not.
+    /// for a head that does not. A waiter held back only by its group's quota
+    /// is passed over (it takes nothing anyone else could use).
     pub(crate) fn drain(&mut self, now: Instant, effects: &mut Effects) {
         for class in 0..CLASSES {
-            while let Some(&(_, c)) = self.ready[class].first() {
+            // Consumers up to `after` (in ready order) wait on quotas only.
+            let mut after: Option<(u64, u64, u32)> = None;
+            loop {
+                let next = match after {
+                    None => self.ready[class].first(),
+                    Some(k) => self.ready[class].range((Excluded(k), Unbounded)).next(),
+                };
+                let Some(&key) = next else { break };
+                let c = key.2;
                 let id = *self.consumers[c as usize].queues[class]
                     .front()
                     .expect("ready consumer has a waiter");
                 let w = self.waiters.get(id).expect("queued waiter exists");
-                if !self.fits(&w.parts) {
-                    self.preempt_for(id, class as u8, now, effects);
-                    return; // strict: nothing of this class or below jumps ahead
+                match self.blocked(&w.parts) {
+                    None => {
+                        self.dequeue(c, class as u8, id);
+                        let w = self.waiters.remove(id).expect("queued waiter exists");
+                        let leases = self.grant_parts(w.parts, w.class, now, effects);
+                        effects.granted.push((w.token, leases));
+                    }
+                    Some(Block::Quota) => after = Some(key),
+                    Some(Block::Capacity) => {
+                        self.preempt_for(id, class as u8, now, effects);
+                        return; // strict: nothing of this class or below jumps ahead
+                    }
                 }
-                self.dequeue(c, class as u8, id);
-                let w = self.waiters.remove(id).expect("queued waiter exists");
-                let leases = self.grant_parts(w.parts, w.class, now, effects);
-                effects.granted.push((w.token, leases));
             }
+        }
+    }
+
+    /// Rejects waiters that can never fit after a capacity or quota change.
+    fn reject_impossible(&mut self, effects: &mut Effects) {
+        let doomed: Vec<(Id, ResourceError)> = self
+            .waiters
+            .iter()
+            .filter_map(|(id, w)| self.check_parts(&w.parts).err().map(|e| (id, e)))
+            .collect();
+        for (id, e) in doomed {
+            let w = self.waiters.get(id).expect("doomed waiter exists");
+            let (consumer, class) = (w.parts[0].consumer, w.eff_class);
+            self.dequeue(consumer, class, id);
+            let w = self.waiters.remove(id).expect("doomed waiter exists");
+            effects.rejected.push((w.token, e));
         }
     }
 
@@ -613,15 +714,7 @@ impl Core {
         }
         let w = self.waiters.get(id).expect("waiter exists");
         // Deficit per dimension, counting leases already being revoked as freed.
-        let mut deficit: SmallVec<[(u32, u64); 8]> = SmallVec::new();
-        for p in &w.parts {
-            for &(d, a) in &p.amounts {
-                match deficit.iter_mut().find(|e| e.0 == d) {
-                    Some(e) => e.1 += a,
-                    None => deficit.push((d, a)),
-                }
-            }
-        }
+        let (mut deficit, _) = totals(&w.parts);
         for e in deficit.iter_mut() {
             let dim = &self.dims[e.0 as usize];
             let free = dim.capacity.saturating_sub(dim.allocated) + dim.revoking;
@@ -726,14 +819,18 @@ impl Core {
         for class in 0..w.eff_class as usize {
             n += self.ready[class]
                 .iter()
-                .map(|&(_, c)| self.consumers[c as usize].queues[class].len())
+                .map(|&(_, _, c)| self.consumers[c as usize].queues[class].len())
                 .sum::<usize>();
         }
         let class = w.eff_class as usize;
         let c = w.parts[0].consumer;
-        let share = self.consumers[c as usize].share;
-        for &(s, other) in &self.ready[class] {
-            if (s, other) >= (share, c) {
+        let key = (
+            self.consumers[c as usize].share,
+            self.head_seq(c, class).unwrap_or(0),
+            c,
+        );
+        for &(s, hs, other) in &self.ready[class] {
+            if (s, hs, other) >= key {
                 break;
             }
             n += self.consumers[other as usize].queues[class].len();
@@ -748,24 +845,23 @@ impl Core {
     pub(crate) fn reason(&self, id: Id) -> Waited {
         let w = self.waiters.get(id).expect("waiter exists");
         let mut short = Vec::new();
-        for p in &w.parts {
-            for &(d, a) in &p.amounts {
-                let dim = &self.dims[d as usize];
-                let free = dim.capacity.saturating_sub(dim.allocated);
-                if a > free {
-                    short.push(format!("needs {a} {}, {free} free", dim.name));
-                }
-                if let Some(g) = p.group {
-                    let group = &self.groups[g as usize];
-                    if let Some(q) = group.quota[d as usize] {
-                        let left = q.saturating_sub(group.allocated[d as usize]);
-                        if a > left {
-                            short.push(format!(
-                                "needs {a} {} within group {}'s quota, {left} left",
-                                dim.name, group.name
-                            ));
-                        }
-                    }
+        let (by_dim, by_group) = totals(&w.parts);
+        for &(d, a) in &by_dim {
+            let dim = &self.dims[d as usize];
+            let free = dim.capacity.saturating_sub(dim.allocated);
+            if a > free {
+                short.push(format!("needs {a} {}, {free} free", dim.name));
+            }
+        }
+        for &(g, d, a) in &by_group {
+            let group = &self.groups[g as usize];
+            if let Some(q) = group.quota[d as usize] {
+                let left = q.saturating_sub(group.allocated[d as usize]);
+                if a > left {
+                    short.push(format!(
+                        "needs {a} {} within group {}'s quota, {left} left",
+                        self.dims[d as usize].name, group.name
+                    ));
                 }
             }
         }
@@ -855,9 +951,19 @@ impl Core {
             }
         }
         for class in 0..CLASSES {
-            for &(share, c) in &self.ready[class] {
-                if self.consumers[c as usize].queues[class].is_empty()
-                    || self.consumers[c as usize].share != share
+            let with_waiters = self
+                .consumers
+                .iter()
+                .filter(|c| !c.queues[class].is_empty())
+                .count();
+            if with_waiters != self.ready[class].len() {
+                return Err(format!(
+                    "ready set of class {class} has {} entries for {with_waiters} consumers",
+                    self.ready[class].len()
+                ));
+            }
+            for &(share, seq, c) in &self.ready[class] {
+                if self.head_seq(c, class) != Some(seq) || self.consumers[c as usize].share != share
                 {
                     return Err(format!("ready set of class {class} is stale"));
                 }

@@ -21,6 +21,8 @@ mod decide;
 mod lease;
 mod optimize;
 mod status;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc as StdArc;
@@ -590,6 +592,18 @@ impl AllocInner {
                     inner: self.clone(),
                 }
                 .release(id);
+            }
+        }
+        if !fx.rejected.is_empty() {
+            let slots: Vec<(StdArc<WaitSlot>, ResourceError)> = {
+                let mut st = self.state.lock();
+                fx.rejected
+                    .into_iter()
+                    .filter_map(|(token, e)| st.slots.remove(&token).map(|s| (s, e)))
+                    .collect()
+            };
+            for (slot, e) in slots {
+                slot.complete(Err(e));
             }
         }
         for (id, at) in fx.expiring {
