@@ -930,18 +930,15 @@ impl Core {
                 ));
             }
         }
-        for (g, group) in self.groups.iter().enumerate() {
-            for d in 0..self.dims.len() {
-                if group.allocated[d] != groups[g][d] {
+        for (group, held) in self.groups.iter().zip(&groups) {
+            for (d, dim) in self.dims.iter().enumerate() {
+                if group.allocated[d] != held[d] {
                     return Err(format!("group {} drifted", group.name));
                 }
                 if let Some(q) = group.quota[d]
                     && group.allocated[d] > q
                 {
-                    return Err(format!(
-                        "group {} over quota on {}",
-                        group.name, self.dims[d].name
-                    ));
+                    return Err(format!("group {} over quota on {}", group.name, dim.name));
                 }
             }
         }

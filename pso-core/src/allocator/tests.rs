@@ -344,7 +344,7 @@ fn drf_shares_converge_to_equal_within_one_request() {
     assert_eq!(counts, vec![3, 2]);
     assert!((share(&c, "A") - 2.0 / 3.0).abs() < 1e-9 && (share(&c, "B") - 2.0 / 3.0).abs() < 1e-9);
 
-    let users: [(&str, &[(&str, u64)], f64); 3] = [
+    let users: [User<'_>; 3] = [
         ("x", &[("cpu", 2), ("memory", 1)], 1.0),
         ("y", &[("cpu", 1), ("memory", 3)], 1.0),
         ("z", &[("cpu", 1), ("memory", 1)], 1.0),
@@ -384,7 +384,10 @@ fn drf_shares_converge_to_equal_within_one_request() {
 /// (round robin) as many requests as would fill the whole capacity alone.
 /// Then the blocker leaves and one drain serves them in policy order until
 /// the head does not fit. Returns the core and each user's lease count.
-fn fill(caps: &[(&str, u64)], users: &[(&str, &[(&str, u64)], f64)]) -> (Core, Vec<usize>) {
+/// A user of [`fill`]: name, the request it repeats, weight.
+type User<'a> = (&'a str, &'a [(&'a str, u64)], f64);
+
+fn fill(caps: &[(&str, u64)], users: &[User<'_>]) -> (Core, Vec<usize>) {
     let now = Instant::now();
     let mut c = core(caps);
     let mut fx = Effects::default();
