@@ -72,6 +72,7 @@ pub use crate::orchestrator::{
     BuildError, DEFAULT_TRANSITION_TIMEOUT, MAX_WORKERS, Orchestrator, OrchestratorBuilder,
 };
 pub use crate::registry::RegistryError;
+pub use crate::scheduler::WorkerScope;
 pub use crate::state::{
     Dump, Entry, Event, Expect, MemoryBackend, Selector, SnapshotInfo, StateBackend, StateConfig,
     StateError, StateStore, WatchSource, Watcher,
@@ -80,7 +81,7 @@ pub use crate::status::SystemStatus;
 pub use crate::topology::{ExportFormat, SystemDecl, Topology, TopologyError, TopologyFormat};
 pub use crate::value::Value;
 pub use crate::workflow::{
-    CancelToken, Child, ConditionFn, Estimate, RetryPolicy, RunHandle, RunOptions, RunProgress,
-    RunResult, RunState, SchedulingPolicy, StepContext, StepCounts, StepDecl, StepId, StepRecord,
-    StepSpec, StepState, Workflow, WorkflowBuilder, WorkflowDecl, WorkflowError,
+    CancelToken, Child, ConditionFn, Estimate, MAX_RETRIES, RetryPolicy, RunHandle, RunOptions,
+    RunProgress, RunResult, RunState, SchedulingPolicy, StepContext, StepCounts, StepDecl, StepId,
+    StepRecord, StepSpec, StepState, Workflow, WorkflowBuilder, WorkflowDecl, WorkflowError,
 };

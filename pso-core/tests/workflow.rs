@@ -959,3 +959,52 @@ fn an_idle_orchestrator_uses_no_cpu() {
     // And they still wake up for new work.
     assert!(o.coordinate_systems(&wf).unwrap().wait().is_success());
 }
+
+#[test]
+fn steps_run_inside_the_worker_scope_and_an_unreadable_file_is_an_io_error() {
+    thread_local! { static IN_SCOPE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) }; }
+    let entered = Arc::new(AtomicUsize::new(0));
+    let e = entered.clone();
+    let o = Orchestrator::builder()
+        .workers(2)
+        .worker_scope(Arc::new(move |run: &mut dyn FnMut()| {
+            e.fetch_add(1, Ordering::SeqCst);
+            IN_SCOPE.with(|s| s.set(true));
+            run();
+            IN_SCOPE.with(|s| s.set(false));
+        }))
+        .build()
+        .unwrap();
+    let mut b = Workflow::builder("scoped");
+    for i in 0..64 {
+        b = b.step(StepSpec::func(format!("s{i}"), |_| {
+            Ok(Value::Bool(IN_SCOPE.with(|s| s.get())))
+        }));
+    }
+    let r = o.coordinate_systems(&b.build(&o).unwrap()).unwrap().wait();
+    assert_eq!(r.state(), RunState::Succeeded);
+    for i in 0..64 {
+        assert_eq!(r.output(&format!("s{i}")), Some(&Value::Bool(true)));
+    }
+    assert_eq!(entered.load(Ordering::SeqCst), 2, "once per worker");
+    let e = o.load_workflow("/nonexistent/workflow.toml").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert!(
+        e.to_string()
+            .starts_with("cannot read workflow file /nonexistent/workflow.toml")
+    );
+}
+
+#[test]
+fn too_many_retries_are_rejected_when_building() {
+    let o = orch(1);
+    let e = Workflow::builder("w")
+        .step(StepSpec::func("s", |_| Ok(Value::Null)).retries(pso_core::MAX_RETRIES + 1))
+        .build(&o)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        e.to_string().contains("step 's' asks for 16777215 retries"),
+        "{e}"
+    );
+}

@@ -21,7 +21,7 @@ use crate::lifecycle::{
 };
 use crate::model::{EdgeKind, EdgeSpec, HandlerError, Handlers, LifecycleAction, SystemSpec};
 use crate::registry::{OrderedSet, Registry, RegistryError};
-use crate::scheduler::Pool;
+use crate::scheduler::{Pool, WorkerScope};
 use crate::status::SystemStatus;
 use crate::sync::{Arc, AtomicBool, Mutex, MutexGuard, Ordering, RwLock, RwLockReadGuard};
 use crate::topology::{self, ExportFormat, Topology, TopologyError, TopologyFormat};
@@ -49,7 +49,7 @@ pub const DEFAULT_TRANSITION_TIMEOUT: Duration = Duration::from_secs(30);
 /// assert_eq!(orch.workers(), 2);
 /// # Ok::<(), pso_core::BuildError>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OrchestratorBuilder {
     workers: Option<usize>,
     transition_timeout: Duration,
@@ -58,6 +58,18 @@ pub struct OrchestratorBuilder {
     estimate_alpha: f64,
     policy: SchedulingPolicy,
     alloc: AllocConfig,
+    worker_scope: Option<WorkerScope>,
+}
+
+impl std::fmt::Debug for OrchestratorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrchestratorBuilder")
+            .field("workers", &self.workers)
+            .field("transition_timeout", &self.transition_timeout)
+            .field("thread_name", &self.thread_name)
+            .field("worker_scope", &self.worker_scope.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for OrchestratorBuilder {
@@ -70,6 +82,7 @@ impl Default for OrchestratorBuilder {
             estimate_alpha: 0.2,
             policy: SchedulingPolicy::CriticalPath,
             alloc: AllocConfig::default(),
+            worker_scope: None,
         }
     }
 }
@@ -117,6 +130,34 @@ impl OrchestratorBuilder {
     /// path).
     pub fn scheduling_policy(mut self, policy: SchedulingPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Runs each worker thread's whole loop inside `scope`, which must call
+    /// the function it is given once (if it does not, or panics, the loop
+    /// runs after it). For bindings that make a thread ready for their
+    /// runtime once instead of on every call — a Python binding keeps the
+    /// thread's interpreter state alive with the lock released in between.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// let entered = Arc::new(AtomicUsize::new(0));
+    /// let e = entered.clone();
+    /// let orch = pso_core::Orchestrator::builder()
+    ///     .workers(2)
+    ///     .worker_scope(Arc::new(move |run: &mut dyn FnMut()| {
+    ///         e.fetch_add(1, Ordering::SeqCst);
+    ///         run();
+    ///     }))
+    ///     .build()?;
+    /// # while entered.load(Ordering::SeqCst) < 2 { std::thread::yield_now(); }
+    /// assert_eq!(entered.load(Ordering::SeqCst), 2);
+    /// # Ok::<(), pso_core::BuildError>(())
+    /// ```
+    pub fn worker_scope(mut self, scope: WorkerScope) -> Self {
+        self.worker_scope = Some(scope);
         self
     }
 
@@ -187,10 +228,11 @@ impl OrchestratorBuilder {
                 ),
             });
         }
-        let pool = Pool::new(workers, &self.thread_name).map_err(|e| BuildError {
-            kind: ErrorKind::Io,
-            message: format!("cannot start worker threads: {e}"),
-        })?;
+        let pool = Pool::with_scope(workers, &self.thread_name, self.worker_scope.clone())
+            .map_err(|e| BuildError {
+                kind: ErrorKind::Io,
+                message: format!("cannot start worker threads: {e}"),
+            })?;
         let pool = Arc::new(pool);
         let registry = Arc::new(RwLock::new(Registry::new()));
         let env = Arc::new(RunEnv::new(

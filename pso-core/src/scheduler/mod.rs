@@ -71,6 +71,10 @@ thread_local! {
 }
 
 /// A fixed-size work-stealing thread pool.
+/// Wraps each worker thread's whole loop; see
+/// [`crate::OrchestratorBuilder::worker_scope`].
+pub type WorkerScope = std::sync::Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
+
 pub(crate) struct Pool {
     shared: Arc<Shared>,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
@@ -85,7 +89,17 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// Starts `size` workers (at least one) named `{name}-{i}`.
+    #[cfg(test)]
     pub(crate) fn new(size: usize, name: &str) -> std::io::Result<Pool> {
+        Self::with_scope(size, name, None)
+    }
+
+    /// [`Pool::new`], each worker running its loop inside `scope`.
+    pub(crate) fn with_scope(
+        size: usize,
+        name: &str,
+        scope: Option<WorkerScope>,
+    ) -> std::io::Result<Pool> {
         let size = size.max(1);
         let deques: Vec<[Worker<Job>; CLASSES]> = (0..size)
             .map(|_| std::array::from_fn(|_| Worker::new_lifo()))
@@ -102,9 +116,24 @@ impl Pool {
         let mut threads = Vec::with_capacity(size);
         for (index, deques) in deques.into_iter().enumerate() {
             let worker_shared = shared.clone();
+            let scope = scope.clone();
             let spawned = thread::Builder::new()
                 .name(format!("{name}-{index}"))
-                .spawn(move || worker_main(worker_shared, index, deques));
+                .spawn(move || match scope {
+                    None => worker_main(worker_shared, index, deques),
+                    Some(scope) => {
+                        let mut run = Some(move || worker_main(worker_shared, index, deques));
+                        let mut call = || {
+                            if let Some(f) = run.take() {
+                                f();
+                            }
+                        };
+                        // A scope that panics or never calls the loop still
+                        // leaves a working worker.
+                        let _ = crate::unwind::catch(|| scope(&mut call));
+                        call();
+                    }
+                });
             match spawned {
                 Ok(h) => threads.push(h),
                 Err(e) => {

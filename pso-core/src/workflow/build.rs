@@ -393,6 +393,16 @@ impl WorkflowBuilder {
             let timeout_ns = s
                 .timeout
                 .map_or(0, |d| d.as_nanos().clamp(1, u64::MAX as u128) as u64);
+            if s.retry.max_retries > super::MAX_RETRIES {
+                return Err(WorkflowError::Invalid {
+                    message: format!(
+                        "workflow '{wf_name}': step '{}' asks for {} retries, more than the {} allowed",
+                        s.name,
+                        s.retry.max_retries,
+                        super::MAX_RETRIES
+                    ),
+                });
+            }
             let retry = (s.retry.max_retries > 0).then(|| Box::new(s.retry));
             let flags = if timeout_ns > 0 { HAS_TIMEOUT } else { 0 }
                 | if retry.is_some() { HAS_RETRY } else { 0 }

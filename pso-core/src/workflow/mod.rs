@@ -56,6 +56,9 @@ pub(crate) use limits::SystemSlots;
 pub use plan::{Estimate, SchedulingPolicy};
 pub use result::{RunHandle, RunProgress, RunResult, RunState, StepCounts, StepRecord, StepState};
 
+/// The most retries a step may ask for (attempts are counted in 24 bits).
+pub const MAX_RETRIES: u32 = (1 << 24) - 2;
+
 /// Retries of a failing step: up to `max_retries` more attempts, waiting
 /// `base * 2^(n-1)` (capped at `max`) before attempt `n + 1`, with jitter
 /// ("equal jitter": half the delay fixed, half random) when `jitter` is set.
