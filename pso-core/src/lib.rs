@@ -50,6 +50,11 @@ mod workflow;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+/// Internals for the benchmarks; not part of the API.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::allocator::bench::DecisionCore;
+}
 pub use crate::allocator::{
     DimensionStatus, GroupStatus, Lease, LeaseStatus, PendingLease, PreemptNotice, ResourceAction,
     ResourceError, ResourcePlan, ResourceRequest, ResourceStatus, WaiterStatus,

@@ -49,7 +49,23 @@ use super::{ResourceError, Waited};
 use crate::scheduler::CLASSES;
 
 /// `(dimension index, amount)`, sorted by dimension, without zero amounts.
-pub(crate) type Amounts = SmallVec<[(u32, u64); 4]>;
+pub(crate) type Amounts = Box<[(u32, u64)]>;
+
+/// Normalizes `(dimension, amount)` pairs into [`Amounts`]: sorted, summed
+/// per dimension, zeros dropped.
+pub(crate) fn amounts(mut v: Vec<(u32, u64)>) -> Amounts {
+    v.sort_unstable_by_key(|e| e.0);
+    v.dedup_by(|b, a| {
+        if a.0 == b.0 {
+            a.1 = a.1.saturating_add(b.1);
+            true
+        } else {
+            false
+        }
+    });
+    v.retain(|e| e.1 > 0);
+    v.into_boxed_slice()
+}
 
 /// A slab index plus a generation, packed: stale ids never match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,6 +157,8 @@ pub(crate) struct Dim {
     pub(crate) allocated: u64,
     /// Held by leases being revoked (freed when their grace period ends).
     pub(crate) revoking: u64,
+    /// `1 / capacity` (0 for no capacity): shares without divisions.
+    pub(crate) inv_capacity: f64,
 }
 
 #[derive(Debug)]
@@ -298,8 +316,11 @@ impl Core {
         effects: &mut Effects,
         now: Instant,
     ) {
-        match self.dim_ix.get(dim) {
-            Some(&d) => self.dims[d as usize].capacity = capacity,
+        let d = match self.dim_ix.get(dim) {
+            Some(&d) => {
+                self.dims[d as usize].capacity = capacity;
+                d
+            }
             None => {
                 let name: Arc<str> = Arc::from(dim);
                 self.dim_ix.insert(name.clone(), self.dims.len() as u32);
@@ -308,6 +329,7 @@ impl Core {
                     capacity,
                     allocated: 0,
                     revoking: 0,
+                    inv_capacity: 0.0,
                 });
                 for g in &mut self.groups {
                     g.quota.push(None);
@@ -316,8 +338,15 @@ impl Core {
                 for c in &mut self.consumers {
                     c.allocated.push(0);
                 }
+                (self.dims.len() - 1) as u32
             }
-        }
+        };
+        let dim = &mut self.dims[d as usize];
+        dim.inv_capacity = if capacity == 0 {
+            0.0
+        } else {
+            1.0 / capacity as f64
+        };
         self.recompute_shares();
         self.reject_impossible(effects);
         self.drain(now, effects);
@@ -398,10 +427,8 @@ impl Core {
     fn compute_share(&self, c: u32) -> u64 {
         let con = &self.consumers[c as usize];
         let mut best = 0.0f64;
-        for (d, dim) in self.dims.iter().enumerate() {
-            if dim.capacity > 0 {
-                best = best.max(con.allocated[d] as f64 / dim.capacity as f64);
-            }
+        for (dim, &a) in self.dims.iter().zip(&con.allocated) {
+            best = best.max(a as f64 * dim.inv_capacity);
         }
         share_key(best / con.weight)
     }
@@ -434,9 +461,38 @@ impl Core {
         }
     }
 
+    /// [`Core::blocked`] for a single part (the common case), without totals.
+    #[inline]
+    fn blocked_one(&self, p: &Part) -> Option<Block> {
+        let over_capacity = p.amounts.iter().any(|&(d, a)| {
+            let dim = &self.dims[d as usize];
+            dim.allocated
+                .checked_add(a)
+                .is_none_or(|t| t > dim.capacity)
+        });
+        if over_capacity {
+            return Some(Block::Capacity);
+        }
+        let g = p.group?;
+        let group = &self.groups[g as usize];
+        let over_quota = p.amounts.iter().any(|&(d, a)| {
+            group.quota[d as usize]
+                .is_some_and(|q| group.allocated[d as usize].saturating_add(a) > q)
+        });
+        over_quota.then_some(Block::Quota)
+    }
+
     /// Rejects a request that could never fit: its total on a dimension
     /// above the capacity, or a group's total above the group's quota.
     pub(crate) fn check_parts(&self, parts: &[Part]) -> Result<(), ResourceError> {
+        if let [p] = parts
+            && p.group.is_none()
+            && p.amounts
+                .iter()
+                .all(|&(d, a)| a <= self.dims[d as usize].capacity)
+        {
+            return Ok(()); // the common case, without totals
+        }
         let (by_dim, by_group) = totals(parts);
         for &(d, a) in &by_dim {
             let dim = &self.dims[d as usize];
@@ -471,6 +527,9 @@ impl Core {
 
     /// What keeps a request from being granted now, if anything.
     fn blocked(&self, parts: &[Part]) -> Option<Block> {
+        if let [p] = parts {
+            return self.blocked_one(p);
+        }
         let (by_dim, by_group) = totals(parts);
         let over_capacity = by_dim.iter().any(|&(d, a)| {
             let dim = &self.dims[d as usize];

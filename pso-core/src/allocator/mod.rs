@@ -17,6 +17,7 @@
 //! timeout, or as a `Future`), or cancel it; dropping it cancels it, and
 //! releases anything granted but never taken.
 
+pub(crate) mod bench;
 mod decide;
 mod lease;
 mod optimize;
@@ -37,7 +38,7 @@ use crate::model::Priority;
 use crate::registry::Registry;
 use crate::scheduler::Timer;
 use crate::sync::{Arc, Mutex, RwLock};
-use decide::{Amounts, Core, Effects, Id, Part, Policy};
+use decide::{Core, Effects, Id, Part, Policy};
 
 pub use lease::{Lease, PendingLease};
 pub use optimize::{ResourceAction, ResourcePlan};
@@ -402,13 +403,13 @@ impl Allocator {
             }
             let mut resolved: SmallVec<[Part; 1]> = SmallVec::new();
             for (system, req) in parts {
-                let mut amounts = Amounts::new();
+                let mut v = Vec::with_capacity(req.amounts.len());
                 for (dim, &a) in &req.amounts {
                     if a > 0 {
-                        amounts.push((resolve_dim(&st.core, dim)?, a));
+                        v.push((resolve_dim(&st.core, dim)?, a));
                     }
                 }
-                amounts.sort_unstable();
+                let amounts = decide::amounts(v);
                 let consumer = st.core.consumer(system);
                 let group = req.group.as_deref().map(|g| st.core.group(g));
                 resolved.push(Part {

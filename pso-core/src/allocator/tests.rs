@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use smallvec::smallvec;
 
 use super::ResourceError;
-use super::decide::{Amounts, Core, Effects, Id, Part, Policy};
+use super::decide::{Core, Effects, Id, Part, Policy, amounts as amounts_of};
 
 const STEP: Duration = Duration::from_secs(1);
 
@@ -23,11 +23,12 @@ fn core(caps: &[(&str, u64)]) -> Core {
 }
 
 fn part(c: &mut Core, who: &str, amounts: &[(&str, u64)]) -> Part {
-    let mut a: Amounts = amounts
-        .iter()
-        .map(|(d, n)| (c.dim(d).expect("dimension"), *n))
-        .collect();
-    a.sort_unstable();
+    let a = amounts_of(
+        amounts
+            .iter()
+            .map(|(d, n)| (c.dim(d).expect("dimension"), *n))
+            .collect(),
+    );
     Part {
         consumer: c.consumer(who),
         group: None,
@@ -502,15 +503,7 @@ proptest! {
                     token += 1;
                     let n = parts.len();
                     let ps: smallvec::SmallVec<[Part; 1]> = parts.iter().map(|(who, am)| {
-                        let mut a: Amounts = Amounts::new();
-                        for &(d, x) in am {
-                            if x == 0 { continue; }
-                            match a.iter_mut().find(|e| e.0 == d as u32) {
-                                Some(e) => e.1 += x,
-                                None => a.push((d as u32, x)),
-                            }
-                        }
-                        a.sort_unstable();
+                        let a = amounts_of(am.iter().map(|&(d, x)| (d as u32, x)).collect());
                         Part { consumer: sim.c.consumer(&format!("s{who}")), group: None, amounts: a, preemptible, ttl: ttl.then(|| Duration::from_millis(700)) }
                     }).collect();
                     match sim.c.request(ps, class, token, sim.now, &mut fx) {
