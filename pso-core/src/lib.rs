@@ -63,8 +63,7 @@ pub use crate::error::{ErrorKind, PsoError};
 pub use crate::hub::{
     Candidate, CoordinationMode, CoordinationStatus, DirectEnd, DirectOrigin, DirectSendError,
     EdgeRate, Gather, Hub, HubConfig, HubError, Mesh, MeshStatus, Message, ModeChange, Overflow,
-    PairStatus, Recommendation, SubscribeOptions, Subscription, SubscriptionId,
-    SubscriptionStatus,
+    PairStatus, Recommendation, SubscribeOptions, Subscription, SubscriptionId, SubscriptionStatus,
 };
 pub use crate::lifecycle::{
     ActivationReport, LifecycleError, Outcome, Plan, SystemOutcome, SystemState, Transition,
