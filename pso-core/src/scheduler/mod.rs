@@ -89,7 +89,6 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// Starts `size` workers (at least one) named `{name}-{i}`.
-    #[cfg(test)]
     pub(crate) fn new(size: usize, name: &str) -> std::io::Result<Pool> {
         Self::with_scope(size, name, None)
     }
