@@ -53,7 +53,7 @@ pub struct ReadmeDoctests;
 /// Internals for the benchmarks; not part of the API.
 #[doc(hidden)]
 pub mod __bench {
-    pub use crate::allocator::bench::DecisionCore;
+    pub use crate::allocator::bench::{DecisionCore, Handle};
 }
 pub use crate::allocator::{
     DimensionStatus, GroupStatus, Lease, LeaseStatus, PendingLease, PreemptNotice, ResourceAction,

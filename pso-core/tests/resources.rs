@@ -52,6 +52,7 @@ fn a_lease_is_released_on_drop_and_by_release() {
         .allocate_resources("a", &cpu(3).amount("memory", 1024))
         .unwrap();
     assert_eq!(l.system(), "a");
+    assert_eq!(l.id(), 1, "lease ids are serial numbers (safe in JavaScript)");
     assert!(l.is_held());
     assert_eq!(
         l.amounts(),
@@ -64,6 +65,7 @@ fn a_lease_is_released_on_drop_and_by_release() {
     drop(l);
     assert_eq!((free(&o, "cpu"), free(&o, "memory")), (8, 4096));
     let l = o.allocate_resources("a", &cpu(8)).unwrap();
+    assert_eq!(l.id(), 2, "never reused");
     assert!(l.release());
     assert_eq!(free(&o, "cpu"), 8);
 }

@@ -9,6 +9,10 @@ use smallvec::SmallVec;
 use super::ResourceError;
 use super::decide::{self, Core, Effects, Id, Part, Policy};
 
+/// A lease or waiter of a [`DecisionCore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handle(Id);
+
 /// A bare decision core with simulated time frozen at creation.
 pub struct DecisionCore {
     core: Core,
@@ -64,7 +68,7 @@ impl DecisionCore {
         amounts: &[(u32, u64)],
         class: u8,
         token: u64,
-    ) -> Result<u64, u64> {
+    ) -> Result<Handle, Handle> {
         let a = decide::amounts(amounts.to_vec());
         let part = Part {
             consumer,
@@ -78,22 +82,25 @@ impl DecisionCore {
             .core
             .request(parts, class.min(4), token, self.now, &mut self.fx)
         {
-            Ok(Ok(ids)) => Ok(ids[0].0),
-            Ok(Err(w)) => Err(w.0),
+            Ok(Ok(ids)) => Ok(Handle(ids[0])),
+            Ok(Err(w)) => Err(Handle(w)),
             Err(e) => panic!("{}", ResourceError::to_string(&e)),
         }
     }
 
     /// Releases a lease; returns whether it was held.
-    pub fn release(&mut self, lease: u64) -> bool {
-        self.core
-            .release(Id(lease), self.now, &mut self.fx)
-            .is_some()
+    pub fn release(&mut self, lease: Handle) -> bool {
+        self.core.release(lease.0, self.now, &mut self.fx).is_some()
     }
 
     /// Grants made since the last call: `(token, lease)` of one-part requests.
-    pub fn take_granted(&mut self, out: &mut Vec<(u64, u64)>) {
-        out.extend(self.fx.granted.drain(..).map(|(t, ids)| (t, ids[0].0)));
+    pub fn take_granted(&mut self, out: &mut Vec<(u64, Handle)>) {
+        out.extend(
+            self.fx
+                .granted
+                .drain(..)
+                .map(|(t, ids)| (t, Handle(ids[0]))),
+        );
         self.fx.expiring.clear();
         self.fx.revoking.clear();
         self.fx.rejected.clear();

@@ -67,28 +67,35 @@ pub(crate) fn amounts(mut v: Vec<(u32, u64)>) -> Amounts {
     v.into_boxed_slice()
 }
 
-/// A slab index plus a generation, packed: stale ids never match.
+/// A slab index plus the entry's serial number. Serials come from one
+/// counter per slab and are never reused, so a stale id never matches, and
+/// the serial alone is a public, unique, JS-safe id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct Id(pub(crate) u64);
+pub(crate) struct Id {
+    index: u32,
+    serial: u64,
+}
 
 impl Id {
-    fn new(index: usize, gen_: u32) -> Id {
-        Id(((gen_ as u64) << 32) | index as u64)
-    }
     fn index(self) -> usize {
-        (self.0 & 0xffff_ffff) as usize
+        self.index as usize
     }
-    fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
+    fn generation(self) -> u64 {
+        self.serial
+    }
+    /// The public id.
+    pub(crate) fn serial(self) -> u64 {
+        self.serial
     }
 }
 
-/// A slab with generations.
+/// A slab whose entries carry serial numbers.
 #[derive(Debug)]
 pub(crate) struct Slab<T> {
-    entries: Vec<(u32, Option<T>)>,
+    entries: Vec<(u64, Option<T>)>,
     free: Vec<usize>,
     live: usize,
+    next_serial: u64,
 }
 
 impl<T> Default for Slab<T> {
@@ -97,6 +104,7 @@ impl<T> Default for Slab<T> {
             entries: Vec::new(),
             free: Vec::new(),
             live: 0,
+            next_serial: 0,
         }
     }
 }
@@ -104,17 +112,21 @@ impl<T> Default for Slab<T> {
 impl<T> Slab<T> {
     pub(crate) fn insert(&mut self, v: T) -> Id {
         self.live += 1;
-        match self.free.pop() {
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        let index = match self.free.pop() {
             Some(i) => {
-                let e = &mut self.entries[i];
-                e.0 = e.0.wrapping_add(1);
-                e.1 = Some(v);
-                Id::new(i, e.0)
+                self.entries[i] = (serial, Some(v));
+                i
             }
             None => {
-                self.entries.push((0, Some(v)));
-                Id::new(self.entries.len() - 1, 0)
+                self.entries.push((serial, Some(v)));
+                self.entries.len() - 1
             }
+        };
+        Id {
+            index: index as u32,
+            serial,
         }
     }
     pub(crate) fn get(&self, id: Id) -> Option<&T> {
@@ -142,11 +154,24 @@ impl<T> Slab<T> {
     pub(crate) fn len(&self) -> usize {
         self.live
     }
+    /// Removes every entry (serials keep counting).
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.free.clear();
+        self.live = 0;
+    }
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Id, &T)> {
-        self.entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (g, v))| v.as_ref().map(|v| (Id::new(i, *g), v)))
+        self.entries.iter().enumerate().filter_map(|(i, (g, v))| {
+            v.as_ref().map(|v| {
+                (
+                    Id {
+                        index: i as u32,
+                        serial: *g,
+                    },
+                    v,
+                )
+            })
+        })
     }
 }
 
@@ -832,7 +857,7 @@ impl Core {
 
     /// Drops every waiter (the allocator is closing; their slots are told).
     pub(crate) fn clear_waiters(&mut self) {
-        self.waiters = Slab::default();
+        self.waiters.clear();
         for c in &mut self.consumers {
             c.queues.iter_mut().for_each(VecDeque::clear);
         }

@@ -119,7 +119,7 @@ pub struct Lease {
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lease")
-            .field("id", &self.id.0)
+            .field("id", &self.id.serial())
             .field("system", &self.system)
             .finish()
     }
@@ -137,7 +137,7 @@ impl Lease {
 
     /// The lease's id (as in `resource_status()`).
     pub fn id(&self) -> u64 {
-        self.id.0
+        self.id.serial()
     }
 
     /// The holding system.

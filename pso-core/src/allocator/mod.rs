@@ -626,7 +626,7 @@ impl AllocInner {
                         Some((
                             f,
                             PreemptNotice {
-                                lease: id.0,
+                                lease: id.serial(),
                                 system,
                                 grace: until.saturating_duration_since(Instant::now()),
                             },

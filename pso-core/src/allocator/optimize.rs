@@ -93,7 +93,7 @@ impl Allocator {
             if l.expires.is_some_and(|e| e <= now) {
                 out.push((
                     ResourceAction::ReclaimExpired {
-                        lease: id.0,
+                        lease: id.serial(),
                         system,
                     },
                     id,
@@ -104,7 +104,7 @@ impl Allocator {
                 let idle_secs = now.saturating_duration_since(l.last_touch).as_secs_f64();
                 out.push((
                     ResourceAction::ReclaimIdle {
-                        lease: id.0,
+                        lease: id.serial(),
                         system,
                         idle_secs,
                     },
@@ -134,7 +134,7 @@ impl Allocator {
                 taken.push(id);
                 out.push((
                     ResourceAction::Rebalance {
-                        lease: id.0,
+                        lease: id.serial(),
                         system: core.consumers[l.part.consumer as usize].name.to_string(),
                         share: share(l.part.consumer),
                         in_favor_of: core.consumers[waiting as usize].name.to_string(),
@@ -163,7 +163,7 @@ impl Allocator {
                     .and_then(|l| l.on_preempt.take());
                 if let Some(f) = f {
                     let notice = super::PreemptNotice {
-                        lease: id.0,
+                        lease: id.serial(),
                         system: system.clone(),
                         grace: Duration::ZERO,
                     };

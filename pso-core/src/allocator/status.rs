@@ -176,7 +176,7 @@ impl Allocator {
             .leases
             .iter()
             .map(|(id, l)| LeaseStatus {
-                id: id.0,
+                id: id.serial(),
                 system: core.consumers[l.part.consumer as usize].name.to_string(),
                 group: l
                     .part
