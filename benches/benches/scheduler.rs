@@ -38,16 +38,22 @@
 //! Run (about 7 minutes; see BENCHMARKS.md):
 //! `nice -n -10 cargo bench -p pso-benches --bench scheduler -- --warm-up-time 1 --measurement-time 2`
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
-use pso_benches::{SeqFloor, Shape, Spin, TaskDag, TaskFn, empty_task, task_fns};
+use pso_benches::{
+    CountingAlloc, SeqFloor, Shape, Spin, TaskDag, TaskFn, allocated, cpu_time, empty_task,
+    load_avg, task_fns, wait_quiet,
+};
 use pso_core::{OpFn, Orchestrator, RunOptions, Value, Workflow, WorkflowBuilder};
+
+/// The summary printed after criterion's output.
+#[path = "scheduler/report.rs"]
+mod report;
 
 const SIZES: [u32; 3] = [1 << 10, 1 << 16, 1 << 20];
 const WORKERS: [usize; 2] = [1, 2];
@@ -102,76 +108,10 @@ fn size_label(n: u32) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// Counting allocator (memory per task node).
-
-/// Counts live bytes while `COUNTING` is on; otherwise only `System`.
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-fn count(delta: isize) {
-    if COUNTING.load(Ordering::Relaxed) {
-        let now = LIVE.fetch_add(delta, Ordering::Relaxed) + delta;
-        PEAK.fetch_max(now, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged, so `System`'s guarantees hold; the counting touches only atomics.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            count(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as in `alloc`.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            count(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator, i.e. from `System`.
-        unsafe { System.dealloc(ptr, layout) };
-        count(-(layout.size() as isize));
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr` came from `System`; the caller upholds the rest.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            count(new_size as isize - layout.size() as isize);
-        }
-        p
-    }
-}
+// Memory per task node.
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// Live bytes allocated by `f` that it did not free, the peak above the start
-/// while it ran, and its output. Only meaningful while no other thread works.
-fn allocated<O>(f: impl FnOnce() -> O) -> (isize, isize, O) {
-    LIVE.store(0, Ordering::Relaxed);
-    PEAK.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::SeqCst);
-    let out = f();
-    COUNTING.store(false, Ordering::SeqCst);
-    (
-        LIVE.load(Ordering::Relaxed),
-        PEAK.load(Ordering::Relaxed),
-        out,
-    )
-}
+static ALLOC: CountingAlloc = CountingAlloc;
 
 #[derive(Debug, Clone, Copy)]
 struct Memory {
@@ -189,8 +129,8 @@ static MEMORY: Mutex<BTreeMap<(Shape, u32), Memory>> = Mutex::new(BTreeMap::new(
 fn measure_memory(orch: &Orchestrator, dag: &TaskDag, op: &OpFn) {
     // Give the workers time to park so they allocate nothing meanwhile.
     std::thread::sleep(Duration::from_millis(20));
-    let (built, peak, wf) = allocated(|| dag.workflow(orch, op));
-    let (first_run, _, ()) = allocated(|| {
+    let (built, wf) = allocated(|| dag.workflow(orch, op));
+    let (first_run, ()) = allocated(|| {
         let r = orch.coordinate_systems_with(&wf, off()).unwrap().wait();
         assert!(r.is_success());
         drop(r);
@@ -202,9 +142,9 @@ fn measure_memory(orch: &Orchestrator, dag: &TaskDag, op: &OpFn) {
         (dag.shape, dag.n),
         Memory {
             edges: dag.edges.len(),
-            built,
-            peak,
-            first_run,
+            built: built.retained,
+            peak: built.peak,
+            first_run: first_run.retained,
         },
     );
 }
@@ -229,13 +169,6 @@ static SAMPLES: Mutex<Samples> = Mutex::new(BTreeMap::new());
 type Latencies = BTreeMap<String, Vec<Vec<u32>>>;
 static LATENCIES: Mutex<Latencies> = Mutex::new(BTreeMap::new());
 
-fn load_avg() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn record(
     group: &str,
@@ -256,17 +189,6 @@ fn record(
         cpu: cpu.map(per),
         load: load_avg(),
     });
-}
-
-/// On-CPU time of every thread of this process (Linux
-/// `/proc/self/task/*/schedstat`), or `None` elsewhere.
-fn cpu_time() -> Option<Duration> {
-    let mut ns = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(ns))
 }
 
 /// Runs `setup`, then times `routine`, `iters` times; `check(k, &out)` and
@@ -383,6 +305,41 @@ fn check_result(n: u32) -> impl Fn(u64, &pso_core::RunResult) {
     }
 }
 
+/// How long to wait at most for a quiet machine before each case
+/// (`PSO_BENCH_QUIET=<seconds>`; 0, the default, does not wait).
+fn quiet_max() -> Duration {
+    std::env::var("PSO_BENCH_QUIET")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_secs_f64)
+}
+
+/// Busy share of both CPUs (this process included) below which the machine
+/// counts as quiet.
+const QUIET_BUSY: f64 = 0.15;
+
+/// Total time spent waiting for a quiet machine.
+static WAITED: Mutex<Duration> = Mutex::new(Duration::ZERO);
+
+/// `g.bench_function(case, f)`, first waiting for a quiet machine (see
+/// [`quiet_max`]) before the case starts.
+fn case_fn(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    case: &str,
+    mut f: impl FnMut(&mut criterion::Bencher<'_, WallTime>),
+) {
+    let mut first = true;
+    g.bench_function(case, |b| {
+        if std::mem::take(&mut first) {
+            let max = quiet_max();
+            if !max.is_zero() {
+                *WAITED.lock().unwrap() += wait_quiet(max, QUIET_BUSY);
+            }
+        }
+        f(b)
+    });
+}
+
 fn group<'a>(
     c: &'a mut Criterion,
     name: &str,
@@ -422,7 +379,7 @@ impl Cases<'_> {
         let n = self.dag.n;
         // Built on the first call, so a filtered-out case costs nothing.
         let mut built: Option<Workflow> = None;
-        g.bench_function(case, |b| {
+        case_fn(g, case, |b| {
             let wf = built.get_or_insert_with(|| {
                 let wf = self.dag.workflow(orch, self.op);
                 // One run first, so its buffers and plan exist (as for any re-run).
@@ -446,7 +403,7 @@ impl Cases<'_> {
     fn baselines(&self, g: &mut BenchmarkGroup<'_, WallTime>) {
         let n = self.dag.n;
         let mut floor = SeqFloor::new(self.dag);
-        g.bench_function("baseline/seq", |b| {
+        case_fn(g, "baseline/seq", |b| {
             b.iter_custom(|iters| {
                 let (t, cpu) = timed(
                     iters,
@@ -462,7 +419,7 @@ impl Cases<'_> {
         let pending: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
         for (w, pool) in &self.env.pools {
             let case = format!("baseline/rayon/workers={w}");
-            g.bench_function(&case, |b| {
+            case_fn(g, &case, |b| {
                 b.iter_custom(|iters| {
                     let (t, cpu) = timed(
                         iters,
@@ -500,7 +457,7 @@ fn bench_empty(c: &mut Criterion, env: &Env, shape: Shape, n: u32) {
 
     let orch1 = &env.orchs[0].1;
     let mut memory_done = false;
-    g.bench_function("build", |b| {
+    case_fn(&mut g, "build", |b| {
         if !std::mem::replace(&mut memory_done, true) {
             measure_memory(orch1, &dag, &op);
         }
@@ -521,7 +478,7 @@ fn bench_empty(c: &mut Criterion, env: &Env, shape: Shape, n: u32) {
     }
     for (w, orch) in &env.orchs {
         let case = format!("e2e/workers={w}");
-        g.bench_function(&case, |b| {
+        case_fn(&mut g, &case, |b| {
             b.iter_custom(|iters| {
                 let check = check_result(n);
                 let (t, cpu) = timed(
@@ -588,7 +545,7 @@ fn bench_latency(c: &mut Criterion, env: &Env) {
         for timing in [true, false] {
             let case = format!("workers={w}/timing={}", if timing { "on" } else { "off" });
             let opts = RunOptions::default().timing(timing);
-            g.bench_function(&case, |b| {
+            case_fn(&mut g, &case, |b| {
                 b.iter_custom(|iters| {
                     let mut each = Vec::with_capacity(iters as usize);
                     let mut total = Duration::ZERO;
@@ -623,332 +580,6 @@ fn bench_latency(c: &mut Criterion, env: &Env) {
     g.finish();
 }
 
-// ---------------------------------------------------------------------------
-// Summary.
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        l if l % 2 == 1 => v[l / 2],
-        l => (v[l / 2 - 1] + v[l / 2]) / 2.0,
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Fig {
-    wall: f64,
-    cpu: Option<f64>,
-    load: f64,
-}
-
-/// Median wall and CPU ns/task of the measurement samples of each case, and
-/// the load when the case ended.
-fn figures() -> BTreeMap<(String, String), Fig> {
-    SAMPLES
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, (samples, v))| {
-            let v = &v[v.len() - v.len().min(*samples)..];
-            let wall: Vec<f64> = v.iter().map(|s| s.wall).collect();
-            let cpu: Option<Vec<f64>> = v.iter().map(|s| s.cpu).collect();
-            let fig = Fig {
-                wall: median(&wall),
-                cpu: cpu.map(|c| median(&c)),
-                load: v.last().map_or(f64::NAN, |s| s.load),
-            };
-            (k.clone(), fig)
-        })
-        .collect()
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "MET" } else { "MISSED" }
-}
-
-fn cell(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v >= 100.0 => format!("{v:.0}"),
-        Some(v) => format!("{v:.1}"),
-        None => "-".to_owned(),
-    }
-}
-
-fn summary(spin: Option<Spin>) {
-    let f = figures();
-    if f.is_empty() {
-        return;
-    }
-    let get = |g: &str, c: &str| f.get(&(g.to_owned(), c.to_owned())).copied();
-    let wall = |g: &str, c: &str| get(g, c).map(|x| x.wall);
-    let empty = |shape: Shape, n: u32| format!("{shape}/{}", size_label(n));
-    let w = |w: usize| format!("workers={w}");
-
-    println!();
-    println!("== scheduler summary: ns per task, median of the measurement samples ==");
-    println!(
-        "timing off (Taskflow-comparable) unless noted; load: 1-min load average when the row's cases ended (min-max)"
-    );
-    println!(
-        "{:<24} {:>7} {:>8} {:>8} {:>8} {:>8} | {:>7} {:>8} {:>8} | {:>9}",
-        "shape/size",
-        "build",
-        "rerun w1",
-        "rerun w2",
-        "e2e w1",
-        "e2e w2",
-        "seq",
-        "rayon w1",
-        "rayon w2",
-        "load"
-    );
-    for shape in Shape::ALL {
-        for n in SIZES {
-            let g = empty(shape, n);
-            let cases = [
-                "build".to_owned(),
-                format!("rerun/{}", w(1)),
-                format!("rerun/{}", w(2)),
-                format!("e2e/{}", w(1)),
-                format!("e2e/{}", w(2)),
-                "baseline/seq".to_owned(),
-                format!("baseline/rayon/{}", w(1)),
-                format!("baseline/rayon/{}", w(2)),
-            ];
-            let v: Vec<Option<Fig>> = cases.iter().map(|c| get(&g, c)).collect();
-            if v.iter().all(Option::is_none) {
-                continue;
-            }
-            let loads: Vec<f64> = v.iter().flatten().map(|x| x.load).collect();
-            let (lo, hi) = loads
-                .iter()
-                .fold((f64::INFINITY, 0.0f64), |(a, b), &l| (a.min(l), b.max(l)));
-            let c = |i: usize| cell(v[i].map(|x| x.wall));
-            println!(
-                "{:<24} {:>7} {:>8} {:>8} {:>8} {:>8} | {:>7} {:>8} {:>8} | {:>4.2}-{:<4.2}",
-                g,
-                c(0),
-                c(1),
-                c(2),
-                c(3),
-                c(4),
-                c(5),
-                c(6),
-                c(7),
-                lo,
-                hi
-            );
-        }
-    }
-
-    println!();
-    println!("on-CPU ns per task (all threads, incl. idle workers spinning; 2^16 and up):");
-    println!(
-        "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "shape/size", "build", "rerun w1", "rerun w2", "e2e w1", "e2e w2", "rayon w2"
-    );
-    for shape in Shape::ALL {
-        for n in SIZES.into_iter().filter(|&n| n >= 1 << 16) {
-            let g = empty(shape, n);
-            let cpu = |c: String| cell(get(&g, &c).and_then(|x| x.cpu));
-            if get(&g, "build").is_none() {
-                continue;
-            }
-            println!(
-                "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                g,
-                cpu("build".into()),
-                cpu(format!("rerun/{}", w(1))),
-                cpu(format!("rerun/{}", w(2))),
-                cpu(format!("e2e/{}", w(1))),
-                cpu(format!("e2e/{}", w(2))),
-                cpu(format!("baseline/rayon/{}", w(2))),
-            );
-        }
-    }
-
-    println!();
-    println!("re-run at 2^16 with timing on (the default RunOptions) vs off:");
-    for shape in Shape::ALL {
-        let g = empty(shape, 1 << 16);
-        for k in WORKERS {
-            let (on, off) = (
-                wall(&g, &format!("rerun_timing_on/{}", w(k))),
-                wall(&g, &format!("rerun/{}", w(k))),
-            );
-            if let (Some(on), Some(off)) = (on, off) {
-                println!(
-                    "  {g:<22} workers={k}: on {on:>6.1}  off {off:>6.1}  (+{:.1})",
-                    on - off
-                );
-            }
-        }
-    }
-
-    let mem = MEMORY.lock().unwrap().clone();
-    if !mem.is_empty() {
-        println!();
-        println!(
-            "memory per task (counting allocator): retained by the built workflow, peak while building, added by the first run (pooled run buffers and plan)"
-        );
-        for ((shape, n), m) in &mem {
-            let per = |b: isize| b as f64 / f64::from(*n);
-            println!(
-                "  {:<22} edges {:>8}: built {:>6.1} B/task  peak {:>6.1}  first run +{:>6.1}",
-                empty(*shape, *n),
-                m.edges,
-                per(m.built),
-                per(m.peak),
-                per(m.first_run)
-            );
-        }
-    }
-
-    if let Some(spin) = spin {
-        println!();
-        println!(
-            "1 us tasks (calibrated spin: {} iterations), 2^16 tasks, ns per task:",
-            spin.iters()
-        );
-        for shape in SPIN_SHAPES {
-            let g = format!("spin_1us/{shape}/{}", size_label(SPIN_N));
-            let v = |c: String| wall(&g, &c);
-            let (p1, p2) = (v(format!("pso/{}", w(1))), v(format!("pso/{}", w(2))));
-            let (r1, r2) = (
-                v(format!("baseline/rayon/{}", w(1))),
-                v(format!("baseline/rayon/{}", w(2))),
-            );
-            let sp = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                (Some(a), Some(b)) => format!("{:.2}x", a / b),
-                _ => "-".into(),
-            };
-            println!(
-                "  {g:<28} seq {}  pso w1 {} w2 {} (speed-up {})  rayon w1 {} w2 {} (speed-up {})",
-                cell(v("baseline/seq".into())),
-                cell(p1),
-                cell(p2),
-                sp(p1, p2),
-                cell(r1),
-                cell(r2),
-                sp(r1, r2)
-            );
-        }
-    }
-
-    let lat = LATENCIES.lock().unwrap().clone();
-    if !lat.is_empty() {
-        println!();
-        println!("latency of a 1-step run (start + wait), per call, over the measurement samples:");
-        for (case, calls) in &lat {
-            let mut all: Vec<u32> = calls[calls.len() - calls.len().min(LATENCY_SAMPLES)..]
-                .iter()
-                .flatten()
-                .copied()
-                .collect();
-            all.sort_unstable();
-            let q = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
-            println!(
-                "  {case:<24} median {:>6} ns  p99 {:>7} ns  p99.9 {:>8} ns  ({} calls)",
-                q(0.5),
-                q(0.99),
-                q(0.999),
-                all.len()
-            );
-        }
-    }
-
-    println!();
-    println!("== goals (issue 3) ==");
-    for shape in Shape::ALL {
-        let g = empty(shape, 1 << 16);
-        if let Some(v) = wall(&g, &format!("rerun/{}", w(1))) {
-            let goal = goal_rerun(shape);
-            println!(
-                "goal re-run {g}, 1 worker: <= {goal:.0} ns/task (Taskflow {}): {v:.1} -> {}",
-                taskflow(shape),
-                verdict(v <= goal)
-            );
-        }
-    }
-    for shape in Shape::ALL {
-        let (a, b) = (
-            wall(&empty(shape, 1 << 16), &format!("rerun/{}", w(1))),
-            wall(&empty(shape, 1 << 20), &format!("rerun/{}", w(1))),
-        );
-        if let (Some(a), Some(b)) = (a, b) {
-            println!(
-                "goal re-run {shape}, 1 worker: 2^20 <= {GOAL_SCALE}x 2^16 per task: {:.2}x -> {}",
-                b / a,
-                verdict(b / a <= GOAL_SCALE)
-            );
-        }
-    }
-    for shape in Shape::ALL {
-        for n in SIZES {
-            let g = empty(shape, n);
-            if let (Some(v), Some(m)) = (wall(&g, "build"), mem.get(&(shape, n))) {
-                let e = m.edges as f64 / f64::from(n);
-                let goal = GOAL_BUILD_TASK + GOAL_BUILD_EDGE * e;
-                println!(
-                    "goal build {g}: <= {GOAL_BUILD_TASK:.0} ns/task + {GOAL_BUILD_EDGE:.0} ns/edge = {goal:.1} ns/task: {v:.1} -> {}",
-                    verdict(v <= goal)
-                );
-            }
-        }
-    }
-    for ((shape, n), m) in &mem {
-        let b = m.built as f64 / f64::from(*n);
-        println!(
-            "goal memory {}: <= {GOAL_BYTES:.0} B/task node: {b:.1} -> {}",
-            empty(*shape, *n),
-            verdict(b <= GOAL_BYTES)
-        );
-    }
-    for shape in Shape::ALL {
-        for n in SIZES {
-            let g = empty(shape, n);
-            if let (Some(a), Some(b)) = (
-                wall(&g, &format!("rerun/{}", w(1))),
-                wall(&g, &format!("rerun/{}", w(2))),
-            ) {
-                println!(
-                    "goal re-run {g}, empty tasks: 2 workers <= {GOAL_W2_EMPTY}x 1 worker: {b:.1} vs {a:.1} = {:.2}x -> {}",
-                    b / a,
-                    verdict(b / a <= GOAL_W2_EMPTY)
-                );
-            }
-        }
-    }
-    for shape in SPIN_SHAPES {
-        let g = format!("spin_1us/{shape}/{}", size_label(SPIN_N));
-        if let (Some(a), Some(b)) = (
-            wall(&g, &format!("pso/{}", w(1))),
-            wall(&g, &format!("pso/{}", w(2))),
-        ) {
-            println!(
-                "goal {g}: 2 workers >= {GOAL_SPEEDUP}x faster than 1: {:.2}x -> {}",
-                a / b,
-                verdict(a / b >= GOAL_SPEEDUP)
-            );
-        }
-    }
-    for (case, calls) in &lat {
-        let mut all: Vec<u32> = calls[calls.len() - calls.len().min(LATENCY_SAMPLES)..]
-            .iter()
-            .flatten()
-            .copied()
-            .collect();
-        all.sort_unstable();
-        let med = f64::from(all[all.len() / 2]);
-        println!(
-            "goal latency 1-step {case}: median <= {GOAL_LATENCY_NS:.0} ns: {med:.0} -> {}",
-            verdict(med <= GOAL_LATENCY_NS)
-        );
-    }
-}
-
 fn main() {
     // Plots and 100k bootstrap resamples would add seconds per case; the
     // summary below uses its own medians.
@@ -962,11 +593,14 @@ fn main() {
             bench_empty(&mut c, &env, shape, n);
         }
     }
+    if !quiet_max().is_zero() {
+        *WAITED.lock().unwrap() += wait_quiet(quiet_max(), QUIET_BUSY);
+    }
     let spin = Spin::calibrate(Duration::from_micros(1));
     for shape in SPIN_SHAPES {
         bench_spin(&mut c, &env, spin, shape);
     }
     bench_latency(&mut c, &env);
     c.final_summary();
-    summary(Some(spin));
+    report::summary(Some(spin));
 }

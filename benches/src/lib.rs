@@ -22,14 +22,20 @@
 //! The workflow-scheduler benchmark (`benches/scheduler.rs`) uses the regular
 //! shapes of [`Shape`] instead: chain, independent tasks, binary tree and
 //! wavefront, built by [`TaskDag`], with [`SeqFloor`] as its floor and
-//! [`Spin`] for tasks with a fixed amount of work.
+//! [`Spin`] for tasks with a fixed amount of work. [`CountingAlloc`] measures
+//! memory per node; [`cpu_time`] and [`load_avg`] record the conditions of
+//! each figure.
 
+mod counting;
+mod proc_stats;
 mod shapes;
 
 use std::hint::black_box;
 
 use pso_core::{EdgeKind, HandlerError, SystemSpec};
 
+pub use crate::counting::{Allocated, CountingAlloc, allocated};
+pub use crate::proc_stats::{busy_fraction, cpu_time, load_avg, wait_quiet};
 pub use crate::shapes::{SeqFloor, Shape, Spin, TaskDag, TaskFn, empty_task, task_fns};
 
 /// How far back the "local" half of the edges may point.

@@ -686,7 +686,9 @@ timeout_ms = 5000
   assert.equal(e.line, 1)
   throwsPso(() => o.loadWorkflowString('name = "x"\n[[steps]]\nname = "a"\nsystem = "PBOS"\nop = "nope"\n'), 'PSO_NOT_FOUND', /step 'a' uses unknown operation 'nope'/)
   throwsPso(() => o.loadWorkflowString('x', 'yaml'), 'PSO_INVALID_ARGUMENT', /yaml/)
-  throwsPso(() => o.loadWorkflow(path.join(dir, 'missing.toml')), 'PSO_INVALID_ARGUMENT', /cannot read workflow file/)
+  e = throwsPso(() => o.loadWorkflow(path.join(dir, 'missing.toml')), 'PSO_IO', /cannot read workflow file/)
+  assert.equal(e.path, path.join(dir, 'missing.toml'))
+  throwsPso(() => o.loadWorkflow(path.join(dir, 'wf.yaml')), 'PSO_INVALID_ARGUMENT', /use a \.toml or \.json extension/)
 })
 
 test('registerMany declares operations; a step may start and await another run', T, async (t) => {

@@ -11,7 +11,8 @@
 //!
 //! Workflow errors also carry what they name: `workflow`, and where they
 //! apply `step`, `system`, `op`, `missing` (an unknown step), `available`
-//! (the operations a system has), `state` (of a system that is not Active).
+//! (the operations a system has), `state` (of a system that is not Active),
+//! `path` (a workflow file that could not be read).
 //!
 //! The message is pso-core's `Display` text. The JS objects are built on the JS
 //! thread; errors produced on other threads travel there as pso-core values
@@ -291,6 +292,9 @@ pub(crate) fn workflow(env: &Env, e: &WorkflowError) -> napi::Error {
             }
             WorkflowError::ForeignWorkflow { workflow } => {
                 obj.set_named_property("workflow", workflow.as_str())?;
+            }
+            WorkflowError::Io { path, .. } => {
+                obj.set_named_property("path", path.as_str())?;
             }
             _ => {}
         }

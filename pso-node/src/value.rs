@@ -106,10 +106,10 @@ pub(crate) fn from_js(
         env,
         object_prototype: None,
     };
-    let result = reader.read(v, 0);
-    // `instance_name` may have run a throwing getter too.
-    let thrown = take_exception();
-    result.map_err(|mut bad| {
+    reader.read(v, 0).map_err(|mut bad| {
+        // Only failures leave exceptions behind (`instance_name` reads
+        // `constructor.name`, which may throw too).
+        let thrown = take_exception();
         if let Some(reason) = bad.unreadable.take() {
             bad.threw = true;
             bad.found = match thrown {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use smallvec::SmallVec;
 
 use super::message::Message;
-use super::queue::{Overflow, SubQueue, TakeEnd};
+use super::queue::{Overflow, SubQueue, TakeEnd, Wait};
 use super::status::{EdgeStats, SubscriptionStatus};
 use super::tree::Grouped;
 use super::{HubError, HubInner};
@@ -386,7 +386,7 @@ impl Subscription {
     /// [`HubError::Closed`] once unsubscribed (or the hub closed) and drained;
     /// [`HubError::InvalidArgument`] on a callback subscription.
     pub fn recv(&self) -> Result<Message, HubError> {
-        self.take(None, Duration::ZERO)
+        self.take(Wait::Forever, Duration::ZERO)
     }
 
     /// Waits up to `timeout` for the next message.
@@ -395,7 +395,7 @@ impl Subscription {
     /// [`HubError::Timeout`] when nothing arrived in time; otherwise as
     /// [`Subscription::recv`].
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message, HubError> {
-        self.take(Some(Instant::now() + timeout), timeout)
+        self.take(Wait::Until(Instant::now() + timeout), timeout)
     }
 
     /// The next message if one is queued.
@@ -403,14 +403,14 @@ impl Subscription {
     /// # Errors
     /// As [`Subscription::recv`].
     pub fn try_recv(&self) -> Result<Option<Message>, HubError> {
-        match self.take(Some(Instant::now()), Duration::ZERO) {
+        match self.take(Wait::No, Duration::ZERO) {
             Ok(m) => Ok(Some(m)),
             Err(HubError::Timeout { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    fn take(&self, deadline: Option<Instant>, timeout: Duration) -> Result<Message, HubError> {
+    fn take(&self, wait: Wait, timeout: Duration) -> Result<Message, HubError> {
         if self.sub.is_callback() {
             return Err(HubError::InvalidArgument {
                 message: format!(
@@ -419,7 +419,7 @@ impl Subscription {
                 ),
             });
         }
-        match self.sub.queue.take(deadline, &self.hub.pool) {
+        match self.sub.queue.take(wait, &self.hub.pool) {
             Ok(m) => {
                 self.sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 Ok(m)

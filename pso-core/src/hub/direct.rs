@@ -18,14 +18,23 @@
 //! closed pair lazily, recording the mode change with the close reason.
 //!
 //! # Blocking and memory ordering
-//! Waiting uses an event-count per direction: a waiter locks the direction's
-//! mutex, sets its `parked` flag, issues a `SeqCst` fence and re-checks the
-//! ring (and `closed`) before waiting on the condition variable; the other
-//! side, after its push/pop, issues a `SeqCst` fence and loads the flag, and
-//! only if it is set takes the mutex to notify. The two fences order "flag
-//! store -> ring load" against "ring store -> flag load", so either the
-//! waiter sees the change or the notifier sees the flag: no lost wake-up.
-//! The mutex makes a notify wait until the waiter is actually waiting.
+//! Waiting uses an event count per direction, on one flag per waiting side
+//! (`rx_parked`, `tx_parked`), with read-modify-writes on that same flag by
+//! both sides (so the argument holds in the language's memory model, not
+//! only on x86):
+//! * the waiter locks the direction's mutex, `swap(1, AcqRel)`s its flag,
+//!   re-checks the ring (and `closed`), and only then waits on the condition
+//!   variable (which releases the mutex); it stores 0 when it wakes;
+//! * the other side, after its push/pop, does `fetch_add(0, AcqRel)` on the
+//!   flag and, only if it reads 1, takes the mutex and notifies.
+//!
+//! The two RMWs are ordered in the flag's modification order. If the
+//! notifier's comes first, the waiter's swap reads from it, so the push/pop
+//! before it happens-before the waiter's re-check, which sees it. If the
+//! waiter's comes first, the notifier reads 1 and notifies; holding the
+//! mutex to notify makes the notification wait until the waiter is in its
+//! wait. So no wake-up is lost. On x86 the notifier's RMW is one `lock xadd`
+//! on a line the other side only writes when it parks.
 
 #![forbid(unsafe_code)]
 
@@ -39,7 +48,7 @@ use thiserror::Error;
 use super::HubError;
 use super::status::EdgeStats;
 use crate::error::{ErrorKind, PsoError};
-use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering, fence};
+use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, Condvar, Mutex, Ordering};
 use crate::value::Value;
 
 /// Spins before a direct-channel wait blocks.
@@ -85,9 +94,9 @@ impl PsoError for DirectSendError {
 #[derive(Debug)]
 struct Dir {
     /// The consumer is (about to be) blocked waiting for a message.
-    rx_parked: CachePadded<AtomicBool>,
+    rx_parked: CachePadded<AtomicU32>,
     /// The producer is (about to be) blocked waiting for room.
-    tx_parked: CachePadded<AtomicBool>,
+    tx_parked: CachePadded<AtomicU32>,
     /// Sent so far (written by the producer only).
     sent: CachePadded<AtomicU64>,
     /// Received so far (written by the consumer only).
@@ -101,8 +110,8 @@ struct Dir {
 impl Dir {
     fn new(edge: Arc<EdgeStats>) -> Self {
         Dir {
-            rx_parked: CachePadded::new(AtomicBool::new(false)),
-            tx_parked: CachePadded::new(AtomicBool::new(false)),
+            rx_parked: CachePadded::new(AtomicU32::new(0)),
+            tx_parked: CachePadded::new(AtomicU32::new(0)),
             sent: CachePadded::new(AtomicU64::new(0)),
             received: CachePadded::new(AtomicU64::new(0)),
             lock: Mutex::new(()),
@@ -280,8 +289,7 @@ impl DirectEnd {
         d.sent
             .store(d.sent.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         d.edge.count_direct(1);
-        fence(Ordering::SeqCst);
-        if d.rx_parked.load(Ordering::Relaxed) {
+        if d.rx_parked.fetch_add(0, Ordering::AcqRel) != 0 {
             let _g = d.lock.lock();
             d.readable.notify_one();
         }
@@ -328,8 +336,7 @@ impl DirectEnd {
             }
             let d = &self.shared.dirs[self.out];
             let mut g = d.lock.lock();
-            d.tx_parked.store(true, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
+            d.tx_parked.swap(1, Ordering::AcqRel);
             if self.tx.slots() == 0 && !self.shared.is_closed() {
                 match deadline {
                     Some(dl) => {
@@ -338,7 +345,7 @@ impl DirectEnd {
                     None => d.writable.wait(&mut g),
                 }
             }
-            d.tx_parked.store(false, Ordering::Relaxed);
+            d.tx_parked.store(0, Ordering::Relaxed);
         }
     }
 
@@ -372,8 +379,7 @@ impl DirectEnd {
         let d = self.in_dir();
         d.received
             .store(d.received.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        if d.tx_parked.load(Ordering::Relaxed) {
+        if d.tx_parked.fetch_add(0, Ordering::AcqRel) != 0 {
             let _g = d.lock.lock();
             d.writable.notify_one();
         }
@@ -402,8 +408,7 @@ impl DirectEnd {
             d.received.load(Ordering::Relaxed) + n as u64,
             Ordering::Relaxed,
         );
-        fence(Ordering::SeqCst);
-        if d.tx_parked.load(Ordering::Relaxed) {
+        if d.tx_parked.fetch_add(0, Ordering::AcqRel) != 0 {
             let _g = d.lock.lock();
             d.writable.notify_one();
         }
@@ -454,8 +459,7 @@ impl DirectEnd {
             }
             let d = &self.shared.dirs[1 - self.out];
             let mut g = d.lock.lock();
-            d.rx_parked.store(true, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
+            d.rx_parked.swap(1, Ordering::AcqRel);
             if self.rx.is_empty() && !self.shared.is_closed() {
                 match deadline {
                     Some(dl) => {
@@ -464,7 +468,7 @@ impl DirectEnd {
                     None => d.readable.wait(&mut g),
                 }
             }
-            d.rx_parked.store(false, Ordering::Relaxed);
+            d.rx_parked.store(0, Ordering::Relaxed);
         }
     }
 

@@ -1,7 +1,9 @@
 //! The message handle shared by every receiver of one publish.
 //!
 //! A publish allocates one `Arc<Inner>`; each matching subscription's queue
-//! holds a clone of the handle, never a copy of the payload. A request's
+//! holds a clone of the handle, never a copy of the payload. The topic is
+//! shared too: the message keeps the publish's cached match set, which owns
+//! the topic text (one reference count per publish instead of two). A request's
 //! message also carries the requester's reply slot. When the last handle of a
 //! request is dropped, nobody can answer it any more, so the drop tells the
 //! slot (see [`super::request`]): the requester stops waiting at once.
@@ -10,8 +12,8 @@
 
 use std::fmt;
 
-use super::HubError;
 use super::request::ReplySlot;
+use super::{HubError, SubMatches};
 use crate::sync::Arc;
 use crate::value::Value;
 
@@ -24,7 +26,7 @@ use crate::value::Value;
 pub struct Message(Arc<Inner>);
 
 struct Inner {
-    topic: Arc<str>,
+    route: Arc<SubMatches>,
     payload: Value,
     sender: Option<Arc<str>>,
     reply: Option<Arc<ReplySlot>>,
@@ -40,22 +42,33 @@ impl Drop for Inner {
 
 impl Message {
     pub(crate) fn new(
-        topic: Arc<str>,
+        route: Arc<SubMatches>,
         payload: Value,
         sender: Option<Arc<str>>,
         reply: Option<Arc<ReplySlot>>,
     ) -> Message {
         Message(Arc::new(Inner {
-            topic,
+            route,
             payload,
             sender,
             reply,
         }))
     }
 
+    /// A message on `topic` outside any publish (tests).
+    #[cfg(test)]
+    pub(crate) fn detached(topic: &str, payload: Value) -> Message {
+        Message::new(Arc::new(SubMatches::empty(topic)), payload, None, None)
+    }
+
+    /// The match set it was published with (owns the topic).
+    pub(crate) fn route(&self) -> &Arc<SubMatches> {
+        &self.0.route
+    }
+
     /// The topic it was published to.
     pub fn topic(&self) -> &str {
-        &self.0.topic
+        &self.0.route.topic
     }
 
     /// The payload.
@@ -117,7 +130,7 @@ impl Message {
                 topic: self.topic().to_owned(),
             });
         };
-        let reply = Message::new(self.0.topic.clone(), payload.into(), sender, None);
+        let reply = Message::new(self.0.route.clone(), payload.into(), sender, None);
         Ok(slot.deliver(reply))
     }
 }

@@ -78,7 +78,7 @@ pub use status::{
 };
 
 use deliver::{Callback, Sub, spawn_mailbox};
-use queue::{Mode, Offer};
+use queue::{Give, Mode, Offer};
 use request::{End, ReplySlot};
 use status::Edges;
 use tree::{Matches, Router};
@@ -86,7 +86,7 @@ use tree::{Matches, Router};
 pub(crate) type Map<K, V> = foldhash::HashMap<K, V>;
 
 /// What a topic matches in this hub.
-type SubMatches = Matches<Arc<Sub>>;
+pub(crate) type SubMatches = Matches<Arc<Sub>>;
 
 /// Source of hub ids, for the thread-local match cache (0 is never used).
 static NEXT_HUB_ID: AtomicU64 = AtomicU64::new(1);
@@ -126,16 +126,27 @@ impl fmt::Debug for HubInner {
     }
 }
 
-/// The last topic this thread published to: skips the shared cache's lock
-/// when a thread publishes to the same topic again and nothing changed.
-struct LastMatch {
+/// Entries of the per-thread match cache.
+const RECENT: usize = 4;
+
+/// A topic this thread published to recently: lets a thread that publishes
+/// to a few topics again and again skip the shared cache's lock and hash.
+struct Recent {
     hub: u64,
     generation: u64,
     matches: Arc<SubMatches>,
 }
 
+/// The per-thread cache: `RECENT` entries, replaced round robin.
+struct RecentCache {
+    entries: [Option<Recent>; RECENT],
+    next: usize,
+}
+
 thread_local! {
-    static LAST: RefCell<Option<LastMatch>> = const { RefCell::new(None) };
+    static LAST: RefCell<RecentCache> = const {
+        RefCell::new(RecentCache { entries: [None, None, None, None], next: 0 })
+    };
 }
 
 /// What one publish did.
@@ -181,44 +192,67 @@ impl HubInner {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// The matches of a valid topic, through the thread-local entry, then
-    /// the shared cache, then the tree.
+    /// The matches of `topic`, through the thread-local entries, then the
+    /// shared cache, then the tree. Only valid topics are ever cached, so a
+    /// thread-local hit needs no validation.
+    ///
+    /// # Errors
+    /// [`HubError::InvalidTopic`].
     #[inline]
-    fn matches(&self, topic: &str) -> Arc<SubMatches> {
+    fn matches(&self, topic: &str) -> Result<Arc<SubMatches>, HubError> {
         let generation = self.router.generation();
-        let hit = LAST.with(|c| match &*c.borrow() {
-            Some(l)
-                if l.hub == self.id && l.generation == generation && &*l.matches.topic == topic =>
-            {
-                Some(l.matches.clone())
-            }
-            _ => None,
+        let hit = LAST.with(|c| {
+            let c = c.try_borrow().ok()?;
+            c.entries.iter().flatten().find_map(|l| {
+                (l.hub == self.id && l.generation == generation && &*l.matches.topic == topic)
+                    .then(|| l.matches.clone())
+            })
         });
         if let Some(m) = hit {
-            return m;
+            return Ok(m);
         }
+        topic::check_topic(topic)?;
         let (m, generation) = self.router.lookup(topic);
+        // The replaced entry is dropped after the borrow ends: dropping its
+        // matches may drop subscriptions.
         let old = LAST.with(|c| {
-            c.replace(Some(LastMatch {
+            let mut c = c.try_borrow_mut().ok()?;
+            let i = c.next;
+            c.next = (i + 1) % RECENT;
+            c.entries[i].replace(Recent {
                 hub: self.id,
                 generation,
                 matches: m.clone(),
-            }))
+            })
         });
         drop(old);
-        m
+        Ok(m)
     }
 
-    /// Queues `msg` for every match; see [`HubInner::offer`].
-    fn fanout(&self, m: &SubMatches, msg: &Message, sender: Option<u32>, mode: Mode) -> Fanout {
+    /// Queues `msg` for every match of its route; see [`HubInner::offer`].
+    /// The last plain subscription (when there are no groups) takes `msg`
+    /// itself rather than a clone.
+    fn fanout(&self, msg: Message, sender: Option<u32>, mode: Mode) -> Fanout {
+        let route = msg.route().clone();
+        let m = &*route;
         let mut f = Fanout {
             receivers: m.receivers(),
             accepted: 0,
             refused: None,
         };
-        for sub in &m.plain {
-            self.offer(sub, msg, sender, mode, &mut f);
+        let topic = m.topic.as_ref();
+        let mut owned = Some(msg);
+        let n = m.plain.len();
+        for (i, sub) in m.plain.iter().enumerate() {
+            let give = if i + 1 == n && m.groups.is_empty() {
+                Give::Own(owned.take().expect("taken only once, at the end"))
+            } else {
+                Give::Ref(owned.as_ref().expect("still owned"))
+            };
+            self.offer(sub, give, topic, sender, mode, &mut f);
         }
+        let Some(msg) = owned else { return f };
+        let msg = &msg;
         for g in &m.groups {
             let n = g.members.len();
             let start = g.next.fetch_add(1, Ordering::Relaxed) % n;
@@ -227,7 +261,7 @@ impl HubInner {
                 let sub = &g.members[(start + k) % n];
                 if let Offer::Queued { schedule } =
                     sub.queue
-                        .offer(msg, sub.is_callback(), Mode::IfRoom, &self.pool)
+                        .offer(Give::Ref(msg), sub.is_callback(), Mode::IfRoom, &self.pool)
                 {
                     self.queued(sub, sender, schedule, &mut f);
                     placed = true;
@@ -235,7 +269,7 @@ impl HubInner {
                 }
             }
             if !placed {
-                self.offer(&g.members[start], msg, sender, mode, &mut f);
+                self.offer(&g.members[start], Give::Ref(msg), topic, sender, mode, &mut f);
             }
         }
         f
@@ -254,7 +288,8 @@ impl HubInner {
     fn offer(
         &self,
         sub: &Arc<Sub>,
-        msg: &Message,
+        msg: Give<'_>,
+        topic: &str,
         sender: Option<u32>,
         mode: Mode,
         f: &mut Fanout,
@@ -263,12 +298,12 @@ impl HubInner {
             Offer::Queued { schedule } => self.queued(sub, sender, schedule, f),
             Offer::Evicted { evicted, schedule } => {
                 self.queued(sub, sender, schedule, f);
-                self.dropped(sub, &evicted);
+                self.dropped(sub, evicted.topic());
                 drop(evicted);
             }
-            Offer::DroppedNewest => self.dropped(sub, msg),
+            Offer::DroppedNewest => self.dropped(sub, topic),
             Offer::Refused { timed_out } => {
-                self.dropped(sub, msg);
+                self.dropped(sub, topic);
                 if f.refused.is_none() {
                     f.refused = Some((sub.clone(), timed_out));
                 }
@@ -278,13 +313,13 @@ impl HubInner {
     }
 
     /// Counts a drop and raises the rate-limited alert.
-    fn dropped(&self, sub: &Arc<Sub>, msg: &Message) {
+    fn dropped(&self, sub: &Arc<Sub>, dropped_topic: &str) {
         let Some((total, since_last)) =
             sub.count_drop(1, self.now_ns(), self.config.alert_interval)
         else {
             return;
         };
-        if msg.topic().starts_with("pso.alert.") || self.closed.load(Ordering::Relaxed) {
+        if dropped_topic.starts_with("pso.alert.") || self.closed.load(Ordering::Relaxed) {
             return;
         }
         let system = sub.owner.as_ref().map_or("hub", |(_, n)| n);
@@ -293,7 +328,7 @@ impl HubInner {
             ("subscription", Value::Int(sub.id as i64)),
             ("pattern", Value::from(&*sub.pattern)),
             ("owner", Value::from(system)),
-            ("topic", Value::from(msg.topic())),
+            ("topic", Value::from(dropped_topic)),
             ("policy", Value::from(sub.queue.policy().to_string())),
             ("dropped", Value::Int(total as i64)),
             ("dropped_since_last_alert", Value::Int(since_last as i64)),
@@ -311,28 +346,21 @@ impl HubInner {
         payload: Value,
         reply: Option<Arc<ReplySlot>>,
         mode: Mode,
-    ) -> Result<(Fanout, Arc<SubMatches>), HubError> {
+    ) -> Result<Fanout, HubError> {
         self.check_open()?;
-        topic::check_topic(topic)?;
-        let m = self.matches(topic);
+        let m = self.matches(topic)?;
         if m.is_empty() {
-            return Ok((
-                Fanout {
-                    receivers: 0,
-                    accepted: 0,
-                    refused: None,
-                },
-                m,
-            ));
+            return Ok(Fanout {
+                receivers: 0,
+                accepted: 0,
+                refused: None,
+            });
         }
         let (sid, sname) = match sender {
             Some((id, name)) => (Some(id), Some(name)),
             None => (None, None),
         };
-        let msg = Message::new(m.topic.clone(), payload, sname, reply);
-        let f = self.fanout(&m, &msg, sid, mode);
-        drop(msg);
-        Ok((f, m))
+        Ok(self.fanout(Message::new(m, payload, sname, reply), sid, mode))
     }
 
     fn overflow_error(topic: &str, f: &Fanout) -> Option<HubError> {
@@ -360,7 +388,7 @@ impl HubInner {
         let deadline = Instant::now() + timeout;
         let slot = Arc::new(ReplySlot::new(want));
         let sender = sender.map(|s| self.intern(s));
-        let (f, _m) = self.publish(sender, topic, payload, Some(slot.clone()), Mode::Policy)?;
+        let f = self.publish(sender, topic, payload, Some(slot.clone()), Mode::Policy)?;
         if f.receivers == 0 {
             return Err(HubError::NoResponders {
                 topic: topic.to_owned(),
@@ -410,10 +438,15 @@ impl HubInner {
         }
         let ends = self.pairs.lock().close_all("hub closed");
         drop(ends);
-        LAST.with(|c| {
-            let old = c.borrow_mut().take_if(|l| l.hub == self.id);
-            drop(old);
+        let old: Vec<Recent> = LAST.with(|c| match c.try_borrow_mut() {
+            Ok(mut c) => c
+                .entries
+                .iter_mut()
+                .filter_map(|e| e.take_if(|l| l.hub == self.id))
+                .collect(),
+            Err(_) => Vec::new(),
         });
+        drop(old);
         if self.owns_pool {
             self.pool.shutdown();
         }
@@ -518,7 +551,7 @@ impl Hub {
     /// with the `error` policy (or `block`, after its timeout) refused it —
     /// the others still received it; [`HubError::Closed`].
     pub fn publish(&self, topic: &str, payload: impl Into<Value>) -> Result<usize, HubError> {
-        let (f, _) = self
+        let f = self
             .inner
             .publish(None, topic, payload.into(), None, Mode::Policy)?;
         match HubInner::overflow_error(topic, &f) {
@@ -540,7 +573,7 @@ impl Hub {
         payload: impl Into<Value>,
     ) -> Result<usize, HubError> {
         let sender = Some(self.inner.intern(sender));
-        let (f, _) = self
+        let f = self
             .inner
             .publish(sender, topic, payload.into(), None, Mode::Policy)?;
         match HubInner::overflow_error(topic, &f) {

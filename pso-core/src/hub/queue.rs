@@ -96,6 +96,25 @@ pub(crate) enum Mode {
     IfRoom,
 }
 
+/// The message an offer queues: borrowed (cloned if queued) or owned (the
+/// last recipient of a publish takes the publisher's handle, saving a
+/// reference-count round trip). An owned message that is not queued is
+/// dropped after the queue's lock is released.
+#[derive(Debug)]
+pub(crate) enum Give<'a> {
+    Ref(&'a Message),
+    Own(Message),
+}
+
+impl Give<'_> {
+    fn into_message(self) -> Message {
+        match self {
+            Give::Ref(m) => m.clone(),
+            Give::Own(m) => m,
+        }
+    }
+}
+
 /// What an offer did.
 #[must_use]
 #[derive(Debug)]
@@ -113,6 +132,17 @@ pub(crate) enum Offer {
     NoRoom,
     /// Not queued: the subscription is closed.
     Closed,
+}
+
+/// How long a take may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Not at all.
+    No,
+    /// Until this instant.
+    Until(Instant),
+    /// As long as it takes.
+    Forever,
 }
 
 /// Why a take returned nothing.
@@ -176,7 +206,7 @@ impl SubQueue {
     /// Offers `msg`. `mailbox` says the subscription is a callback one (so
     /// the offer may have to schedule it). `pool` lets a blocked publisher
     /// that is a worker help instead of blocking.
-    pub(crate) fn offer(&self, msg: &Message, mailbox: bool, mode: Mode, pool: &Pool) -> Offer {
+    pub(crate) fn offer(&self, msg: Give<'_>, mailbox: bool, mode: Mode, pool: &Pool) -> Offer {
         let mut st = self.state.lock();
         if st.closed {
             return Offer::Closed;
@@ -229,11 +259,11 @@ impl SubQueue {
     fn push(
         &self,
         mut st: crate::sync::MutexGuard<'_, State>,
-        msg: &Message,
+        msg: Give<'_>,
         mailbox: bool,
         evicted: Option<Message>,
     ) -> Offer {
-        st.buf.push_back(msg.clone());
+        st.buf.push_back(msg.into_message());
         let schedule = mailbox && !st.scheduled;
         if schedule {
             st.scheduled = true;
@@ -281,11 +311,23 @@ impl SubQueue {
         }
     }
 
-    /// Pull side: takes the oldest message, waiting until `deadline` (`None`:
-    /// no limit; `Some(now)`: don't wait).
-    pub(crate) fn take(&self, deadline: Option<Instant>, pool: &Pool) -> Result<Message, TakeEnd> {
-        let helping = pool.on_worker();
+    /// Pull side: takes the oldest message, waiting as `wait` allows.
+    pub(crate) fn take(&self, wait: Wait, pool: &Pool) -> Result<Message, TakeEnd> {
         let mut st = self.state.lock();
+        if let Some(m) = st.buf.pop_front() {
+            let wake = st.writers > 0;
+            drop(st);
+            if wake {
+                self.writable.notify_one();
+            }
+            return Ok(m);
+        }
+        let deadline = match wait {
+            Wait::No if !st.closed => return Err(TakeEnd::Empty),
+            Wait::No | Wait::Forever => None,
+            Wait::Until(d) => Some(d),
+        };
+        let helping = pool.on_worker();
         loop {
             if let Some(m) = st.buf.pop_front() {
                 let wake = st.writers > 0;
@@ -344,12 +386,12 @@ mod tests {
     use crate::value::Value;
 
     fn msg(i: i64) -> Message {
-        Message::new("t".into(), Value::Int(i), None, None)
+        Message::detached("t", Value::Int(i))
     }
 
     fn ints(q: &SubQueue, pool: &Pool) -> Vec<i64> {
         let mut v = Vec::new();
-        while let Ok(m) = q.take(Some(Instant::now()), pool) {
+        while let Ok(m) = q.take(Wait::No, pool) {
             v.push(m.payload().as_int().unwrap());
         }
         v
@@ -360,7 +402,7 @@ mod tests {
         let pool = Pool::new(1, "q").unwrap();
         let q = SubQueue::new(2, Overflow::DropOldest);
         for i in 0..4 {
-            match q.offer(&msg(i), false, Mode::Policy, &pool) {
+            match q.offer(Give::Own(msg(i)), false, Mode::Policy, &pool) {
                 Offer::Queued { .. } => assert!(i < 2),
                 Offer::Evicted { evicted, .. } => {
                     assert_eq!(evicted.payload().as_int(), Some(i - 2))
@@ -372,36 +414,36 @@ mod tests {
 
         let q = SubQueue::new(2, Overflow::DropNewest);
         for i in 0..4 {
-            let o = q.offer(&msg(i), false, Mode::Policy, &pool);
+            let o = q.offer(Give::Own(msg(i)), false, Mode::Policy, &pool);
             assert_eq!(matches!(o, Offer::DroppedNewest), i >= 2);
         }
         assert_eq!(ints(&q, &pool), [0, 1]);
 
         let q = SubQueue::new(1, Overflow::Error);
         assert!(matches!(
-            q.offer(&msg(0), false, Mode::Policy, &pool),
+            q.offer(Give::Own(msg(0)), false, Mode::Policy, &pool),
             Offer::Queued { .. }
         ));
         assert!(matches!(
-            q.offer(&msg(1), false, Mode::Policy, &pool),
+            q.offer(Give::Own(msg(1)), false, Mode::Policy, &pool),
             Offer::Refused { timed_out: false }
         ));
         assert!(matches!(
-            q.offer(&msg(1), false, Mode::IfRoom, &pool),
+            q.offer(Give::Own(msg(1)), false, Mode::IfRoom, &pool),
             Offer::NoRoom
         ));
 
         let q = SubQueue::new(1, Overflow::Block(Duration::from_millis(5)));
         assert!(matches!(
-            q.offer(&msg(0), false, Mode::Policy, &pool),
+            q.offer(Give::Own(msg(0)), false, Mode::Policy, &pool),
             Offer::Queued { .. }
         ));
         assert!(matches!(
-            q.offer(&msg(1), false, Mode::Policy, &pool),
+            q.offer(Give::Own(msg(1)), false, Mode::Policy, &pool),
             Offer::Refused { timed_out: true }
         ));
         assert!(matches!(
-            q.offer(&msg(1), false, Mode::NoBlock, &pool),
+            q.offer(Give::Own(msg(1)), false, Mode::NoBlock, &pool),
             Offer::DroppedNewest
         ));
         assert_eq!(q.len(), 1);
@@ -412,18 +454,18 @@ mod tests {
         let pool = Arc::new(Pool::new(1, "q").unwrap());
         let q = Arc::new(SubQueue::new(1, Overflow::Block(Duration::from_secs(30))));
         assert!(matches!(
-            q.offer(&msg(0), false, Mode::Policy, &pool),
+            q.offer(Give::Own(msg(0)), false, Mode::Policy, &pool),
             Offer::Queued { .. }
         ));
         let (q2, p2) = (q.clone(), pool.clone());
         let t = std::thread::spawn(move || {
             matches!(
-                q2.offer(&msg(1), false, Mode::Policy, &p2),
+                q2.offer(Give::Own(msg(1)), false, Mode::Policy, &p2),
                 Offer::Queued { .. }
             )
         });
         // Take both; the second arrives only after the publisher unblocked.
-        let deadline = Some(Instant::now() + Duration::from_secs(30));
+        let deadline = Wait::Until(Instant::now() + Duration::from_secs(30));
         assert_eq!(q.take(deadline, &pool).unwrap().payload().as_int(), Some(0));
         assert_eq!(q.take(deadline, &pool).unwrap().payload().as_int(), Some(1));
         assert!(t.join().unwrap());
@@ -434,11 +476,11 @@ mod tests {
         let pool = Pool::new(1, "q").unwrap();
         let q = SubQueue::new(4, Overflow::DropNewest);
         assert!(matches!(
-            q.offer(&msg(0), true, Mode::Policy, &pool),
+            q.offer(Give::Own(msg(0)), true, Mode::Policy, &pool),
             Offer::Queued { schedule: true }
         ));
         assert!(matches!(
-            q.offer(&msg(1), true, Mode::Policy, &pool),
+            q.offer(Give::Own(msg(1)), true, Mode::Policy, &pool),
             Offer::Queued { schedule: false }
         ));
         let mut out = Vec::new();
@@ -448,14 +490,14 @@ mod tests {
         assert!(q.drain(8, &mut out));
         assert!(!q.more(), "empty: scheduled cleared");
         assert!(matches!(
-            q.offer(&msg(2), true, Mode::Policy, &pool),
+            q.offer(Give::Own(msg(2)), true, Mode::Policy, &pool),
             Offer::Queued { schedule: true }
         ));
         assert_eq!(q.close().len(), 1);
         assert!(matches!(
-            q.offer(&msg(3), true, Mode::Policy, &pool),
+            q.offer(Give::Own(msg(3)), true, Mode::Policy, &pool),
             Offer::Closed
         ));
-        assert_eq!(q.take(None, &pool).unwrap_err(), TakeEnd::Closed);
+        assert_eq!(q.take(Wait::Forever, &pool).unwrap_err(), TakeEnd::Closed);
     }
 }

@@ -208,7 +208,7 @@ mod tests {
     use crate::value::Value;
 
     fn msg(i: i64) -> Message {
-        Message::new("r".into(), Value::Int(i), None, None)
+        Message::detached("r", Value::Int(i))
     }
 
     #[test]

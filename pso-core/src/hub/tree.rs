@@ -181,6 +181,16 @@ pub(crate) struct Matches<T> {
 }
 
 impl<T> Matches<T> {
+    /// No matches for `topic`.
+    #[cfg(test)]
+    pub(crate) fn empty(topic: &str) -> Self {
+        Matches {
+            topic: topic.into(),
+            plain: Vec::new(),
+            groups: Vec::new(),
+        }
+    }
+
     /// Whether nobody listens.
     pub(crate) fn is_empty(&self) -> bool {
         self.plain.is_empty() && self.groups.is_empty()
