@@ -269,7 +269,14 @@ impl HubInner {
                 }
             }
             if !placed {
-                self.offer(&g.members[start], Give::Ref(msg), topic, sender, mode, &mut f);
+                self.offer(
+                    &g.members[start],
+                    Give::Ref(msg),
+                    topic,
+                    sender,
+                    mode,
+                    &mut f,
+                );
             }
         }
         f
