@@ -158,13 +158,17 @@ thread_local! {
 }
 
 fn wake(worker: &Thread) {
-    let deferred = WAKE_LATER.with(|w| match &mut *w.borrow_mut() {
-        Some(later) => {
-            later.push(worker.clone());
-            true
-        }
-        None => false,
-    });
+    // `try_with`: a reply may be delivered while this thread's locals are
+    // being destroyed (an environment torn down at thread exit).
+    let deferred = WAKE_LATER
+        .try_with(|w| match &mut *w.borrow_mut() {
+            Some(later) => {
+                later.push(worker.clone());
+                true
+            }
+            None => false,
+        })
+        .unwrap_or(false);
     if !deferred {
         worker.unpark();
     }
@@ -172,7 +176,10 @@ fn wake(worker: &Thread) {
 
 /// Wakes the workers `wake` put off.
 fn wake_deferred() {
-    let later = WAKE_LATER.with(|w| w.borrow_mut().as_mut().map(std::mem::take));
+    let later = WAKE_LATER
+        .try_with(|w| w.borrow_mut().as_mut().map(std::mem::take))
+        .ok()
+        .flatten();
     for t in later.into_iter().flatten() {
         t.unpark();
     }
