@@ -312,6 +312,7 @@ fn request_from_inside_a_callback_on_a_single_worker() {
         .unwrap();
     hub.publish("outer", 0).unwrap();
     assert_eq!(rx.recv_timeout(LONG).unwrap().unwrap(), Value::Int(1));
+    hub.close(); // the callback holds a clone
 }
 
 #[test]
@@ -480,6 +481,7 @@ fn blocked_publisher_on_the_only_worker_helps_instead_of_deadlocking() {
     hub.publish("fan", 0).unwrap();
     eventually("all 50 delivered", || seen.lock().unwrap().len() == 50);
     assert_eq!(*seen.lock().unwrap(), (0..50).collect::<Vec<_>>());
+    hub.close(); // the callback holds a clone
 }
 
 #[test]
@@ -774,4 +776,16 @@ fn payloads_are_shared_not_copied() {
     hub.publish("big", Value::Bytes(vec![7; 1 << 16])).unwrap();
     let (ma, mb) = (a.recv_timeout(LONG).unwrap(), b.recv_timeout(LONG).unwrap());
     assert!(std::ptr::eq(ma.payload(), mb.payload()));
+}
+
+#[test]
+fn handles_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Hub>();
+    send_sync::<Message>();
+    send_sync::<pso_core::Subscription>();
+    send_sync::<pso_core::Mesh>();
+    send_sync::<HubError>();
+    send::<pso_core::DirectEnd>();
 }

@@ -315,3 +315,13 @@ fn watchers_are_released_when_dropped() {
     w.close();
     assert_eq!(w.recv_timeout(LONG).unwrap_err().kind(), ErrorKind::Closed);
 }
+
+#[test]
+fn handles_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<StateStore>();
+    send_sync::<StateError>();
+    send_sync::<pso_core::Entry>();
+    send::<pso_core::Watcher>();
+}

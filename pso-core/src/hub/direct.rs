@@ -51,7 +51,9 @@ use crate::error::{ErrorKind, PsoError};
 use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, Condvar, Mutex, Ordering};
 use crate::value::Value;
 
-/// Spins before a direct-channel wait blocks.
+/// Probes (with a pause, and a yield every 32) before a direct-channel wait
+/// blocks. Measured: shorter exponential back-off parks more often, and each
+/// park costs the other side a futex wake per message.
 const SPIN: u32 = 256;
 
 /// Why a direct send did not happen; the value is handed back.

@@ -24,6 +24,24 @@
 //! * **Minimalist** is the orchestrator's business (which systems run); the
 //!   hub only reports per-edge traffic that helps decide it.
 //!
+//! # Cost model (what the hot paths do)
+//! * `publish` to a topic this thread used recently: one atomic load (the
+//!   router generation), a compare against up to four per-thread entries (a
+//!   hit skips validation: only valid topics are cached), one allocation for
+//!   the message (which keeps the match set, so the topic is shared), and per
+//!   subscription one uncontended lock, a push and a reference count (the
+//!   last subscription takes the publisher's reference). Wildcards cost
+//!   nothing extra on a hit; a miss walks the trie (depth x at most two
+//!   children per token) and fills the shared cache.
+//! * Direct channels are `rtrb` SPSC rings. Measured on the 2-core shared
+//!   development machine (load 3-5, so absolute figures are noisy), 10M
+//!   `Value::Int`s 1 -> 1 across threads: `rtrb` with our wake-up protocol
+//!   14 M/s per message and 21-27 M/s with `try_recv_batch`, against 10-17
+//!   M/s for `crossbeam-channel` bounded(1024) in the same runs;
+//!   `crossbeam-queue::ArrayQueue` (0.3-1.7 M/s) lost under contention.
+//!   `rtrb` was kept for the batch path (one index update per batch) and
+//!   because each side owns its end, so no CAS is needed per message.
+//!
 //! # Ownership and threads
 //! The hub runs callbacks on a worker [`Pool`]: its own (from
 //! [`Hub::new`]) or the orchestrator's ([`Hub::with_pool`]). A publisher
@@ -467,7 +485,9 @@ impl Drop for HubInner {
 }
 
 /// The communication hub. Cheap to clone (all clones are one hub); the hub
-/// closes when the last clone is dropped or on [`Hub::close`].
+/// closes when the last clone is dropped or on [`Hub::close`]. A callback
+/// that captures a clone keeps the hub open until [`Hub::close`] (or until
+/// that subscription ends).
 ///
 /// # Examples
 /// ```

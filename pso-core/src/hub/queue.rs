@@ -45,7 +45,10 @@ const HELP_SLICE: Duration = Duration::from_micros(200);
 pub enum Overflow {
     /// The publisher waits for room up to this long; then the message is not
     /// queued for this subscription and the publisher gets
-    /// [`HubError::Overflow`](super::HubError::Overflow).
+    /// [`HubError::Overflow`](super::HubError::Overflow). A publisher that is
+    /// a worker runs other queued jobs while it waits, so a callback may
+    /// publish to a full subscription — except its own, whose mailbox it is
+    /// running: that waits out the timeout.
     Block(Duration),
     /// The oldest queued message is dropped to make room.
     DropOldest,
