@@ -789,3 +789,37 @@ fn handles_can_cross_threads() {
     send_sync::<HubError>();
     send::<pso_core::DirectEnd>();
 }
+
+#[test]
+fn a_publish_after_subscribe_returns_reaches_the_new_subscription_from_any_thread() {
+    // The publisher thread has the topic in its per-thread cache from before
+    // the subscription; a publish that happens after subscribe returned must
+    // still reach it.
+    let hub = hub(1);
+    let phase = Arc::new(AtomicUsize::new(0));
+    for round in 0..50 {
+        phase.store(0, Ordering::SeqCst);
+        let (h, p) = (hub.clone(), phase.clone());
+        let topic = format!("warm.{round}");
+        let t = topic.clone();
+        let publisher = std::thread::spawn(move || {
+            let deadline = Instant::now() + LONG;
+            while p.load(Ordering::Acquire) == 0 {
+                // 0 before the subscription, 1 once it is visible here.
+                assert!(h.publish(&t, -1).unwrap() <= 1);
+                assert!(Instant::now() < deadline);
+            }
+            h.publish(&t, round).unwrap()
+        });
+        while hub.publish(&topic, -1).unwrap() != 0 {}
+        std::thread::sleep(Duration::from_micros(50));
+        let sub = hub.subscribe_pull(&topic).unwrap();
+        phase.store(1, Ordering::Release);
+        assert_eq!(publisher.join().unwrap(), 1, "round {round}");
+        let mut last = None;
+        while let Some(m) = sub.try_recv().unwrap() {
+            last = m.payload().as_int();
+        }
+        assert_eq!(last, Some(round as i64));
+    }
+}

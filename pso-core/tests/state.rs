@@ -176,7 +176,7 @@ fn a_watch_older_than_the_history_fails_clearly() {
     let e = store.watch("k", 0).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Compacted);
     assert!(matches!(e, StateError::Compacted { requested: 0, oldest } if oldest == r1));
-    assert!(e.to_string().contains("no longer retained"), "{e}");
+    assert!(e.to_string().contains("no longer all retained"), "{e}");
     let mut w = store.watch("k", r1).unwrap();
     assert_eq!(w.recv_timeout(LONG).unwrap().revision, r2);
 }

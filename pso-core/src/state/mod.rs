@@ -124,7 +124,7 @@ pub enum StateError {
     },
     /// A watch asked for changes that are no longer retained.
     #[error(
-        "changes after revision {requested} are no longer retained (history kept from revision {oldest}); read the current value and watch from its revision"
+        "changes after revision {requested} are no longer all retained (only those after revision {oldest} are); read the current value and watch from its revision"
     )]
     Compacted {
         /// The revision asked for.
