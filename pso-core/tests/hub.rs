@@ -569,6 +569,15 @@ fn direct_channels_carry_messages_in_order_and_close_cleanly() {
         (N as u64, 1, [true, true])
     );
 
+    // Batches both ways.
+    let mut ppo = ppo;
+    let mut out: Vec<Value> = (0..20).map(Value::Int).collect();
+    assert_eq!(paes.try_send_batch(&mut out).unwrap(), 8, "capacity 8");
+    assert_eq!(out.first(), Some(&Value::Int(8)), "the rest stays");
+    let mut got = Vec::new();
+    assert_eq!(ppo.try_recv_batch(&mut got, 100).unwrap(), 8);
+    assert_eq!(got, (0..8).map(Value::Int).collect::<Vec<_>>());
+
     // Full, then closed: the value comes back for publishing instead.
     let mut full = 0;
     while paes.try_send(Value::Int(0)).is_ok() {

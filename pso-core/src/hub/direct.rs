@@ -297,6 +297,35 @@ impl DirectEnd {
         }
     }
 
+    /// Moves as many values as there is room for from the front of `values`
+    /// into the channel in one step; returns how many. Cheaper per message
+    /// than [`DirectEnd::try_send`] (one index update and one wake-up check
+    /// per batch). Values that did not fit stay in `values`.
+    ///
+    /// # Errors
+    /// [`HubError::ChannelClosed`]; `values` is left untouched.
+    pub fn try_send_batch(&mut self, values: &mut Vec<Value>) -> Result<usize, HubError> {
+        if self.shared.is_closed() {
+            return Err(self.closed_error());
+        }
+        let n = self.tx.slots().min(values.len());
+        if n == 0 {
+            return Ok(0);
+        }
+        let chunk = self.tx.write_chunk_uninit(n).expect("slots() were free");
+        let written = chunk.fill_from_iter(values.drain(..n));
+        debug_assert_eq!(written, n);
+        let d = self.out_dir();
+        d.sent
+            .store(d.sent.load(Ordering::Relaxed) + n as u64, Ordering::Relaxed);
+        d.edge.count_direct(n as u64);
+        if d.rx_parked.fetch_add(0, Ordering::AcqRel) != 0 {
+            let _g = d.lock.lock();
+            d.readable.notify_one();
+        }
+        Ok(n)
+    }
+
     /// Sends, waiting for room as long as needed.
     ///
     /// # Errors

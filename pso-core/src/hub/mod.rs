@@ -39,8 +39,14 @@
 //!   14 M/s per message and 21-27 M/s with `try_recv_batch`, against 10-17
 //!   M/s for `crossbeam-channel` bounded(1024) in the same runs;
 //!   `crossbeam-queue::ArrayQueue` (0.3-1.7 M/s) lost under contention.
+//!   With `try_send_batch` / `try_recv_batch` on both sides: 52-54 M/s.
 //!   `rtrb` was kept for the batch path (one index update per batch) and
 //!   because each side owns its end, so no CAS is needed per message.
+//! * A request is a publish plus a reply slot; the requester spins briefly
+//!   (yielding every 32 probes, which measured best on 2 shared cores)
+//!   before blocking. Round trip to a callback on the pool: median 0.85-1.6
+//!   µs when the worker is still awake, 6-8 µs when it had parked (a futex
+//!   wake-up).
 //!
 //! # Ownership and threads
 //! The hub runs callbacks on a worker [`Pool`]: its own (from

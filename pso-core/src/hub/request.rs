@@ -156,7 +156,7 @@ impl ReplySlot {
             if self.ready.load(Ordering::Acquire) {
                 break;
             }
-            if i % 64 == 63 {
+            if i % 32 == 31 {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
