@@ -59,7 +59,7 @@ impl HubConfig {
         Self::default()
     }
 
-    /// Worker threads of a hub that owns its pool ([`Hub::new`]); 0 means
+    /// Worker threads of a hub that owns its pool ([`Hub::new`](super::Hub::new)); 0 means
     /// the available cores.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;

@@ -69,7 +69,7 @@ pub enum HubError {
         /// Subscriptions that did queue the message.
         delivered: usize,
     },
-    /// [`Message::reply`] on a message that is not a request.
+    /// [`Message::reply`](super::Message::reply) on a message that is not a request.
     #[error("message on '{topic}' is not a request; there is nobody to reply to")]
     NotARequest {
         /// Its topic.

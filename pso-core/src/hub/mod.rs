@@ -33,6 +33,10 @@
 //!   last subscription takes the publisher's reference). Wildcards cost
 //!   nothing extra on a hit; a miss walks the trie (depth x at most two
 //!   children per token) and fills the shared cache.
+//!   Measured (same machine as below, release build, pull subscribers): one
+//!   subscriber 56-76 ns per publish, each extra one 10-16 ns; with 10,000
+//!   subscriptions a `svc.*.evt` match costs the same as an exact one
+//!   (56-62 vs 56-60 ns).
 //! * Direct channels are `rtrb` SPSC rings. Measured on the 2-core shared
 //!   development machine (load 3-5, so absolute figures are noisy), 10M
 //!   `Value::Int`s 1 -> 1 across threads: `rtrb` with our wake-up protocol
@@ -51,9 +55,12 @@
 //! # Ownership and threads
 //! The hub runs callbacks on a worker [`Pool`]: its own (from
 //! [`Hub::new`]) or the orchestrator's ([`Hub::with_pool`]). A publisher
-//! never runs a callback on its own thread; it may only block under the
-//! `block` policy (as a worker, it runs queued jobs while it waits). No hub
-//! lock is held while user code runs or while a callback is dropped.
+//! never runs a callback on its own thread, with one exception: a publisher
+//! (or requester, or pull receiver) that is itself a worker of the pool and
+//! has to wait runs other queued jobs meanwhile — possibly mailboxes —
+//! because the job it waits for may be queued behind it on that worker.
+//! A publisher blocks only under the `block` policy. No hub lock is held
+//! while user code runs or while a callback is dropped.
 //!
 //! # Invariants
 //! * Per subscription, messages are queued in publish order (a publish is

@@ -88,8 +88,9 @@ impl Dump {
 }
 
 /// Where a [`StateStore`](super::StateStore) keeps its data. Implementations
-/// must uphold the invariants in the [`state`](super) module docs (global
-/// increasing revisions, atomic compare-and-set, gap-free watches).
+/// must uphold the store's invariants: revisions global and strictly
+/// increasing, compare-and-set atomic, watches gap-free and in order (or a
+/// [`StateError::Compacted`] error), as [`MemoryBackend`] does.
 pub trait StateBackend: Send + Sync + fmt::Debug + 'static {
     /// The current entry of `key`.
     ///
