@@ -85,7 +85,8 @@ pub use crate::status::SystemStatus;
 pub use crate::topology::{ExportFormat, SystemDecl, Topology, TopologyError, TopologyFormat};
 pub use crate::value::Value;
 pub use crate::workflow::{
-    CancelToken, Child, ConditionFn, Estimate, MAX_RETRIES, RetryPolicy, RunHandle, RunOptions,
-    RunProgress, RunResult, RunState, SchedulingPolicy, StepContext, StepCounts, StepDecl, StepId,
-    StepRecord, StepSpec, StepState, Workflow, WorkflowBuilder, WorkflowDecl, WorkflowError,
+    CancelToken, Child, Completion, ConditionFn, Estimate, MAX_RETRIES, RetryPolicy, RunHandle,
+    RunOptions, RunProgress, RunResult, RunState, SchedulingPolicy, StepContext, StepCounts,
+    StepDecl, StepId, StepRecord, StepSpec, StepState, TryConditionFn, Workflow, WorkflowBuilder,
+    WorkflowDecl, WorkflowError,
 };

@@ -52,7 +52,11 @@ fn a_lease_is_released_on_drop_and_by_release() {
         .allocate_resources("a", &cpu(3).amount("memory", 1024))
         .unwrap();
     assert_eq!(l.system(), "a");
-    assert_eq!(l.id(), 1, "lease ids are serial numbers (safe in JavaScript)");
+    assert_eq!(
+        l.id(),
+        1,
+        "lease ids are serial numbers (safe in JavaScript)"
+    );
     assert!(l.is_held());
     assert_eq!(
         l.amounts(),

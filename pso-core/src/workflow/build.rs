@@ -264,6 +264,7 @@ impl WorkflowBuilder {
             let cond = match &s.condition {
                 None => None,
                 Some(Condition::Predicate(f)) => Some(CondDef::Predicate(f.clone())),
+                Some(Condition::TryPredicate(f)) => Some(CondDef::TryPredicate(f.clone())),
                 Some(Condition::Truthy(other)) => {
                     let p = lookup(&s.name, other)?;
                     edges.push((p, i as u32));

@@ -8,6 +8,7 @@ use std::sync::Arc as StdArc;
 use crate::model::{HandlerError, OpFn};
 use crate::sync::Arc;
 use crate::value::Value;
+use crate::workflow::deferred::{Claim, Deferral};
 use crate::workflow::fanout::ChildGroup;
 use crate::workflow::run::RunInner;
 
@@ -18,6 +19,10 @@ pub struct StepContext<'a> {
     pub(crate) attempt: u32,
     pub(crate) child: Option<(&'a ChildGroup, u32)>,
     pub(crate) children: RefCell<Vec<Child>>,
+    /// Set for a step's own function (not conditions, not children): what
+    /// [`StepContext::defer`] hands to the completion.
+    pub(crate) claim: Option<Claim>,
+    pub(crate) deferral: RefCell<Option<Arc<Deferral>>>,
 }
 
 impl fmt::Debug for StepContext<'_> {
@@ -42,7 +47,15 @@ impl<'a> StepContext<'a> {
             attempt,
             child,
             children: RefCell::new(Vec::new()),
+            claim: None,
+            deferral: RefCell::new(None),
         }
+    }
+
+    /// Lets the function defer its result (see [`StepContext::defer`]).
+    pub(crate) fn with_claim(mut self, claim: Claim) -> Self {
+        self.claim = Some(claim);
+        self
     }
 
     /// The step's name (`parent[i]` for a fan-out child).
@@ -261,6 +274,20 @@ impl fmt::Debug for CancelToken {
 }
 
 impl CancelToken {
+    /// Runs `f` once when the step is told to stop — the run is cancelled or
+    /// passes its deadline, or the step its timeout — on the thread that
+    /// stops it (keep it short), or at once if it already was. If the step's
+    /// attempt ends first, `f` is dropped without running. For a fan-out
+    /// child, only the run stopping counts.
+    pub fn on_cancel(&self, f: impl FnOnce() + Send + 'static) {
+        let attempt = if self.child.is_some() {
+            crate::workflow::run::CHILD_HOOK
+        } else {
+            self.attempt
+        };
+        self.run.on_cancel(self.step, attempt, Box::new(f));
+    }
+
     /// Whether the step should stop.
     pub fn is_cancelled(&self) -> bool {
         let group = self

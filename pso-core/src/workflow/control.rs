@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use super::buffers::Slot;
 use super::fanout::ChildGroup;
 use super::run::{
-    CANCELLED, CANCELLED_Q, FANNED, Next, PENDING, RETRY_WAIT, RUNNING, Release, RunInner,
-    STOP_CLOSE, STOP_DEADLINE, STOP_NONE, TIMED_OUT, TIMED_OUT_Q, exec_step, split, word,
+    CANCELLED, CANCELLED_Q, CHILD_HOOK, CancelHook, FANNED, Next, PENDING, RETRY_WAIT, RUNNING,
+    Release, RunInner, STOP_CLOSE, STOP_DEADLINE, STOP_NONE, TIMED_OUT, TIMED_OUT_Q, exec_step,
+    split, word,
 };
 use crate::model::HandlerError;
 use crate::scheduler::{Job, TimerId};
@@ -40,6 +41,7 @@ impl RunInner {
         }
         // Parked steps waiting for a lease are queued again to resolve.
         self.withdraw_lease_waits();
+        self.fire_hooks(None);
         for i in 0..self.wf.steps.len() as u32 {
             if self.stop_step(i, kind) {
                 return true;
@@ -139,7 +141,63 @@ impl RunInner {
         let after = Duration::from_nanos(self.wf.meta_of(i).map_or(0, |m| m.timeout_ns));
         // SAFETY: we won the terminal transition just now.
         unsafe { self.write_slot(i, Slot::unrun(Some(HandlerError::TimedOut { after }))) };
+        self.fire_hooks(Some(i));
         self.account_held(i, Release::Failed);
+    }
+
+    /// Runs `f` once when attempt `attempt` of step `i` is told to stop (or
+    /// now, if it already was); `attempt` [`CHILD_HOOK`] waits for the run to
+    /// stop. Dropped unrun when the attempt ends first.
+    pub(crate) fn on_cancel(&self, i: u32, attempt: u32, f: CancelHook) {
+        let mut hooks = self.hooks.lock();
+        // Checked under the lock: a stop either happened before (run it now)
+        // or drains after this push.
+        let abandoned = if attempt == CHILD_HOOK {
+            self.stop.load(Ordering::Acquire) != STOP_NONE
+        } else {
+            self.step_abandoned(i, attempt, None)
+        };
+        if abandoned {
+            drop(hooks);
+            let _ = crate::unwind::catch(f);
+            return;
+        }
+        self.hooked.store(true, Ordering::Release);
+        hooks.push((i, attempt, f));
+    }
+
+    /// Runs the hooks of step `i` (or of every step), outside the lock.
+    fn fire_hooks(&self, step: Option<u32>) {
+        if !self.hooked.load(Ordering::Acquire) {
+            return;
+        }
+        let fired: Vec<CancelHook> = {
+            let mut hooks = self.hooks.lock();
+            let (fire, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *hooks)
+                .into_iter()
+                .partition(|h| step.is_none_or(|s| h.0 == s && h.1 != CHILD_HOOK));
+            *hooks = keep;
+            fire.into_iter().map(|h| h.2).collect()
+        };
+        for f in fired {
+            let _ = crate::unwind::catch(f);
+        }
+    }
+
+    /// Drops the hooks of step `i`'s ended attempt.
+    pub(super) fn drop_hooks(&self, i: u32) {
+        if !self.hooked.load(Ordering::Acquire) {
+            return;
+        }
+        let dropped: Vec<_> = {
+            let mut hooks = self.hooks.lock();
+            let (drop, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *hooks)
+                .into_iter()
+                .partition(|h| h.0 == i && h.1 != CHILD_HOOK);
+            *hooks = keep;
+            drop
+        };
+        drop(dropped);
     }
 
     /// Queues the retry of step `i` (now `RETRY_WAIT` after attempt `att`).
@@ -192,7 +250,11 @@ impl RunInner {
             return true;
         }
         match child {
-            None => self.state_word(step) != word(attempt, RUNNING),
+            // Pending: a condition being evaluated before the step runs.
+            None => {
+                let w = self.state_word(step);
+                w != word(attempt, RUNNING) && w != word(attempt, PENDING)
+            }
             Some((g, k)) => split(g.state[k as usize].load(Ordering::Acquire)).1 != RUNNING,
         }
     }

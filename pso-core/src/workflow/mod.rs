@@ -22,6 +22,7 @@ mod build;
 mod context;
 mod control;
 mod def;
+mod deferred;
 mod env;
 mod fanout;
 mod limits;
@@ -50,6 +51,7 @@ use crate::value::Value;
 pub use build::{StepId, WorkflowBuilder};
 pub use context::{CancelToken, Child, StepContext};
 pub use def::{StepDecl, WorkflowDecl};
+pub use deferred::Completion;
 pub(crate) use env::RunEnv;
 pub use env::RunOptions;
 pub(crate) use limits::SystemSlots;
@@ -105,6 +107,10 @@ impl RetryPolicy {
 /// A predicate deciding whether a conditional step runs.
 pub type ConditionFn = StdArc<dyn Fn(&StepContext<'_>) -> bool + Send + Sync>;
 
+/// A predicate that can fail (the step then fails with its error).
+pub type TryConditionFn =
+    StdArc<dyn Fn(&StepContext<'_>) -> Result<bool, HandlerError> + Send + Sync>;
+
 #[derive(Clone)]
 enum Action {
     Op { system: String, op: String },
@@ -114,6 +120,7 @@ enum Action {
 #[derive(Clone)]
 enum Condition {
     Predicate(ConditionFn),
+    TryPredicate(TryConditionFn),
     Truthy(String),
 }
 
@@ -265,6 +272,22 @@ impl StepSpec {
         self.condition = Some(Condition::Predicate(predicate));
         self
     }
+
+    /// [`StepSpec::when`] with a predicate that can fail: an `Err` fails the
+    /// step (not retried) and cancels what depends on it.
+    pub fn when_try<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&StepContext<'_>) -> Result<bool, HandlerError> + Send + Sync + 'static,
+    {
+        self.condition = Some(Condition::TryPredicate(StdArc::new(predicate)));
+        self
+    }
+
+    /// Sets a shared fallible predicate (bindings use this).
+    pub fn when_try_shared(mut self, predicate: TryConditionFn) -> Self {
+        self.condition = Some(Condition::TryPredicate(predicate));
+        self
+    }
 }
 
 /// Why a workflow could not be built or started.
@@ -410,6 +433,7 @@ pub(crate) struct InputRef {
 
 pub(crate) enum CondDef {
     Predicate(ConditionFn),
+    TryPredicate(TryConditionFn),
     Truthy(u32),
 }
 

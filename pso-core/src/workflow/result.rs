@@ -7,6 +7,7 @@
 //! accepted step (workflow steps plus fan-out children) ended in exactly one
 //! terminal state.
 
+use crate::model::HandlerError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -488,6 +489,15 @@ impl RunResult {
     pub fn error(&self, step: &str) -> Option<String> {
         let i = self.index(step)?;
         self.error_text(i, self.run.step_state(i))
+    }
+
+    /// The error a step's function (or condition) returned, as it returned
+    /// it — with a binding's host exception in [`HandlerError::host_payload`].
+    /// `None` for a step that did not fail by its own error (succeeded,
+    /// skipped, cancelled because of upstream), and for fan-out children.
+    pub fn handler_error(&self, step: &str) -> Option<&HandlerError> {
+        let i = self.index(step)?;
+        self.run.slot(i).error.as_deref()
     }
 
     /// The run's input.

@@ -66,6 +66,7 @@ use std::time::{Duration, Instant};
 
 use super::buffers::{RunBuffers, Slot};
 use super::context::StepContext;
+use super::deferred::{AfterReturn, Claim};
 use super::env::{RunEnv, RunOptions};
 use super::fanout::ChildGroup;
 use super::limits::{Acquire, Waiter};
@@ -170,7 +171,18 @@ pub(crate) struct RunInner {
     /// Step leases (see [`super::resources`]); `leased` once any was asked.
     pub(super) leases: Mutex<HashMap<u32, StepLease>>,
     pub(super) leased: AtomicBool,
+    /// Cancellation callbacks `(step, attempt or CHILD_HOOK, f)`; `hooked`
+    /// once any was registered (see `control::on_cancel`).
+    pub(super) hooks: Mutex<Vec<(u32, u32, CancelHook)>>,
+    pub(super) hooked: AtomicBool,
 }
+
+/// The attempt of a cancellation hook that waits for the run to stop (a
+/// fan-out child's).
+pub(crate) const CHILD_HOOK: u32 = u32::MAX;
+
+/// A callback run once when a step is told to stop.
+pub(crate) type CancelHook = Box<dyn FnOnce() + Send>;
 
 impl std::fmt::Debug for RunInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -255,6 +267,8 @@ impl RunInner {
                 .collect(),
             leases: Mutex::new(HashMap::default()),
             leased: AtomicBool::new(false),
+            hooks: Mutex::new(Vec::new()),
+            hooked: AtomicBool::new(false),
             plan,
         });
         env.runs.lock().insert(run.id, Arc::downgrade(&run));
@@ -466,6 +480,7 @@ impl RunInner {
     /// and releases its lease: its attempt ended (or did not start).
     fn give_back(&self, i: u32, held: bool) {
         self.drop_lease(i);
+        self.drop_hooks(i);
         if held
             && let Some(s) = self.wf.steps[i as usize].system()
             && let Some(w) = self.wf.systems[s as usize].slots.release()
@@ -546,6 +561,15 @@ impl RunInner {
                         other => other,
                     })
                 }
+                CondDef::TryPredicate(f) => {
+                    let ctx = StepContext::new(self, i, att, None);
+                    unwind::run_handler(|| f(&ctx)).map_err(|e| match e {
+                        HandlerError::Panicked { message } => HandlerError::Panicked {
+                            message: format!("condition: {message}"),
+                        },
+                        other => other,
+                    })
+                }
             };
             match holds {
                 Ok(true) => {}
@@ -572,7 +596,8 @@ impl RunInner {
         Ok(held)
     }
 
-    /// Runs claimed (RUNNING) attempt `att` of step `i` and finishes it.
+    /// Runs claimed (RUNNING) attempt `att` of step `i` and finishes it
+    /// (unless its function deferred the result: see [`super::deferred`]).
     fn run_claimed(&self, i: u32, att: u32, held: bool) -> (Next, Option<Arc<RunInner>>) {
         let iu = i as usize;
         let wf = &*self.wf;
@@ -583,18 +608,54 @@ impl RunInner {
         let has_timeout = def.flags & HAS_TIMEOUT != 0;
         let guarded = has_timeout || self.deadline.is_some();
         let guard = guarded.then(|| self.arc());
-        let timeout_id = has_timeout
+        let timeout = has_timeout
             .then(|| self.schedule_timeout(i, att, wf.meta_of(i).map_or(0, |m| m.timeout_ns)))
             .flatten();
         let start = self.raw_now();
-        let ctx = StepContext::new(self, i, att, None);
+        let claim = Claim {
+            held,
+            start,
+            timeout,
+        };
+        let ctx = StepContext::new(self, i, att, None).with_claim(claim);
         let result = unwind::run_handler(|| (def.f)(&ctx));
-        let children = std::mem::take(&mut *ctx.children.borrow_mut());
+        let mut children = std::mem::take(&mut *ctx.children.borrow_mut());
+        let deferral = ctx.deferral.borrow_mut().take();
         drop(ctx);
-        if let Some(id) = timeout_id {
+        let result = match deferral {
+            None => result,
+            Some(d) => match d.after_return(result, &mut children) {
+                AfterReturn::Owned => return (Next::Idle, guard),
+                AfterReturn::Finish(result) => result,
+            },
+        };
+        let next = self.finish_attempt(i, att, claim, result, children, guarded, true);
+        (next, guard)
+    }
+
+    /// Ends attempt `att` of step `i` with the function's result: gives back
+    /// its slot and lease, then moves it to its terminal state (or a retry,
+    /// or fan-out) — by CAS when `guarded` (someone else may have moved it) —
+    /// and accounts it. `inline`: the caller can run a released successor.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn finish_attempt(
+        &self,
+        i: u32,
+        att: u32,
+        claim: Claim,
+        result: Result<Value, HandlerError>,
+        children: Vec<super::Child>,
+        guarded: bool,
+        inline: bool,
+    ) -> Next {
+        let iu = i as usize;
+        let wf = &*self.wf;
+        let def = &wf.steps[iu];
+        let start = claim.start;
+        if let Some(id) = claim.timeout {
             self.env.timer.cancel(id);
         }
-        self.give_back(i, held);
+        self.give_back(i, claim.held);
         let end = self.raw_now();
         let record = || {
             if self.timing {
@@ -615,7 +676,7 @@ impl RunInner {
             }
         };
 
-        let next = match result {
+        match result {
             Ok(v) => match children.is_empty() {
                 false => {
                     if finish(FANNED) {
@@ -637,7 +698,7 @@ impl RunInner {
                                 },
                             )
                         };
-                        self.account(i, Release::Ok, end, true)
+                        self.account(i, Release::Ok, end, inline)
                     } else {
                         Next::Idle
                     }
@@ -658,19 +719,24 @@ impl RunInner {
                         Next::Idle
                     }
                     _ => {
-                        if finish(FAILED) {
+                        // A handler that gives up because its run was cancelled
+                        // ends Cancelled, not Failed.
+                        let to = match self.stop.load(Ordering::Acquire) {
+                            STOP_CANCEL | STOP_CLOSE => CANCELLED,
+                            _ => FAILED,
+                        };
+                        if finish(to) {
                             record();
-                            // SAFETY: we moved the step to FAILED just now.
+                            // SAFETY: we moved the step to its terminal state just now.
                             unsafe { self.write_slot(i, Slot::unrun(Some(e))) };
-                            self.account(i, Release::Failed, end, true)
+                            self.account(i, Release::Failed, end, inline)
                         } else {
                             Next::Idle
                         }
                     }
                 }
             }
-        };
-        (next, guard)
+        }
     }
 
     /// Moves unstarted step `i` from `from` to terminal `to` and accounts it.
