@@ -9,14 +9,17 @@
 //! instance attributes: `report`/`chain`/`target` (handler failures, with the
 //! handler's original exception as `__cause__`), `system`/`other` (conflicts),
 //! `path` (cycles, also of workflow steps), `line`/`column`/`source` (parse
-//! errors of topologies and workflow definitions).
+//! errors of topologies and workflow definitions), `system`/`dimension`/
+//! `requested`/`capacity` (a resource request larger than a capacity) and
+//! `group`/`dimension`/`requested`/`quota` (larger than a group's quota).
 //!
 //! This is the only file that builds Python exceptions from core errors.
 
 #![forbid(unsafe_code)]
 
 use pso_core::{
-    BuildError, ErrorKind, LifecycleError, PsoError, RegistryError, TopologyError, WorkflowError,
+    BuildError, ErrorKind, LifecycleError, PsoError, RegistryError, ResourceError, TopologyError,
+    WorkflowError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -26,10 +29,14 @@ use crate::lifecycle::PyActivationReport;
 use crate::model::HandlerException;
 
 /// The Python name of the class for `kind`: `NOT_FOUND` -> `NotFoundError`.
-/// `HANDLER_FAILED` is the one exception: the contract calls it `HandlerError`.
+/// Two exceptions, as the contract names them: `HANDLER_FAILED` is
+/// `HandlerError` and `OVERFLOW` is `QueueOverflowError`.
 pub(crate) fn class_name(kind: ErrorKind) -> String {
-    if kind == ErrorKind::HandlerFailed {
-        return "HandlerError".to_owned();
+    match kind {
+        ErrorKind::HandlerFailed => return "HandlerError".to_owned(),
+        // `OverflowError` would shadow the builtin of that name.
+        ErrorKind::Overflow => return "QueueOverflowError".to_owned(),
+        _ => {}
     }
     let mut name = String::new();
     for word in kind.name().split('_') {
@@ -267,6 +274,42 @@ impl IntoPyErr for WorkflowError {
     }
 }
 
+impl IntoPyErr for ResourceError {
+    fn into_pyerr(self, py: Python<'_>) -> PyErr {
+        let attrs = || -> PyResult<Vec<(&'static str, Bound<'_, PyAny>)>> {
+            Ok(match &self {
+                ResourceError::ExceedsCapacity {
+                    system,
+                    dimension,
+                    requested,
+                    capacity,
+                } => vec![
+                    ("system", system.into_pyobject(py)?.into_any()),
+                    ("dimension", dimension.into_pyobject(py)?.into_any()),
+                    ("requested", requested.into_pyobject(py)?.into_any()),
+                    ("capacity", capacity.into_pyobject(py)?.into_any()),
+                ],
+                ResourceError::ExceedsQuota {
+                    group,
+                    dimension,
+                    requested,
+                    quota,
+                } => vec![
+                    ("group", group.into_pyobject(py)?.into_any()),
+                    ("dimension", dimension.into_pyobject(py)?.into_any()),
+                    ("requested", requested.into_pyobject(py)?.into_any()),
+                    ("quota", quota.into_pyobject(py)?.into_any()),
+                ],
+                _ => Vec::new(),
+            })
+        };
+        match attrs() {
+            Ok(attrs) => raise(py, self.kind(), self.to_string(), attrs),
+            Err(e) => e,
+        }
+    }
+}
+
 impl IntoPyErr for BuildError {
     fn into_pyerr(self, py: Python<'_>) -> PyErr {
         raise(py, self.kind(), self.to_string(), Vec::new())
@@ -374,6 +417,13 @@ mod tests {
             (ErrorKind::Closed, "ClosedError", None),
             (ErrorKind::Io, "IoError", Some("OSError")),
             (ErrorKind::NotActive, "NotActiveError", None),
+            (ErrorKind::NoResponders, "NoRespondersError", None),
+            (ErrorKind::Overflow, "QueueOverflowError", None),
+            (ErrorKind::CasConflict, "CasConflictError", None),
+            (ErrorKind::Compacted, "CompactedError", None),
+            (ErrorKind::ExceedsCapacity, "ExceedsCapacityError", None),
+            (ErrorKind::ExceedsQuota, "ExceedsQuotaError", None),
+            (ErrorKind::Cancelled, "CancelledError", None),
         ];
         assert_eq!(
             expected.len(),

@@ -6,15 +6,19 @@
 //! on worker threads only to call a Python handler or step function. Files
 //! mirror the core modules they wrap: `orchestrator.rs`, `model.rs` (specs and
 //! handlers), `lifecycle.rs` (reports, plans, transitions), `status.rs`,
-//! `value.rs` (Python objects <-> `Value`) and `workflow/` (steps, workflows,
-//! step contexts, runs and results).
+//! `value.rs` (Python objects <-> `Value`), `workflow/` (steps, workflows,
+//! step contexts, runs and results), `allocator/` (resource requests,
+//! leases, status and plans) and `scheduler.rs` (worker threads' Python
+//! thread states, and closing orchestrators at interpreter exit).
 
 #![forbid(unsafe_code)]
 
+mod allocator;
 mod error;
 mod lifecycle;
 mod model;
 mod orchestrator;
+mod scheduler;
 mod status;
 mod value;
 mod workflow;
@@ -24,6 +28,15 @@ use pyo3::prelude::*;
 /// The native module behind the `pso` package.
 #[pymodule]
 mod _pso {
+    #[pymodule_export]
+    use super::allocator::PyResourceRequest;
+    #[pymodule_export]
+    use super::allocator::lease::{PyLease, PyPreemptNotice};
+    #[pymodule_export]
+    use super::allocator::status::{
+        PyDimensionStatus, PyGroupStatus, PyLeaseStatus, PyResourcePlan, PyResourceStatus,
+        PyWaiterStatus,
+    };
     #[pymodule_export]
     use super::lifecycle::{PyActivationReport, PyPlan, PySystemOutcome, PyTransition};
     #[pymodule_export]
@@ -43,6 +56,7 @@ mod _pso {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        super::scheduler::register_exit_hook(m.py())?;
         super::error::add_to_module(m)
     }
 }

@@ -25,9 +25,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use pso_core::{ExportFormat, Orchestrator, RunOptions, TopologyFormat, Value, Workflow};
+
+use crate::allocator::lease::PyLease;
+use crate::allocator::status::{PyResourcePlan, PyResourceStatus};
+use crate::allocator::{self, RequestOptions};
+use crate::scheduler::{self, OrchCell};
 use pyo3::PyTraverseError;
 use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
@@ -40,7 +45,7 @@ use crate::model::{self, Callable, HandlerRefs, OperationRefs, SpecArgs};
 use crate::status::PySystemStatus;
 use crate::value::extract_value;
 use crate::workflow::result::{PyEstimate, PyRun};
-use crate::workflow::{self, PyWorkflow};
+use crate::workflow::{self, PyWorkflow, seconds_arg};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while these locks are held; never let poisoning escalate.
@@ -51,8 +56,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// on a pool of worker threads, and tells what state each is in and why.
 #[pyclass(name = "Orchestrator", module = "pso", frozen)]
 pub(crate) struct PyOrchestrator {
-    /// `None` once `__clear__` dropped it.
-    inner: Mutex<Option<Orchestrator>>,
+    /// `None` once `__clear__` dropped it. Shared (weakly) with the exit
+    /// hook, which closes orchestrators still open (`scheduler.rs`).
+    inner: Arc<OrchCell>,
     /// The Python handlers core holds, by system (see the module docs).
     handlers: Mutex<HashMap<String, HandlerRefs>>,
     /// The Python operations core holds, by system and operation.
@@ -115,10 +121,19 @@ impl PyOrchestrator {
             std::mem::forget(orch); // its threads are the parent's (see module docs)
             return;
         }
+        // Closing (not just dropping): a call in progress on another thread
+        // may hold a clone, whose drop must not be the one that joins the
+        // workers, since it happens with the GIL held and pinned workers
+        // take the GIL to stop (`scheduler.rs`).
         // If the interpreter cannot be attached to (it is shutting down), the
         // closure is dropped uncalled, which drops `orch` right here: handlers
         // then fail instead of waiting for the GIL, so the join cannot hang.
-        let _ = Python::try_attach(move |py| py.detach(move || drop(orch)));
+        let _ = Python::try_attach(move |py| {
+            py.detach(move || {
+                orch.close();
+                drop(orch);
+            })
+        });
     }
 }
 
@@ -136,15 +151,38 @@ impl PyOrchestrator {
     /// Starts `workers` worker threads (default: one per core). Each lifecycle
     /// transition times out after `transition_timeout` seconds unless the
     /// system sets its own `timeout`.
+    ///
+    /// Resources: a waiting request's class improves by one every
+    /// `resource_aging_step` seconds; a preempted lease is revoked
+    /// `preemption_grace` seconds after its notice; `optimize_resources`
+    /// reclaims leases untouched for `idle_lease_after` seconds.
     #[new]
-    #[pyo3(signature = (*, workers = None, transition_timeout = None))]
-    #[pyo3(text_signature = "(*, workers=None, transition_timeout=30.0)")]
+    #[pyo3(signature = (
+        *, workers = None, transition_timeout = None, resource_aging_step = None,
+        preemption_grace = None, idle_lease_after = None
+    ))]
+    #[pyo3(
+        text_signature = "(*, workers=None, transition_timeout=30.0, resource_aging_step=1.0, \
+        preemption_grace=1.0, idle_lease_after=60.0)"
+    )]
     fn new(
         py: Python<'_>,
         workers: Option<&Bound<'_, PyAny>>,
         transition_timeout: Option<&Bound<'_, PyAny>>,
+        resource_aging_step: Option<&Bound<'_, PyAny>>,
+        preemption_grace: Option<&Bound<'_, PyAny>>,
+        idle_lease_after: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let mut builder = Orchestrator::builder();
+        let mut builder = Orchestrator::builder().worker_scope(scheduler::worker_scope());
+        if let Some(d) = resource_aging_step.filter(|d| !d.is_none()) {
+            builder = builder.resource_aging_step(seconds_arg(py, d, "resource_aging_step", true)?);
+        }
+        if let Some(d) = preemption_grace.filter(|d| !d.is_none()) {
+            builder = builder.preemption_grace(seconds_arg(py, d, "preemption_grace", false)?);
+        }
+        if let Some(d) = idle_lease_after.filter(|d| !d.is_none()) {
+            builder = builder.idle_lease_after(seconds_arg(py, d, "idle_lease_after", false)?);
+        }
         if let Some(w) = workers.filter(|w| !w.is_none()) {
             if w.is_instance_of::<pyo3::types::PyBool>() {
                 return Err(PyTypeError::new_err("workers must be an int, got 'bool'"));
@@ -168,8 +206,10 @@ impl PyOrchestrator {
             builder = builder.transition_timeout(model::seconds(py, t, "transition_timeout")?);
         }
         let orch = py.detach(|| builder.build()).or_raise(py)?;
+        let inner = Arc::new(Mutex::new(Some(orch)));
+        scheduler::track(&inner);
         Ok(PyOrchestrator {
-            inner: Mutex::new(Some(orch)),
+            inner,
             handlers: Mutex::new(HashMap::new()),
             operations: Mutex::new(HashMap::new()),
             owner_pid: std::process::id(),
@@ -587,6 +627,214 @@ impl PyOrchestrator {
         let wf = wf.get().core();
         py.detach(|| orch.coordinate_systems_with(wf, options))
             .map(PyRun::new)
+            .or_raise(py)
+    }
+
+    /// Declares (or changes) the capacity of resource dimension `dimension`
+    /// (`cpu`, `memory`, or any counter). Raising it grants waiters at once.
+    fn set_capacity(
+        &self,
+        py: Python<'_>,
+        dimension: &str,
+        capacity: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let orch = self.core(py)?;
+        let capacity = allocator::amount(py, capacity, "capacity")?;
+        py.detach(|| orch.set_capacity(dimension, capacity))
+            .or_raise(py)
+    }
+
+    /// Sets (or with `None` removes) the hard quota of `group` on
+    /// `dimension`: the group's leases never hold more together.
+    fn set_group_quota(
+        &self,
+        py: Python<'_>,
+        group: &str,
+        dimension: &str,
+        quota: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let orch = self.core(py)?;
+        let quota = match quota.filter(|q| !q.is_none()) {
+            Some(q) => Some(allocator::amount(py, q, "quota")?),
+            None => None,
+        };
+        py.detach(|| orch.set_group_quota(group, dimension, quota))
+            .or_raise(py)
+    }
+
+    /// Sets `system`'s weight in dominant-resource fairness (default 1.0): a
+    /// system of weight 2 is served as if its share were half.
+    fn set_resource_weight(
+        &self,
+        py: Python<'_>,
+        system: &str,
+        weight: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let orch = self.core(py)?;
+        if weight.is_instance_of::<pyo3::types::PyBool>() {
+            return Err(PyTypeError::new_err("weight must be a number, got 'bool'"));
+        }
+        let weight: f64 = weight.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "weight must be a number, got '{}'",
+                weight
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        py.detach(|| orch.set_resource_weight(system, weight))
+            .or_raise(py)
+    }
+
+    /// Leases `amounts` (dimension -> amount) for `system`, waiting with the
+    /// GIL released until they fit in policy order (at most `wait` seconds,
+    /// if given; `wait=0` answers at once). Ctrl-C withdraws the request.
+    /// Raises `ExceedsCapacityError`/`ExceedsQuotaError` (it could never
+    /// fit), `TimeoutError` (saying what it waited for), `NotFoundError`.
+    #[pyo3(signature = (
+        system, amounts, *, priority = None, group = None, preemptible = false, ttl = None,
+        wait = None
+    ))]
+    #[pyo3(
+        text_signature = "(self, system, amounts, *, priority=None, group=None, \
+        preemptible=False, ttl=None, wait=None)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn allocate_resources(
+        &self,
+        py: Python<'_>,
+        system: String,
+        amounts: &Bound<'_, PyAny>,
+        priority: Option<&str>,
+        group: Option<String>,
+        preemptible: bool,
+        ttl: Option<&Bound<'_, PyAny>>,
+        wait: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyLease> {
+        let orch = self.core(py)?;
+        let opts = RequestOptions {
+            priority,
+            group,
+            preemptible,
+            ttl,
+            wait,
+        };
+        let req = allocator::request(py, amounts, opts)?;
+        let pending = allocator::queue(py, &orch, &[(system, req)])?;
+        drop(orch);
+        let mut leases = allocator::wait_blocking(py, pending)?;
+        let lease = leases
+            .pop()
+            .ok_or_else(|| crate::error::invalid_argument(py, "no lease was granted"))?;
+        Ok(PyLease::new(lease))
+    }
+
+    /// `allocate_resources` for asyncio: returns a coroutine that waits
+    /// without blocking the event loop. Cancelling its task withdraws the
+    /// request. Bad arguments raise at once; rejections when awaited.
+    #[pyo3(signature = (
+        system, amounts, *, priority = None, group = None, preemptible = false, ttl = None,
+        wait = None
+    ))]
+    #[pyo3(
+        text_signature = "(self, system, amounts, *, priority=None, group=None, \
+        preemptible=False, ttl=None, wait=None)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn allocate_resources_async<'py>(
+        &self,
+        py: Python<'py>,
+        system: String,
+        amounts: &Bound<'py, PyAny>,
+        priority: Option<&str>,
+        group: Option<String>,
+        preemptible: bool,
+        ttl: Option<&Bound<'py, PyAny>>,
+        wait: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let orch = self.core(py)?;
+        let opts = RequestOptions {
+            priority,
+            group,
+            preemptible,
+            ttl,
+            wait,
+        };
+        let req = allocator::request(py, amounts, opts)?;
+        allocator::coroutine(py, orch, vec![(system, req)])
+    }
+
+    /// Leases several parts (`pso.ResourceRequest`s) all or nothing: while
+    /// the gang waits, no part is held. Served at the highest priority among
+    /// the parts; waits at most the shortest `wait`. One lease per part.
+    fn allocate_gang(&self, py: Python<'_>, requests: &Bound<'_, PyAny>) -> PyResult<Vec<PyLease>> {
+        let orch = self.core(py)?;
+        let parts = allocator::gang_parts(requests)?;
+        let pending = allocator::queue(py, &orch, &parts)?;
+        drop(orch);
+        let leases = allocator::wait_blocking(py, pending)?;
+        Ok(leases.into_iter().map(PyLease::new).collect())
+    }
+
+    /// Sets (or with `None` removes) what each workflow step of `system`
+    /// leases while it runs: asked for when the step is ready to run,
+    /// released when its attempt ends. A rejected request fails the step.
+    #[pyo3(signature = (
+        system, amounts, *, priority = None, group = None, preemptible = false, ttl = None,
+        wait = None
+    ))]
+    #[pyo3(
+        text_signature = "(self, system, amounts, *, priority=None, group=None, \
+        preemptible=False, ttl=None, wait=None)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn set_step_resources(
+        &self,
+        py: Python<'_>,
+        system: &str,
+        amounts: Option<&Bound<'_, PyAny>>,
+        priority: Option<&str>,
+        group: Option<String>,
+        preemptible: bool,
+        ttl: Option<&Bound<'_, PyAny>>,
+        wait: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let orch = self.core(py)?;
+        let req = match amounts.filter(|a| !a.is_none()) {
+            Some(a) => Some(allocator::request(
+                py,
+                a,
+                RequestOptions {
+                    priority,
+                    group,
+                    preemptible,
+                    ttl,
+                    wait,
+                },
+            )?),
+            None => None,
+        };
+        py.detach(|| orch.set_step_resources(system, req))
+            .or_raise(py)
+    }
+
+    /// Capacity, allocated and free per dimension; group quotas; every lease;
+    /// every waiter with why it waits, in policy order.
+    fn resource_status(&self, py: Python<'_>) -> PyResult<PyResourceStatus> {
+        let orch = self.core(py)?;
+        Ok(py.detach(|| orch.resource_status()).into())
+    }
+
+    /// Plans (and with `apply=True`, carries out): reclaiming expired and idle
+    /// leases, rebalancing toward fair shares, resizing per-system
+    /// concurrency limits. A dry run changes nothing.
+    #[pyo3(signature = (apply = false))]
+    fn optimize_resources(&self, py: Python<'_>, apply: bool) -> PyResult<PyResourcePlan> {
+        let orch = self.core(py)?;
+        py.detach(|| orch.optimize_resources(apply))
+            .map(PyResourcePlan::from)
             .or_raise(py)
     }
 

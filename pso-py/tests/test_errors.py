@@ -29,6 +29,13 @@ CONTRACT = [
     ("CLOSED", 19, "ClosedError", None),
     ("IO", 20, "IoError", OSError),
     ("NOT_ACTIVE", 21, "NotActiveError", None),
+    ("NO_RESPONDERS", 22, "NoRespondersError", None),
+    ("OVERFLOW", 23, "QueueOverflowError", None),
+    ("CAS_CONFLICT", 24, "CasConflictError", None),
+    ("COMPACTED", 25, "CompactedError", None),
+    ("EXCEEDS_CAPACITY", 30, "ExceedsCapacityError", None),
+    ("EXCEEDS_QUOTA", 31, "ExceedsQuotaError", None),
+    ("CANCELLED", 32, "CancelledError", None),
 ]
 
 
@@ -61,6 +68,12 @@ def test_every_kind_maps_to_one_distinct_class() -> None:
     assert issubclass(pso.TimeoutError, builtins.TimeoutError)
     assert pso.TimeoutError is not builtins.TimeoutError
     assert not issubclass(pso.HandlerError, ValueError)
+    # Names that would shadow or be confused with builtins/asyncio's are not.
+    import asyncio
+
+    assert not issubclass(pso.CancelledError, asyncio.CancelledError)
+    assert not issubclass(pso.QueueOverflowError, builtins.OverflowError)
+    assert not hasattr(pso, "OverflowError")
 
 
 def test_raised_errors_carry_kind_code_and_core_message(orch: pso.Orchestrator) -> None:

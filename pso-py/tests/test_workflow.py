@@ -668,7 +668,7 @@ def test_definitions_load_from_toml_and_json(o: pso.Orchestrator, tmp_path: path
         )
     with pytest.raises(pso.InvalidArgumentError):
         o.load_workflow_str("name = 'x'", "yaml")  # type: ignore[arg-type]
-    with pytest.raises(pso.InvalidArgumentError, match="cannot read workflow file"):
+    with pytest.raises(pso.IoError, match="cannot read workflow file"):
         o.load_workflow(tmp_path / "missing.toml")
 
 

@@ -5,7 +5,7 @@
 import builtins
 import datetime
 import os
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypedDict, final
 
@@ -16,23 +16,38 @@ __all__ = [
     "ActivationReport",
     "AlreadyExistsError",
     "BusyError",
+    "CancelledError",
+    "CasConflictError",
     "Child",
     "ClosedError",
+    "CompactedError",
     "ConflictError",
     "CycleError",
+    "DimensionStatus",
     "Estimate",
+    "ExceedsCapacityError",
+    "ExceedsQuotaError",
+    "GroupStatus",
     "HandlerError",
     "InternalError",
     "InvalidArgumentError",
     "InvalidUtf8Error",
     "IoError",
+    "Lease",
+    "LeaseStatus",
+    "NoRespondersError",
     "NotActiveError",
     "NotFoundError",
     "NullPointerError",
     "Orchestrator",
     "ParseError",
     "Plan",
+    "PreemptNotice",
     "PsoError",
+    "QueueOverflowError",
+    "ResourcePlan",
+    "ResourceRequest",
+    "ResourceStatus",
     "Run",
     "RunProgress",
     "RunResult",
@@ -45,6 +60,7 @@ __all__ = [
     "SystemStatus",
     "TimeoutError",
     "Transition",
+    "WaiterStatus",
     "Workflow",
     "__version__",
 ]
@@ -91,6 +107,49 @@ PSO can carry (see `_InValue`); anything else fails the step."""
 _Condition: TypeAlias = Callable[[StepContext], object]
 """A `when` condition: called with the step's context; truthy to run the step."""
 
+_PreemptFn: TypeAlias = Callable[[PreemptNotice], object]
+"""A preemption callback: called once with the notice, on a PSO thread."""
+
+class _ReclaimExpired(TypedDict):
+    """Release a lease whose TTL passed."""
+
+    action: Literal["reclaim_expired"]
+    lease: int
+    system: str
+
+class _ReclaimIdle(TypedDict):
+    """Release a lease nobody touched for longer than `idle_lease_after`."""
+
+    action: Literal["reclaim_idle"]
+    lease: int
+    system: str
+    idle_secs: float
+
+class _Rebalance(TypedDict):
+    """Preempt an over-share preemptible lease for an under-share waiter."""
+
+    action: Literal["rebalance"]
+    lease: int
+    system: str
+    share: float
+    in_favor_of: str
+    their_share: float
+
+_ResizeConcurrency = TypedDict(
+    "_ResizeConcurrency",
+    {
+        "action": Literal["resize_concurrency"],
+        "system": str,
+        "from": int,
+        "to": int,
+        "reason": str,
+    },
+)
+"""Change a system's limit on concurrently running workflow steps."""
+
+_ResourceAction: TypeAlias = _ReclaimExpired | _ReclaimIdle | _Rebalance | _ResizeConcurrency
+"""One action of a `ResourcePlan`; `action` tells which."""
+
 class _SystemDict(TypedDict):
     """One entry of `Orchestrator.register_many`: `register`'s keywords plus `name`."""
 
@@ -116,7 +175,13 @@ class Orchestrator:
     order on a pool of worker threads, and tells what state each is in and why."""
 
     def __new__(
-        cls, *, workers: int | None = None, transition_timeout: float | None = 30.0
+        cls,
+        *,
+        workers: int | None = None,
+        transition_timeout: float | None = 30.0,
+        resource_aging_step: float | None = 1.0,
+        preemption_grace: float | None = 1.0,
+        idle_lease_after: float | None = 60.0,
     ) -> Self: ...
     def close(self) -> None: ...
     def __enter__(self) -> Self: ...
@@ -187,6 +252,45 @@ class Orchestrator:
         deadline: float | None = None,
         timing: bool = True,
     ) -> Run: ...
+    def set_capacity(self, dimension: str, capacity: int) -> None: ...
+    def set_group_quota(self, group: str, dimension: str, quota: int | None) -> None: ...
+    def set_resource_weight(self, system: str, weight: float) -> None: ...
+    def allocate_resources(
+        self,
+        system: str,
+        amounts: Mapping[str, int],
+        *,
+        priority: _Priority | None = None,
+        group: str | None = None,
+        preemptible: bool = False,
+        ttl: float | None = None,
+        wait: float | None = None,
+    ) -> Lease: ...
+    def allocate_resources_async(
+        self,
+        system: str,
+        amounts: Mapping[str, int],
+        *,
+        priority: _Priority | None = None,
+        group: str | None = None,
+        preemptible: bool = False,
+        ttl: float | None = None,
+        wait: float | None = None,
+    ) -> Coroutine[Any, Any, Lease]: ...
+    def allocate_gang(self, requests: Iterable[ResourceRequest]) -> list[Lease]: ...
+    def set_step_resources(
+        self,
+        system: str,
+        amounts: Mapping[str, int] | None,
+        *,
+        priority: _Priority | None = None,
+        group: str | None = None,
+        preemptible: bool = False,
+        ttl: float | None = None,
+        wait: float | None = None,
+    ) -> None: ...
+    def resource_status(self) -> ResourceStatus: ...
+    def optimize_resources(self, apply: bool = False) -> ResourcePlan: ...
 
 @final
 class Step:
@@ -500,6 +604,167 @@ class SystemStatus:
     @property
     def history(self) -> list[Transition]: ...
 
+@final
+class ResourceRequest:
+    """One part of a gang for `Orchestrator.allocate_gang`."""
+
+    def __new__(
+        cls,
+        system: str,
+        amounts: Mapping[str, int],
+        *,
+        priority: _Priority | None = None,
+        group: str | None = None,
+        preemptible: bool = False,
+        ttl: float | None = None,
+        wait: float | None = None,
+    ) -> Self: ...
+    @property
+    def system(self) -> str: ...
+    @property
+    def amounts(self) -> dict[str, int]: ...
+    @property
+    def priority(self) -> _Priority: ...
+    @property
+    def group(self) -> str | None: ...
+    @property
+    def preemptible(self) -> bool: ...
+    @property
+    def ttl(self) -> float | None: ...
+    @property
+    def wait(self) -> float | None: ...
+
+@final
+class Lease:
+    """Resources held by a system until released (`release()`, `with`, or
+    garbage collection), expired (TTL) or preempted."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def system(self) -> str: ...
+    @property
+    def amounts(self) -> dict[str, int]: ...
+    @property
+    def held(self) -> bool: ...
+    @property
+    def expires_in(self) -> float | None: ...
+    def touch(self) -> None: ...
+    def on_preempt(self, fn: _PreemptFn) -> None: ...
+    def release(self) -> bool: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> bool: ...
+
+@final
+class PreemptNotice:
+    """What the holder of a preempted lease is told."""
+
+    @property
+    def lease(self) -> int: ...
+    @property
+    def system(self) -> str: ...
+    @property
+    def grace(self) -> float: ...
+
+@final
+class ResourceStatus:
+    """Capacity, allocation, leases and waiters at one moment."""
+
+    @property
+    def dimensions(self) -> list[DimensionStatus]: ...
+    @property
+    def groups(self) -> list[GroupStatus]: ...
+    @property
+    def leases(self) -> list[LeaseStatus]: ...
+    @property
+    def waiters(self) -> list[WaiterStatus]: ...
+    def dimension(self, name: str) -> DimensionStatus | None: ...
+    def to_json(self) -> str: ...
+
+@final
+class DimensionStatus:
+    """One resource dimension."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def allocated(self) -> int: ...
+    @property
+    def free(self) -> int: ...
+
+@final
+class GroupStatus:
+    """One group: its quotas and what its leases hold."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def quota(self) -> dict[str, int]: ...
+    @property
+    def allocated(self) -> dict[str, int]: ...
+
+@final
+class LeaseStatus:
+    """One lease as the allocator sees it (durations in seconds)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def system(self) -> str: ...
+    @property
+    def group(self) -> str | None: ...
+    @property
+    def amounts(self) -> dict[str, int]: ...
+    @property
+    def priority(self) -> _Priority: ...
+    @property
+    def preemptible(self) -> bool: ...
+    @property
+    def age(self) -> float: ...
+    @property
+    def idle(self) -> float: ...
+    @property
+    def ttl_remaining(self) -> float | None: ...
+    @property
+    def revoking(self) -> bool: ...
+
+@final
+class WaiterStatus:
+    """One waiting request and why it waits."""
+
+    @property
+    def systems(self) -> list[str]: ...
+    @property
+    def amounts(self) -> dict[str, int]: ...
+    @property
+    def priority(self) -> _Priority: ...
+    @property
+    def effective_priority(self) -> _Priority: ...
+    @property
+    def waited(self) -> float: ...
+    @property
+    def ahead(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+
+@final
+class ResourcePlan:
+    """What `optimize_resources` found (and with `apply=True`, did)."""
+
+    @property
+    def applied(self) -> bool: ...
+    @property
+    def actions(self) -> list[_ResourceAction]: ...
+    def to_json(self) -> str: ...
+
 class PsoError(Exception):
     """Base class of every PSO error."""
 
@@ -537,3 +802,22 @@ class BusyError(PsoError): ...
 class ClosedError(PsoError): ...
 class IoError(PsoError, OSError): ...
 class NotActiveError(PsoError): ...
+class NoRespondersError(PsoError): ...
+class QueueOverflowError(PsoError): ...
+class CasConflictError(PsoError): ...
+class CompactedError(PsoError): ...
+
+class ExceedsCapacityError(PsoError):
+    system: str
+    dimension: str
+    requested: int
+    capacity: int
+
+class ExceedsQuotaError(PsoError):
+    group: str
+    dimension: str
+    requested: int
+    quota: int
+
+class CancelledError(PsoError):
+    """The pending request was cancelled (not `asyncio.CancelledError`)."""

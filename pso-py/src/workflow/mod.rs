@@ -75,7 +75,7 @@ pub(crate) struct PyStep {
 }
 
 /// A number of seconds, at least 0 (`positive`: more than 0).
-fn seconds_arg(
+pub(crate) fn seconds_arg(
     py: Python<'_>,
     obj: &Bound<'_, PyAny>,
     what: &str,
