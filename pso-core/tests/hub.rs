@@ -832,3 +832,64 @@ fn a_publish_after_subscribe_returns_reaches_the_new_subscription_from_any_threa
         assert_eq!(last, Some(round as i64));
     }
 }
+
+#[test]
+fn subscribing_and_unsubscribing_while_publishers_run_is_safe() {
+    let hub = hub(2);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishers: Vec<_> = (0..3)
+        .map(|t| {
+            let (h, s) = (hub.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let topics = ["s.a.x", "s.b.x", "s.a.y", "q.r"];
+                let mut i = 0u64;
+                while !s.load(Ordering::Relaxed) && i < 200_000 {
+                    let _ = h.publish(topics[(i as usize + t) % topics.len()], i as i64);
+                    if i % 97 == 0 {
+                        let _ = h.request("s.a.x", 0, Duration::from_millis(1));
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let delivered = Arc::new(AtomicUsize::new(0));
+    for round in 0..150 {
+        let pattern = ["s.>", "s.*.x", "s.a.*", "q.r", ">"][round % 5];
+        let opts = SubscribeOptions::new()
+            .capacity(4)
+            .overflow(if round % 2 == 0 {
+                Overflow::DropOldest
+            } else {
+                Overflow::DropNewest
+            });
+        if round % 3 == 0 {
+            let s = hub.subscribe_pull_with(pattern, opts).unwrap();
+            let _ = s.try_recv().unwrap();
+            drop(s);
+        } else {
+            let d = delivered.clone();
+            let s = hub
+                .subscribe_with(
+                    pattern,
+                    opts.queue_group(format!("g{}", round % 2)),
+                    move |m| {
+                        if m.is_request() {
+                            let _ = m.reply(1);
+                        }
+                        d.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    },
+                )
+                .unwrap();
+            std::thread::yield_now();
+            s.unsubscribe();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        p.join().unwrap();
+    }
+    assert!(hub.subscriptions().is_empty());
+    hub.close();
+}
