@@ -845,7 +845,7 @@ fn subscribing_and_unsubscribing_while_publishers_run_is_safe() {
                 let mut i = 0u64;
                 while !s.load(Ordering::Relaxed) && i < 200_000 {
                     let _ = h.publish(topics[(i as usize + t) % topics.len()], i as i64);
-                    if i % 97 == 0 {
+                    if i.is_multiple_of(97) {
                         let _ = h.request("s.a.x", 0, Duration::from_millis(1));
                     }
                     i += 1;
