@@ -130,6 +130,40 @@ typedef enum pso_status {
      * system); the message names it and its state.
      */
     PSO_ERR_NOT_ACTIVE = 21,
+    /**
+     * A request found no subscription to answer it (distinct from a
+     * timeout), or every receiver dropped it without replying.
+     */
+    PSO_ERR_NO_RESPONDERS = 22,
+    /**
+     * A bounded queue was full and its overflow policy refused the message.
+     */
+    PSO_ERR_OVERFLOW = 23,
+    /**
+     * A compare-and-set found a different revision than expected.
+     */
+    PSO_ERR_CAS_CONFLICT = 24,
+    /**
+     * A watch asked for changes older than the retained history.
+     */
+    PSO_ERR_COMPACTED = 25,
+    /**
+     * A resource request asks for more than the whole capacity of a
+     * dimension: it could never fit (the message names the system, the
+     * dimension, the amount and the capacity).
+     */
+    PSO_ERR_EXCEEDS_CAPACITY = 30,
+    /**
+     * A resource request asks for more than its group's whole quota of a
+     * dimension: it could never fit (the message names the group, the
+     * dimension, the amount and the quota).
+     */
+    PSO_ERR_EXCEEDS_QUOTA = 31,
+    /**
+     * A request was cancelled before it completed (for instance a pending
+     * resource request withdrawn by its run's cancellation).
+     */
+    PSO_ERR_CANCELLED = 32,
 } pso_status;
 
 /**

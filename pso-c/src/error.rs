@@ -77,6 +77,26 @@ pub enum pso_status {
     /// A system the call needs is not Active (for instance a workflow step's
     /// system); the message names it and its state.
     PSO_ERR_NOT_ACTIVE = 21,
+    /// A request found no subscription to answer it (distinct from a
+    /// timeout), or every receiver dropped it without replying.
+    PSO_ERR_NO_RESPONDERS = 22,
+    /// A bounded queue was full and its overflow policy refused the message.
+    PSO_ERR_OVERFLOW = 23,
+    /// A compare-and-set found a different revision than expected.
+    PSO_ERR_CAS_CONFLICT = 24,
+    /// A watch asked for changes older than the retained history.
+    PSO_ERR_COMPACTED = 25,
+    /// A resource request asks for more than the whole capacity of a
+    /// dimension: it could never fit (the message names the system, the
+    /// dimension, the amount and the capacity).
+    PSO_ERR_EXCEEDS_CAPACITY = 30,
+    /// A resource request asks for more than its group's whole quota of a
+    /// dimension: it could never fit (the message names the group, the
+    /// dimension, the amount and the quota).
+    PSO_ERR_EXCEEDS_QUOTA = 31,
+    /// A request was cancelled before it completed (for instance a pending
+    /// resource request withdrawn by its run's cancellation).
+    PSO_ERR_CANCELLED = 32,
 }
 
 // Every discriminant equals its ErrorKind's code; a mismatch fails the build.
@@ -99,6 +119,13 @@ const _: () = {
         (PSO_ERR_CLOSED, ErrorKind::Closed),
         (PSO_ERR_IO, ErrorKind::Io),
         (PSO_ERR_NOT_ACTIVE, ErrorKind::NotActive),
+        (PSO_ERR_NO_RESPONDERS, ErrorKind::NoResponders),
+        (PSO_ERR_OVERFLOW, ErrorKind::Overflow),
+        (PSO_ERR_CAS_CONFLICT, ErrorKind::CasConflict),
+        (PSO_ERR_COMPACTED, ErrorKind::Compacted),
+        (PSO_ERR_EXCEEDS_CAPACITY, ErrorKind::ExceedsCapacity),
+        (PSO_ERR_EXCEEDS_QUOTA, ErrorKind::ExceedsQuota),
+        (PSO_ERR_CANCELLED, ErrorKind::Cancelled),
     ];
     let mut i = 0;
     while i < pairs.len() {
@@ -109,7 +136,7 @@ const _: () = {
 
 impl pso_status {
     /// Every status, `PSO_OK` first, then in code order.
-    pub const ALL: [pso_status; 17] = {
+    pub const ALL: [pso_status; 24] = {
         use pso_status::*;
         [
             PSO_OK,
@@ -129,6 +156,13 @@ impl pso_status {
             PSO_ERR_CLOSED,
             PSO_ERR_IO,
             PSO_ERR_NOT_ACTIVE,
+            PSO_ERR_NO_RESPONDERS,
+            PSO_ERR_OVERFLOW,
+            PSO_ERR_CAS_CONFLICT,
+            PSO_ERR_COMPACTED,
+            PSO_ERR_EXCEEDS_CAPACITY,
+            PSO_ERR_EXCEEDS_QUOTA,
+            PSO_ERR_CANCELLED,
         ]
     };
 
@@ -154,6 +188,13 @@ impl pso_status {
             ErrorKind::Closed => PSO_ERR_CLOSED,
             ErrorKind::Io => PSO_ERR_IO,
             ErrorKind::NotActive => PSO_ERR_NOT_ACTIVE,
+            ErrorKind::NoResponders => PSO_ERR_NO_RESPONDERS,
+            ErrorKind::Overflow => PSO_ERR_OVERFLOW,
+            ErrorKind::CasConflict => PSO_ERR_CAS_CONFLICT,
+            ErrorKind::Compacted => PSO_ERR_COMPACTED,
+            ErrorKind::ExceedsCapacity => PSO_ERR_EXCEEDS_CAPACITY,
+            ErrorKind::ExceedsQuota => PSO_ERR_EXCEEDS_QUOTA,
+            ErrorKind::Cancelled => PSO_ERR_CANCELLED,
             _ => PSO_ERR_INTERNAL,
         }
     }
@@ -184,6 +225,13 @@ impl pso_status {
             PSO_ERR_CLOSED => c"PSO_ERR_CLOSED",
             PSO_ERR_IO => c"PSO_ERR_IO",
             PSO_ERR_NOT_ACTIVE => c"PSO_ERR_NOT_ACTIVE",
+            PSO_ERR_NO_RESPONDERS => c"PSO_ERR_NO_RESPONDERS",
+            PSO_ERR_OVERFLOW => c"PSO_ERR_OVERFLOW",
+            PSO_ERR_CAS_CONFLICT => c"PSO_ERR_CAS_CONFLICT",
+            PSO_ERR_COMPACTED => c"PSO_ERR_COMPACTED",
+            PSO_ERR_EXCEEDS_CAPACITY => c"PSO_ERR_EXCEEDS_CAPACITY",
+            PSO_ERR_EXCEEDS_QUOTA => c"PSO_ERR_EXCEEDS_QUOTA",
+            PSO_ERR_CANCELLED => c"PSO_ERR_CANCELLED",
         }
     }
 }
@@ -292,6 +340,8 @@ mod tests {
         assert_eq!(pso_status::PSO_OK as i32, 0);
         assert_eq!(pso_status::from_code(0), Some(pso_status::PSO_OK));
         assert_eq!(pso_status::from_code(5), None);
+        assert_eq!(pso_status::from_code(26), None);
+        assert_eq!(pso_status::from_code(33), None);
         assert_eq!(pso_status::from_code(u32::MAX), None);
     }
 

@@ -193,12 +193,21 @@ static void test_version_and_status_names(void) {
         {PSO_ERR_CLOSED, 19, "PSO_ERR_CLOSED"},
         {PSO_ERR_IO, 20, "PSO_ERR_IO"},
         {PSO_ERR_NOT_ACTIVE, 21, "PSO_ERR_NOT_ACTIVE"},
+        {PSO_ERR_NO_RESPONDERS, 22, "PSO_ERR_NO_RESPONDERS"},
+        {PSO_ERR_OVERFLOW, 23, "PSO_ERR_OVERFLOW"},
+        {PSO_ERR_CAS_CONFLICT, 24, "PSO_ERR_CAS_CONFLICT"},
+        {PSO_ERR_COMPACTED, 25, "PSO_ERR_COMPACTED"},
+        {PSO_ERR_EXCEEDS_CAPACITY, 30, "PSO_ERR_EXCEEDS_CAPACITY"},
+        {PSO_ERR_EXCEEDS_QUOTA, 31, "PSO_ERR_EXCEEDS_QUOTA"},
+        {PSO_ERR_CANCELLED, 32, "PSO_ERR_CANCELLED"},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         CHECK((uint32_t)table[i].status == table[i].value);
         CHECK(strcmp(pso_status_name(table[i].value), table[i].name) == 0);
     }
     CHECK(strcmp(pso_status_name(5), "unknown status") == 0);
+    CHECK(strcmp(pso_status_name(26), "unknown status") == 0);
+    CHECK(strcmp(pso_status_name(33), "unknown status") == 0);
     CHECK(strcmp(pso_status_name(UINT32_MAX), "unknown status") == 0);
     CHECK(PSO_FORMAT_TOML != PSO_FORMAT_JSON);
     CHECK(PSO_HANDLER_ERROR_BUF_LEN == 1024);
