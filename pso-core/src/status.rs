@@ -2,11 +2,13 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use petgraph::stable_graph::NodeIndex;
 use serde::Serialize;
 
+use crate::allocator::Held;
 use crate::lifecycle::{SystemState, Transition, ser_time};
 use crate::model::{EdgeKind, Priority, Resources};
 use crate::registry::Registry;
@@ -60,10 +62,13 @@ pub struct SystemStatus {
     pub running_steps: u32,
     /// Its workflow steps waiting for a slot now.
     pub waiting_steps: usize,
+    /// Resources its leases hold now, per dimension (see
+    /// `Orchestrator::allocate_resources`).
+    pub resources_held: BTreeMap<String, u64>,
 }
 
 impl SystemStatus {
-    pub(crate) fn of(reg: &Registry, idx: NodeIndex) -> SystemStatus {
+    pub(crate) fn of(reg: &Registry, idx: NodeIndex, held: &Held) -> SystemStatus {
         let n = reg.node(idx);
         let names = |v: Vec<NodeIndex>| {
             v.into_iter()
@@ -95,6 +100,7 @@ impl SystemStatus {
             concurrency: n.slots.limit(),
             running_steps: n.slots.load().0,
             waiting_steps: n.slots.load().1,
+            resources_held: held.get(&*n.name).cloned().unwrap_or_default(),
         }
     }
 }

@@ -63,11 +63,15 @@ fn a_lease_is_released_on_drop_and_by_release() {
         vec![("cpu".to_owned(), 3), ("memory".to_owned(), 1024)]
     );
     assert_eq!((free(&o, "cpu"), free(&o, "memory")), (5, 3072));
+    let held = &o.status("a").unwrap().resources_held;
+    assert_eq!(held.get("cpu"), Some(&3));
+    assert_eq!(held.get("memory"), Some(&1024));
     let st = o.resource_status();
     assert_eq!(st.leases.len(), 1);
     assert_eq!(st.leases[0].id, l.id());
     drop(l);
     assert_eq!((free(&o, "cpu"), free(&o, "memory")), (8, 4096));
+    assert!(o.system_status()[0].resources_held.is_empty());
     let l = o.allocate_resources("a", &cpu(8)).unwrap();
     assert_eq!(l.id(), 2, "never reused");
     assert!(l.release());

@@ -42,6 +42,7 @@ use decide::{Core, Effects, Id, Part, Policy};
 
 pub use lease::{Lease, PendingLease};
 pub use optimize::{ResourceAction, ResourcePlan};
+pub(crate) use status::Held;
 pub use status::{DimensionStatus, GroupStatus, LeaseStatus, ResourceStatus, WaiterStatus};
 
 pub(crate) use lease::WaitSlot;

@@ -136,7 +136,32 @@ fn class_priority(class: u8) -> Priority {
     Priority::ALL[(class as usize).min(CLASSES - 1)]
 }
 
+/// What each system's leases hold, per dimension (systems holding nothing
+/// are absent).
+pub(crate) type Held = foldhash::HashMap<String, BTreeMap<String, u64>>;
+
 impl Allocator {
+    /// What each system holds now.
+    pub(crate) fn held(&self) -> Held {
+        let st = self.inner.state.lock();
+        let core = &st.core;
+        let mut out = Held::default();
+        for c in &core.consumers {
+            if c.allocated.iter().any(|&a| a > 0) {
+                out.insert(
+                    c.name.to_string(),
+                    c.allocated
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, a)| **a > 0)
+                        .map(|(d, a)| (core.dims[d].name.to_string(), *a))
+                        .collect(),
+                );
+            }
+        }
+        out
+    }
+
     /// A snapshot of everything.
     pub(crate) fn status(&self) -> ResourceStatus {
         let st = self.inner.state.lock();

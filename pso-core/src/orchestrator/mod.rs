@@ -507,8 +507,11 @@ impl Orchestrator {
 
     /// Status of every system, in registration order.
     pub fn system_status(&self) -> Vec<SystemStatus> {
+        let held = self.inner.env.alloc.held();
         let reg = self.inner.registry.read();
-        reg.indices().map(|i| SystemStatus::of(&reg, i)).collect()
+        reg.indices()
+            .map(|i| SystemStatus::of(&reg, i, &held))
+            .collect()
     }
 
     /// Status of one system.
@@ -516,9 +519,10 @@ impl Orchestrator {
     /// # Errors
     /// [`RegistryError::UnknownSystem`].
     pub fn status(&self, name: &str) -> Result<SystemStatus, RegistryError> {
+        let held = self.inner.env.alloc.held();
         let reg = self.inner.registry.read();
         let idx = reg.index(name)?;
-        Ok(SystemStatus::of(&reg, idx))
+        Ok(SystemStatus::of(&reg, idx, &held))
     }
 
     /// Explains why a system is (or is not) active, following failed
