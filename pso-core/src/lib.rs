@@ -62,8 +62,9 @@ pub use crate::allocator::{
 pub use crate::error::{ErrorKind, PsoError};
 pub use crate::hub::{
     Candidate, CoordinationMode, CoordinationStatus, DirectEnd, DirectOrigin, DirectSendError,
-    EdgeRate, Gather, Hub, HubConfig, HubError, Mesh, MeshStatus, Message, ModeChange, Overflow,
-    PairStatus, Recommendation, SubscribeOptions, Subscription, SubscriptionId, SubscriptionStatus,
+    EdgeRate, Gather, Hub, HubConfig, HubError, IdleDeactivation, Mesh, MeshStatus, Message,
+    MinimalistStatus, ModeChange, Overflow, PairStatus, Recommendation, SubscribeOptions,
+    Subscription, SubscriptionId, SubscriptionStatus,
 };
 pub use crate::lifecycle::{
     ActivationReport, LifecycleError, Outcome, Plan, SystemOutcome, SystemState, Transition,

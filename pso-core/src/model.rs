@@ -487,6 +487,7 @@ pub struct SystemSpec {
     pub(crate) operations: BTreeMap<String, OpFn>,
     pub(crate) concurrency: Option<u32>,
     pub(crate) step_resources: Option<ResourceRequest>,
+    pub(crate) pinned: bool,
 }
 
 impl SystemSpec {
@@ -504,6 +505,7 @@ impl SystemSpec {
             operations: BTreeMap::new(),
             concurrency: None,
             step_resources: None,
+            pinned: false,
         }
     }
 
@@ -539,6 +541,13 @@ impl SystemSpec {
     /// allocator uses it).
     pub fn resource(mut self, dimension: impl Into<String>, amount: u64) -> Self {
         self.resources.insert(dimension.into(), amount);
+        self
+    }
+
+    /// Keeps the system active in minimalist mode however long it is idle
+    /// (see [`crate::Orchestrator::set_idle_timeout`]).
+    pub fn pinned(mut self, pinned: bool) -> Self {
+        self.pinned = pinned;
         self
     }
 

@@ -104,8 +104,8 @@ pub use pairs::Mesh;
 pub use queue::Overflow;
 pub use request::Gather;
 pub use status::{
-    Candidate, CoordinationMode, CoordinationStatus, DirectOrigin, EdgeRate, MeshStatus,
-    ModeChange, PairStatus, Recommendation, SubscriptionStatus,
+    Candidate, CoordinationMode, CoordinationStatus, DirectOrigin, EdgeRate, IdleDeactivation,
+    MeshStatus, MinimalistStatus, ModeChange, PairStatus, Recommendation, SubscriptionStatus,
 };
 
 use deliver::{Callback, Sub, spawn_mailbox};
@@ -829,7 +829,17 @@ impl Hub {
                 mode,
             })
             .collect();
+        let mode = if !meshes.is_empty() {
+            "mesh"
+        } else if !direct_pairs.is_empty() {
+            "direct"
+        } else {
+            "hierarchical"
+        };
         CoordinationStatus {
+            mode,
+            minimalist: None,
+            auto_promote_every: None,
             direct_pairs,
             meshes,
             edges,

@@ -281,6 +281,16 @@ pub struct Candidate {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct CoordinationStatus {
+    /// The most specific mode in use: `minimalist` (an idle timeout is set),
+    /// else `mesh` (a mesh is live), else `direct` (some pair has a direct
+    /// channel), else `hierarchical`. Several can be in use at once; the
+    /// fields below say which.
+    pub mode: &'static str,
+    /// Minimalist mode's settings and what it did, if it is on.
+    pub minimalist: Option<MinimalistStatus>,
+    /// How often pairs are checked for automatic promotion/demotion, if at all.
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub auto_promote_every: Option<std::time::Duration>,
     /// Pairs with a direct channel (every other pair is hierarchical).
     pub direct_pairs: Vec<PairStatus>,
     /// Live meshes.
@@ -300,6 +310,57 @@ impl CoordinationStatus {
             .iter()
             .find(|p| (p.a == a && p.b == b) || (p.a == b && p.b == a))
             .map_or(CoordinationMode::Hierarchical, |p| p.mode)
+    }
+}
+
+/// Minimalist mode: systems are deactivated when idle longer than
+/// `idle_timeout`, unless pinned.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct MinimalistStatus {
+    /// The idle timeout.
+    #[serde(serialize_with = "ser_secs")]
+    pub idle_timeout: std::time::Duration,
+    /// Pinned systems (never deactivated for being idle).
+    pub pinned: Vec<String>,
+    /// Active systems with how long each has been idle (zero while a run
+    /// uses it), in registration order.
+    pub idle: Vec<(String, f64)>,
+    /// Recent deactivations for idleness, oldest first (bounded).
+    pub deactivated: Vec<IdleDeactivation>,
+}
+
+/// A system minimalist mode deactivated.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct IdleDeactivation {
+    /// The system.
+    pub system: String,
+    /// How long it had been idle, seconds.
+    pub idle_secs: f64,
+    /// When.
+    #[serde(serialize_with = "ser_time")]
+    pub at: SystemTime,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn ser_opt_secs<S: serde::Serializer>(
+    d: &Option<std::time::Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+impl CoordinationStatus {
+    /// The status as JSON (durations in seconds).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("status serializes")
     }
 }
 

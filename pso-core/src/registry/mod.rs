@@ -346,6 +346,7 @@ impl Registry {
                 slots: {
                     let slots = SystemSlots::new(spec.concurrency);
                     slots.set_step_request(spec.step_resources);
+                    slots.set_pinned(spec.pinned);
                     Arc::new(slots)
                 },
             });

@@ -33,6 +33,7 @@ pub(crate) fn to_topology(reg: &Registry) -> Topology {
             interacts: names(EdgeKind::Interacts),
             timeout_ms: n.info.timeout.map(|d| d.as_millis() as u64),
             concurrency: n.slots.limit(),
+            pinned: n.slots.pinned(),
         });
     }
     Topology {

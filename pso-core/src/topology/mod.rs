@@ -80,6 +80,9 @@ pub struct SystemDecl {
     /// Limit on concurrently running workflow steps of this system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// Never deactivated for being idle (minimalist mode).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 fn is_normal(p: &Priority) -> bool {
@@ -95,6 +98,7 @@ impl SystemDecl {
         spec.resources = self.resources;
         spec.timeout = self.timeout_ms.map(std::time::Duration::from_millis);
         spec.concurrency = self.concurrency;
+        spec.pinned = self.pinned;
         for (kind, list) in [
             (EdgeKind::Requires, self.requires),
             (EdgeKind::Wants, self.wants),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc as StdArc;
 
 use crate::allocator::ResourceRequest;
-use crate::sync::{Arc, AtomicBool, AtomicU32, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering};
 use crate::workflow::run::RunInner;
 
 /// A parked step.
@@ -69,6 +69,21 @@ pub(crate) struct SystemSlots {
     /// `workflow::resources`); `has_request` lets steps skip the lock.
     request: Mutex<Option<StdArc<ResourceRequest>>>,
     has_request: AtomicBool,
+    /// Usage, for minimalist mode: live runs that use the system, when it
+    /// was last used (ns since [`epoch`]), whether it is pinned.
+    runs: AtomicU32,
+    last_used: AtomicU64,
+    pinned: AtomicBool,
+}
+
+/// The origin of `last_used` timestamps.
+pub(crate) fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
 }
 
 impl std::fmt::Debug for SystemSlots {
@@ -98,7 +113,45 @@ impl SystemSlots {
             queue: Mutex::new(Queue::default()),
             request: Mutex::new(None),
             has_request: AtomicBool::new(false),
+            runs: AtomicU32::new(0),
+            last_used: AtomicU64::new(now_ns()),
+            pinned: AtomicBool::new(false),
         }
+    }
+
+    /// A run that uses the system started.
+    pub(crate) fn run_started(&self) {
+        self.runs.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+    }
+
+    /// A run that used the system ended.
+    pub(crate) fn run_ended(&self) {
+        self.touch();
+        self.runs.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Marks the system used now.
+    pub(crate) fn touch(&self) {
+        self.last_used.store(now_ns(), Ordering::Release);
+    }
+
+    /// How long since the system was last used, and whether a run uses it now.
+    pub(crate) fn idle(&self) -> (Duration, bool) {
+        let last = self.last_used.load(Ordering::Acquire);
+        (
+            Duration::from_nanos(now_ns().saturating_sub(last)),
+            self.runs.load(Ordering::Acquire) > 0,
+        )
+    }
+
+    /// Whether it is pinned (never deactivated for being idle).
+    pub(crate) fn pinned(&self) -> bool {
+        self.pinned.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_pinned(&self, pinned: bool) {
+        self.pinned.store(pinned, Ordering::Release);
     }
 
     /// Sets (or clears) the request each step of the system leases.

@@ -382,6 +382,16 @@ pub enum WorkflowError {
         /// The workflow.
         workflow: String,
     },
+    /// `run_minimal` could not activate a system the workflow uses.
+    #[error("cannot run workflow '{workflow}': activating '{system}' failed: {message}")]
+    ActivationFailed {
+        /// The workflow.
+        workflow: String,
+        /// The system.
+        system: String,
+        /// Why (the activation error).
+        message: String,
+    },
     /// A workflow file could not be read.
     #[error("cannot read workflow file {path}: {message}")]
     Io {
@@ -409,6 +419,7 @@ impl PsoError for WorkflowError {
             WorkflowError::Parse { .. } => ErrorKind::Parse,
             WorkflowError::NotActive { .. } => ErrorKind::NotActive,
             WorkflowError::Io { .. } => ErrorKind::Io,
+            WorkflowError::ActivationFailed { .. } => ErrorKind::HandlerFailed,
             WorkflowError::Closed => ErrorKind::Closed,
         }
     }

@@ -272,6 +272,9 @@ impl RunInner {
             plan,
         });
         env.runs.lock().insert(run.id, Arc::downgrade(&run));
+        for s in wf.systems.iter() {
+            s.slots.run_started();
+        }
         if n == 0 {
             run.settle();
             return run;
@@ -806,6 +809,9 @@ impl RunInner {
             self.learn();
         }
         self.env.runs.lock().remove(&self.id);
+        for s in self.wf.systems.iter() {
+            s.slots.run_ended();
+        }
         let wakers = {
             let mut w = self.waiters.lock();
             self.done.store(true, Ordering::Release);
