@@ -240,3 +240,104 @@ def test_interpreter_exit_with_open_orchestrator_does_not_hang() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "bye"
+
+
+def test_each_worker_keeps_one_python_thread_state() -> None:
+    # A `threading.local` lives in the thread state: a worker that kept its
+    # state across steps sees what it stored in an earlier step. (Without
+    # one pinned state per worker, every step would start with a new one.)
+    with pso.Orchestrator(workers=2) as o:
+        local = threading.local()
+        fresh: list[int] = []
+        idents: set[int] = set()
+
+        def step(ctx: pso.StepContext) -> None:
+            if not hasattr(local, "seen"):
+                local.seen = True
+                fresh.append(threading.get_ident())
+            idents.add(threading.get_ident())
+
+        wf = o.workflow("w", [pso.Step(f"s{i}", fn=step) for i in range(300)])
+        for _ in range(3):
+            assert o.coordinate_systems(wf).result(timeout=30).ok
+        assert 1 <= len(idents) <= 2
+        assert len(fresh) == len(idents), "one new thread state per worker, not per step"
+
+
+def test_interpreter_exit_closes_open_orchestrators_first() -> None:
+    # Exit without close(), with pinned workers, a lease held, a thread
+    # waiting for resources and a step still running: the exit hook closes
+    # the orchestrator before finalization (the waiter gets ClosedError, the
+    # running step finishes) and the process exits cleanly.
+    result = run_python(
+        """
+        import atexit, threading, time
+        # Registered before pso's own hook, so it runs after it.
+        atexit.register(lambda: print("after pso's hook:", repr(o), flush=True))
+        import pso
+
+        o = pso.Orchestrator(workers=2)
+        o.register("a", operations={"work": lambda ctx: ctx.input * 2})
+        o.register("b")
+        o.activate_system("a")
+        wf = o.workflow("w", [pso.Step(f"s{i}", "a", "work") for i in range(100)])
+        assert o.coordinate_systems(wf, 1).result(timeout=30).ok
+        o.set_capacity("cpu", 1)
+        lease = o.allocate_resources("b", {"cpu": 1})
+
+        def waiter():
+            try:
+                o.allocate_resources("a", {"cpu": 1})
+            except pso.ClosedError as e:
+                print("waiter:", type(e).__name__, flush=True)
+        threading.Thread(target=waiter, daemon=True).start()
+        while not o.resource_status().waiters:
+            time.sleep(0.001)
+
+        started = threading.Event()
+        def slow(ctx):
+            started.set()
+            time.sleep(0.2)
+            return "done"
+        run = o.coordinate_systems(o.workflow("slow", [pso.Step("slow", fn=slow)]))
+        started.wait(10)
+        print("bye", flush=True)
+        """
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "bye"
+    assert "waiter: ClosedError" in lines
+    assert lines[-1] == "after pso's hook: <pso.Orchestrator closed>"
+    assert "Fatal" not in result.stderr and "panicked" not in result.stderr, result.stderr
+
+
+def test_close_from_a_step_and_exit() -> None:
+    # A step may close its own orchestrator (its worker is not joined by
+    # itself); closing cancels the run, and the process exits cleanly.
+    result = run_python(
+        """
+        import pso
+        o = pso.Orchestrator(workers=2)
+        def closer(ctx):
+            o.close()
+            return 1
+        run = o.coordinate_systems(o.workflow("w", [pso.Step("c", fn=closer)]))
+        print(run.result(timeout=10).state, repr(o), flush=True)
+        """
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "cancelled <pso.Orchestrator closed>"
+
+
+def test_orchestrators_created_and_dropped_in_a_loop_do_not_leak_threads() -> None:
+    gc.collect()
+    before = threading.active_count()
+    for _ in range(20):
+        o = pso.Orchestrator(workers=2)
+        wf = o.workflow("w", [pso.Step("s", fn=lambda ctx: 1)])
+        assert o.coordinate_systems(wf).result(timeout=10).ok
+        del o, wf
+    gc.collect()
+    # Pinned workers register as dummy threads while they live; they are gone.
+    assert threading.active_count() <= before + 2

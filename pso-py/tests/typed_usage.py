@@ -168,3 +168,103 @@ def workflows() -> None:
         o.workflow("w", [{"name": "a"}])  # type: ignore[list-item]
         o.load_workflow_str("", format="yaml")  # type: ignore[arg-type]
         result.state = "failed"  # type: ignore[misc]
+
+
+def resources() -> None:
+    with pso.Orchestrator(
+        workers=2, resource_aging_step=0.5, preemption_grace=0.1, idle_lease_after=30.0
+    ) as o:
+        o.register("trainer")
+        o.register("loader")
+        o.set_capacity("gpu", 4)
+        o.set_capacity("memory", 8192)
+        o.set_group_quota("ml", "gpu", 3)
+        o.set_group_quota("ml", "gpu", None)
+        o.set_resource_weight("trainer", 2.0)
+
+        lease: pso.Lease = o.allocate_resources(
+            "trainer", {"gpu": 2, "memory": 1024}, priority="high", group="ml",
+            preemptible=True, ttl=60.0, wait=5.0,
+        )
+        facts: tuple[int, str, dict[str, int], bool, float | None] = (
+            lease.id, lease.system, lease.amounts, lease.held, lease.expires_in
+        )
+        lease.touch()
+
+        def on_preempt(notice: pso.PreemptNotice) -> None:
+            seen: tuple[int, str, float] = (notice.lease, notice.system, notice.grace)
+
+        lease.on_preempt(on_preempt)
+        lease.on_preempt(lambda notice: None)
+        released: bool = lease.release()
+        with o.allocate_resources("loader", {"memory": 512}) as held:
+            still: bool = held.held
+
+        gang: list[pso.Lease] = o.allocate_gang([
+            pso.ResourceRequest("trainer", {"gpu": 2}, priority="critical", wait=1.0),
+            pso.ResourceRequest("loader", {"memory": 256}, group="ml", ttl=10),
+        ])
+        req = pso.ResourceRequest("trainer", {"gpu": 1})
+        parts: tuple[str, dict[str, int], str, str | None, bool, float | None, float | None] = (
+            req.system, req.amounts, req.priority, req.group, req.preemptible, req.ttl, req.wait
+        )
+
+        async def main() -> pso.Lease:
+            return await o.allocate_resources_async("trainer", {"gpu": 1}, wait=2.5)
+
+        got: pso.Lease = asyncio.run(main())
+
+        o.set_step_resources("trainer", {"gpu": 1}, priority="low", wait=10.0)
+        o.set_step_resources("trainer", None)
+
+        st: pso.ResourceStatus = o.resource_status()
+        for d in st.dimensions:
+            dim: tuple[str, int, int, int] = (d.name, d.capacity, d.allocated, d.free)
+        for g in st.groups:
+            grp: tuple[str, dict[str, int], dict[str, int]] = (g.name, g.quota, g.allocated)
+        for ls in st.leases:
+            row: tuple[int, str, str | None, dict[str, int], str, bool, float, float, float | None, bool] = (
+                ls.id, ls.system, ls.group, ls.amounts, ls.priority, ls.preemptible,
+                ls.age, ls.idle, ls.ttl_remaining, ls.revoking,
+            )
+        for w in st.waiters:
+            wrow: tuple[list[str], dict[str, int], str, str, float, int, str] = (
+                w.systems, w.amounts, w.priority, w.effective_priority, w.waited, w.ahead, w.reason
+            )
+        gpu: pso.DimensionStatus | None = st.dimension("gpu")
+        text: str = st.to_json()
+
+        plan: pso.ResourcePlan = o.optimize_resources(apply=True)
+        applied: bool = plan.applied
+        for action in plan.actions:
+            if action["action"] == "reclaim_idle":
+                idle: float = action["idle_secs"]
+            elif action["action"] == "rebalance":
+                share: float = action["share"] + action["their_share"]
+                favoured: str = action["in_favor_of"]
+            elif action["action"] == "resize_concurrency":
+                change: tuple[str, int, int, str] = (
+                    action["system"], action["from"], action["to"], action["reason"]
+                )
+            else:
+                expired: tuple[int, str] = (action["lease"], action["system"])
+        plan_text: str = o.optimize_resources().to_json()
+
+        try:
+            o.allocate_resources("trainer", {"gpu": 99})
+        except pso.ExceedsCapacityError as e:
+            over: tuple[str, str, int, int] = (e.system, e.dimension, e.requested, e.capacity)
+        except pso.ExceedsQuotaError as e:
+            quota: tuple[str, str, int, int] = (e.group, e.dimension, e.requested, e.quota)
+        except pso.CancelledError as e:
+            code: int = e.code
+        except (pso.NoRespondersError, pso.QueueOverflowError, pso.CasConflictError, pso.CompactedError):
+            pass
+
+        o.allocate_resources("trainer", {"gpu": 1}, priority="urgent")  # type: ignore[arg-type]
+        o.allocate_resources("trainer", {"gpu": 1.5})  # type: ignore[dict-item]
+        o.allocate_resources("trainer", gpu=1)  # type: ignore[call-arg]
+        o.allocate_gang([("trainer", {"gpu": 1})])  # type: ignore[list-item]
+        lease.on_preempt(lambda: None)  # type: ignore[arg-type,misc]
+        st.dimensions = []  # type: ignore[misc]
+        lease_id: int = plan.actions[0]["lease"]  # type: ignore[typeddict-item]

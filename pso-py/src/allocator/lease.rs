@@ -7,12 +7,17 @@
 //! holds its lock (callbacks and wakers run after unlocking).
 //!
 //! # Preemption callbacks
-//! `on_preempt(fn)` hands core a closure that attaches to the interpreter and
-//! calls `fn(notice)` on the thread that decided the preemption (a thread
-//! asking for or releasing resources, or PSO's timer thread); an exception
-//! goes to `sys.unraisablehook`. The callable is shared with a mirror here,
-//! which the garbage collector sees (`__traverse__`), so a callback that
-//! refers back to its lease does not keep the lease held forever.
+//! Core calls a lease's preemption callback on the thread that decided the
+//! preemption: one asking for or releasing resources (possibly inside a
+//! Python call, or while a lease is being freed by the garbage collector),
+//! PSO's timer thread, or `optimize_resources`. So the closure `on_preempt`
+//! hands core only queues the notice for one binding thread,
+//! `pso-py-notify` (started on first use, per process), which attaches to
+//! the interpreter and calls `fn(notice)`; an exception goes to
+//! `sys.unraisablehook`. Once interpreter exit has begun, queued notices are
+//! dropped. The callable is shared with a mirror here, which the garbage
+//! collector sees (`__traverse__`), so a callback that refers back to its
+//! lease does not keep the lease held forever.
 //!
 //! # Fork
 //! A lease belongs to the process that was granted it: in a forked child,
@@ -21,7 +26,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use pso_core::{Lease, PreemptNotice};
@@ -138,9 +143,9 @@ impl PyLease {
     }
 
     /// Calls `fn(notice)` (a `pso.PreemptNotice`) once if the lease is chosen
-    /// for preemption, on a PSO thread with the GIL held; it is revoked
-    /// `notice.grace` seconds later. Replaces an earlier callback. An
-    /// exception in `fn` is reported to `sys.unraisablehook`.
+    /// for preemption, on PSO's notifier thread with the GIL held; it is
+    /// revoked `notice.grace` seconds after the decision. Replaces an earlier
+    /// callback. An exception in `fn` is reported to `sys.unraisablehook`.
     #[pyo3(signature = (r#fn))]
     fn on_preempt(&self, r#fn: &Bound<'_, PyAny>) -> PyResult<()> {
         if !r#fn.is_callable() {
@@ -158,7 +163,7 @@ impl PyLease {
             return Ok(()); // released: it will never be preempted
         };
         let f = callable.clone();
-        l.on_preempt(move |notice| call_preempt(&f, notice));
+        l.on_preempt(move |notice| notify(f, notice));
         drop(guard);
         let old = lock(&self.on_preempt).replace(callable);
         drop(old);
@@ -211,6 +216,40 @@ impl PyLease {
         }
         let f = lock(&self.on_preempt).take();
         drop(f);
+    }
+}
+
+/// A preemption notice for the notifier thread.
+type Notice = (Callable, PreemptNotice);
+
+/// Queues `fn(notice)` for the notifier thread (see the module docs).
+fn notify(f: Callable, notice: PreemptNotice) {
+    static QUEUE: Mutex<Option<(u32, mpsc::Sender<Notice>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut queue = lock(&QUEUE);
+    if queue.as_ref().is_none_or(|(owner, _)| *owner != pid) {
+        let (tx, rx) = mpsc::channel::<Notice>();
+        let started = std::thread::Builder::new()
+            .name("pso-py-notify".into())
+            .spawn(move || {
+                for (f, notice) in rx {
+                    if !crate::scheduler::exiting() {
+                        call_preempt(&f, notice);
+                    }
+                }
+            });
+        if started.is_err() {
+            drop(queue);
+            call_preempt(&f, notice); // no thread: call it here rather than never
+            return;
+        }
+        *queue = Some((pid, tx));
+    }
+    if let Some((_, tx)) = queue.as_ref()
+        && let Err(mpsc::SendError((f, notice))) = tx.send((f, notice))
+    {
+        drop(queue);
+        call_preempt(&f, notice);
     }
 }
 
