@@ -147,6 +147,18 @@ pub struct pso_options {
     /// Default timeout of one lifecycle transition, in milliseconds (a
     /// system's own `timeout_ms` overrides it). 0: 30 000 (30 s).
     pub transition_timeout_ms: u64,
+    /// How long a resource request waits before its priority class improves
+    /// by one (aging, so low classes cannot starve), in milliseconds.
+    /// 0: 1 000 (1 s).
+    pub resource_aging_step_ms: u64,
+    /// How long the holder of a preempted lease keeps it after the notice
+    /// (`pso_lease_on_preempt`), in milliseconds. 0: 1 000 (1 s); there is no
+    /// way to ask for no grace at all, 1 is the shortest.
+    pub preemption_grace_ms: u64,
+    /// How long a lease may go untouched (`pso_lease_touch`) before
+    /// `pso_optimize_resources` proposes reclaiming it, in milliseconds.
+    /// 0: 60 000 (60 s).
+    pub idle_lease_after_ms: u64,
 }
 
 /// Text formats of a topology, for `pso_load_topology_str` (passed as `uint32_t`).
@@ -266,6 +278,16 @@ pub unsafe extern "C" fn pso_orchestrator_new(
         }
         if opts.transition_timeout_ms != 0 {
             builder = builder.transition_timeout(Duration::from_millis(opts.transition_timeout_ms));
+        }
+        if opts.resource_aging_step_ms != 0 {
+            builder =
+                builder.resource_aging_step(Duration::from_millis(opts.resource_aging_step_ms));
+        }
+        if opts.preemption_grace_ms != 0 {
+            builder = builder.preemption_grace(Duration::from_millis(opts.preemption_grace_ms));
+        }
+        if opts.idle_lease_after_ms != 0 {
+            builder = builder.idle_lease_after(Duration::from_millis(opts.idle_lease_after_ms));
         }
         let orch = builder.build()?;
         match ORCHESTRATORS.insert(orch) {
@@ -841,9 +863,14 @@ pub extern "C" fn pso_version() -> *const c_char {
     ffi_boundary!(pso_version, default = c"".as_ptr(), { VERSION.as_ptr() })
 }
 
-// Declared after `ffi_boundary!` so they can use it.
+// Declared after `ffi_boundary!` so they can use it (in the order of the
+// header: workflows, then resources, then leases).
 pub(crate) mod ops;
 pub(crate) mod workflow;
+
+pub(crate) mod resources;
+
+pub(crate) mod lease;
 
 #[cfg(test)]
 mod tests;

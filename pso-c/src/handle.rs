@@ -1,9 +1,10 @@
-//! Generation-checked handles: orchestrators, workflows and runs.
+//! Generation-checked handles: orchestrators, workflows, runs and leases.
 //!
 //! C never holds a pointer into Rust memory. It holds a handle such as
 //! [`pso_orchestrator`]: a slot index (low 32 bits) and that slot's generation
 //! (high 32 bits) in one `u64`. One table per handle type maps live handles to
-//! their Rust value ([`Orchestrator`], [`Workflow`], [`RunHandle`]).
+//! their Rust value ([`Orchestrator`], [`Workflow`], [`RunHandle`], a
+//! [`LeaseCell`] holding a [`Lease`]).
 //!
 //! # Invariants
 //! * A slot's generation is never 0, so the all-zero handle is never valid.
@@ -27,9 +28,9 @@
 #![forbid(unsafe_code)]
 
 use std::marker::PhantomData;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use pso_core::{Orchestrator, RunHandle, Workflow};
+use pso_core::{Lease, Orchestrator, RunHandle, Workflow};
 
 /// An orchestrator handle: an opaque value, copied freely.
 ///
@@ -69,6 +70,23 @@ pub struct pso_workflow {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct pso_run {
+    /// Opaque; do not interpret or construct.
+    pub id: u64,
+}
+
+/// A lease handle: an opaque value, copied freely.
+///
+/// Made by `pso_allocate_resources` or `pso_allocate_gang`, released by
+/// `pso_lease_release` (which also gives the resources back); after that it
+/// (and every copy) gives `PSO_ERR_STALE_HANDLE`. It stays valid after its
+/// orchestrator is closed, and after the lease expired or was preempted
+/// (`pso_lease_held` then says 0): only `pso_lease_release` retires it.
+/// `id` is the handle, not the lease id of `pso_resource_status` (that is
+/// `pso_lease_id`). The all-zero value is never a valid handle.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct pso_lease {
     /// Opaque; do not interpret or construct.
     pub id: u64,
 }
@@ -116,6 +134,12 @@ handle_type!(
     "freed"
 );
 handle_type!(pso_run, "run", "pso_coordinate_systems", "freed");
+handle_type!(
+    pso_lease,
+    "lease",
+    "pso_allocate_resources or pso_allocate_gang",
+    "released"
+);
 
 fn make_id(index: u32, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(index)
@@ -235,6 +259,44 @@ pub(crate) static ORCHESTRATORS: Handles<pso_orchestrator, Orchestrator> = Handl
 pub(crate) static WORKFLOWS: Handles<pso_workflow, Workflow> = Handles::new();
 /// Runs not freed yet.
 pub(crate) static RUNS: Handles<pso_run, RunHandle> = Handles::new();
+/// Leases not released yet (through their handle).
+pub(crate) static LEASES: Handles<pso_lease, Arc<LeaseCell>> = Handles::new();
+
+/// The value behind a lease handle: the core [`Lease`] until
+/// `pso_lease_release` takes it.
+///
+/// A call on a lease clones the `Arc` out of the table and then locks the
+/// cell, so a release by another thread in between leaves it empty: that
+/// call fails with `PSO_ERR_STALE_HANDLE`, like a call made after the
+/// release. The lock is held only around one core `Lease` getter (which takes
+/// the allocator's lock briefly and never calls back into C); a release takes
+/// the lease out and gives it back to the allocator *after* unlocking, because
+/// a release can grant waiters and fire preemption callbacks, which may call
+/// back into PSO with this very handle.
+#[derive(Debug)]
+pub(crate) struct LeaseCell(Mutex<Option<Lease>>);
+
+impl LeaseCell {
+    pub(crate) fn new(lease: Lease) -> Arc<LeaseCell> {
+        Arc::new(LeaseCell(Mutex::new(Some(lease))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Lease>> {
+        // Nothing panics under this lock but the core getters, which leave
+        // the lease as it was; poisoning is ignored.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the lease, or returns `None` if it was taken (released).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&Lease) -> R) -> Option<R> {
+        self.lock().as_ref().map(f)
+    }
+
+    /// Takes the lease out (once); the caller releases it, unlocked.
+    pub(crate) fn take(&self) -> Option<Lease> {
+        self.lock().take()
+    }
+}
 
 #[cfg(test)]
 mod tests {

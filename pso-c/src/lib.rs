@@ -8,7 +8,8 @@
 //! # Layout
 //! * `ffi` — the exported functions, the panic boundary, and
 //!   argument checks (the only `unsafe` code).
-//! * `handle` — generation-checked orchestrator, workflow and run handles.
+//! * `handle` — generation-checked orchestrator, workflow, run and lease
+//!   handles.
 //! * `error` — status codes and the thread-local last error.
 //!
 //! The functions are also callable from Rust through this `rlib` (the tests
@@ -22,9 +23,18 @@ mod handle;
 
 pub use crate::error::pso_status;
 pub use crate::ffi::handlers::{PSO_HANDLER_ERROR_BUF_LEN, pso_free_fn, pso_lifecycle_fn};
+pub use crate::ffi::lease::{
+    pso_lease_held, pso_lease_id, pso_lease_info, pso_lease_on_preempt, pso_lease_release,
+    pso_lease_touch, pso_preempt_fn, pso_preempt_notice,
+};
 pub use crate::ffi::ops::{
     pso_op_fn, pso_step_attempt, pso_step_cancelled, pso_step_ctx, pso_step_input,
     pso_step_input_named, pso_step_name, pso_step_set_error, pso_step_set_output,
+};
+pub use crate::ffi::resources::{
+    pso_allocate_gang, pso_allocate_resources, pso_clear_group_quota, pso_optimize_resources,
+    pso_resource_status, pso_set_capacity, pso_set_group_quota, pso_set_resource_weight,
+    pso_set_step_resources,
 };
 pub use crate::ffi::workflow::{
     pso_coordinate_systems, pso_estimates, pso_run_cancel, pso_run_free, pso_run_options,
@@ -39,4 +49,4 @@ pub use crate::ffi::{
     pso_status_of, pso_string_free, pso_system_status, pso_topology_format, pso_version,
     pso_why_inactive,
 };
-pub use crate::handle::{pso_orchestrator, pso_run, pso_workflow};
+pub use crate::handle::{pso_lease, pso_orchestrator, pso_run, pso_workflow};

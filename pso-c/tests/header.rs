@@ -79,6 +79,21 @@ fn header_is_fresh() {
         "pso_step_cancelled",
         "pso_step_set_output",
         "pso_step_set_error",
+        "pso_set_capacity",
+        "pso_set_group_quota",
+        "pso_clear_group_quota",
+        "pso_set_resource_weight",
+        "pso_allocate_resources",
+        "pso_allocate_gang",
+        "pso_set_step_resources",
+        "pso_resource_status",
+        "pso_optimize_resources",
+        "pso_lease_id",
+        "pso_lease_info",
+        "pso_lease_held",
+        "pso_lease_touch",
+        "pso_lease_on_preempt",
+        "pso_lease_release",
     ] {
         assert!(
             fresh.contains(&format!("{f}(")),
@@ -89,6 +104,10 @@ fn header_is_fresh() {
         "typedef struct pso_step_ctx pso_step_ctx;",
         "typedef int32_t (*pso_op_fn)(void *user_data, const struct pso_step_ctx *ctx);",
         "PSO_TIMING_OFF = 2",
+        "#include <stdbool.h>",
+        "typedef void (*pso_preempt_fn)(void *user_data, const struct pso_preempt_notice *notice);",
+        "uint64_t idle_lease_after_ms;",
+        "PSO_ERR_CANCELLED = 32",
     ] {
         assert!(fresh.contains(t), "{t:?} is missing from the header");
     }

@@ -15,12 +15,14 @@
 use std::ffi::{CStr, CString, c_char};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use pso_core::{Orchestrator, RunHandle, Value, Workflow};
 
 use crate::error::{Failure, pso_status};
 use crate::handle::{
-    Handle, Handles, ORCHESTRATORS, RUNS, WORKFLOWS, pso_orchestrator, pso_run, pso_workflow,
+    Handle, Handles, LEASES, LeaseCell, ORCHESTRATORS, RUNS, WORKFLOWS, pso_lease,
+    pso_orchestrator, pso_run, pso_workflow,
 };
 
 /// The exported function being run; names it in error messages.
@@ -60,6 +62,22 @@ impl Call {
     /// The run behind `h` (a clone), or `PSO_ERR_STALE_HANDLE`.
     pub(crate) fn run(self, h: pso_run) -> Result<RunHandle, Failure> {
         self.live(&RUNS, h)
+    }
+
+    /// The lease cell behind `h` (a clone of its `Arc`), or
+    /// `PSO_ERR_STALE_HANDLE`.
+    pub(crate) fn lease(self, h: pso_lease) -> Result<Arc<LeaseCell>, Failure> {
+        self.live(&LEASES, h)
+    }
+
+    /// Runs `f` on the lease behind `h`: `PSO_ERR_STALE_HANDLE` if `h` was
+    /// released, also by another thread while this call looked it up.
+    pub(crate) fn with_lease<R>(
+        self,
+        h: pso_lease,
+        f: impl FnOnce(&pso_core::Lease) -> R,
+    ) -> Result<R, Failure> {
+        self.lease(h)?.with(f).ok_or_else(|| self.stale(h))
     }
 
     fn live<H: Handle, T: Clone>(self, table: &Handles<H, T>, h: H) -> Result<T, Failure> {
@@ -144,6 +162,31 @@ impl Call {
         Some(out)
     }
 
+    /// A required out-parameter array of `len` elements, each set to `init`
+    /// at once.
+    ///
+    /// # Safety
+    /// `p` is NULL or valid and aligned for writes of `len` consecutive `T`s
+    /// for `'a`.
+    pub(crate) unsafe fn out_array<'a, T: Copy>(
+        self,
+        arg: &str,
+        p: *mut T,
+        len: usize,
+        init: T,
+    ) -> Result<OutArray<'a, T>, Failure> {
+        let ptr = NonNull::new(p).ok_or_else(|| self.null(arg))?;
+        let mut out = OutArray {
+            ptr,
+            len,
+            _life: PhantomData,
+        };
+        for i in 0..len {
+            out.set(i, init);
+        }
+        Ok(out)
+    }
+
     /// A nullable pointer to an input struct.
     ///
     /// # Safety
@@ -157,6 +200,18 @@ impl Call {
     /// with the parser's message, line and column.
     pub(crate) fn json(self, arg: &str, text: &str) -> Result<Value, Failure> {
         serde_json::from_str::<Value>(text).map_err(|e| {
+            self.fail(
+                pso_status::PSO_ERR_PARSE,
+                format_args!("argument '{arg}' is not valid JSON: {e}"),
+            )
+        })
+    }
+
+    /// A JSON text argument as a `serde_json::Value` (for arguments whose
+    /// structure the binding checks field by field): `PSO_ERR_PARSE` naming
+    /// the argument, with the parser's message, line and column.
+    pub(crate) fn json_doc(self, arg: &str, text: &str) -> Result<serde_json::Value, Failure> {
+        serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
             self.fail(
                 pso_status::PSO_ERR_PARSE,
                 format_args!("argument '{arg}' is not valid JSON: {e}"),
@@ -197,6 +252,27 @@ impl<T: Copy> Out<'_, T> {
     }
 }
 
+/// A checked, non-null out-parameter array.
+#[derive(Debug)]
+pub(crate) struct OutArray<'a, T: Copy> {
+    ptr: NonNull<T>,
+    len: usize,
+    _life: PhantomData<&'a mut [T]>,
+}
+
+impl<T: Copy> OutArray<'_, T> {
+    /// Writes element `i` (ignored past the end).
+    pub(crate) fn set(&mut self, i: usize, value: T) {
+        if i < self.len {
+            // SAFETY: `ptr` is non-null and, by the contract of
+            // `Call::out_array` (the only constructor), valid and aligned for
+            // writes of `len` consecutive `T`s for this value's lifetime;
+            // `i < len`. `T: Copy`, so the old value needs no drop.
+            unsafe { self.ptr.as_ptr().add(i).write(value) }
+        }
+    }
+}
+
 /// A required `const char *` argument as `&str`: `PSO_ERR_NULL_POINTER` or
 /// `PSO_ERR_INVALID_UTF8` naming the argument. Unsafe: see [`Call::str`].
 macro_rules! c_str {
@@ -228,10 +304,26 @@ macro_rules! opt_out {
     };
 }
 
+/// A required out-parameter array of `$len` elements, each initialized to
+/// `$init`. Unsafe: see [`Call::out_array`].
+macro_rules! out_array {
+    ($call:ident, $arg:ident, $len:expr, $init:expr) => {
+        $call.out_array(stringify!($arg), $arg, $len, $init)
+    };
+}
+
 /// A nullable pointer to an input struct. Unsafe: see [`Call::opt_ref`].
 macro_rules! opt_ref {
     ($call:ident, $arg:ident) => {
         $call.opt_ref($arg)
+    };
+}
+
+/// A JSON text argument (already a `&str` named like the C argument) parsed
+/// into a `serde_json::Value`, or `PSO_ERR_PARSE` naming the argument. Safe.
+macro_rules! json_doc_arg {
+    ($call:ident, $arg:ident) => {
+        $call.json_doc(stringify!($arg), $arg)
     };
 }
 
@@ -251,4 +343,6 @@ macro_rules! required {
     };
 }
 
-pub(crate) use {c_str, json_arg, opt_c_str, opt_out, opt_ref, out, required};
+pub(crate) use {
+    c_str, json_arg, json_doc_arg, opt_c_str, opt_out, opt_ref, out, out_array, required,
+};

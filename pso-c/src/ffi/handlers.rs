@@ -171,6 +171,32 @@ pub(crate) fn deferring_frees<R>(body: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Runs `body` with the frees that become due on this thread made at once
+/// instead of at the end of the export this thread may be running: for
+/// places known to hold no PSO lock, such as right after a preemption
+/// callback fired (the allocator delivers notices with nothing locked).
+pub(crate) fn frees_now<R>(body: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Option<Vec<PendingFree>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                let _ = DEFERRED_FREES.try_with(|d| {
+                    if let Ok(mut d) = d.try_borrow_mut() {
+                        *d = outer;
+                    }
+                });
+            }
+        }
+    }
+    let _restore = Restore(
+        DEFERRED_FREES
+            .try_with(|d| d.try_borrow_mut().ok().map(|mut d| d.take()))
+            .ok()
+            .flatten(),
+    );
+    body()
+}
+
 /// Until [`Ownership::commit`], dropping this gives `user_data` back to the
 /// caller (the free callback will not run).
 pub(crate) struct Ownership {
