@@ -269,7 +269,107 @@ pub unsafe extern "C" fn pso_lease_release(l: pso_lease, was_held: *mut bool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ffi::args::Call;
+    use crate::ffi::resources::{pso_allocate_resources, pso_set_capacity};
+    use crate::ffi::{pso_orchestrator_close, pso_orchestrator_new, pso_register_system};
+    use crate::handle::pso_orchestrator;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An orchestrator with system "a" and 4 cpu, and one lease of 1 cpu.
+    fn one_lease() -> (pso_orchestrator, pso_lease) {
+        let mut o = pso_orchestrator::default();
+        let mut l = pso_lease::default();
+        // SAFETY: valid out-pointers and C strings.
+        unsafe {
+            assert_eq!(
+                pso_orchestrator_new(ptr::null(), &mut o),
+                pso_status::PSO_OK
+            );
+            assert_eq!(
+                pso_register_system(o, c"a".as_ptr(), ptr::null(), ptr::null()),
+                pso_status::PSO_OK
+            );
+            assert_eq!(pso_set_capacity(o, c"cpu".as_ptr(), 4), pso_status::PSO_OK);
+            assert_eq!(
+                pso_allocate_resources(
+                    o,
+                    c"a".as_ptr(),
+                    c"{\"amounts\": {\"cpu\": 1}}".as_ptr(),
+                    &mut l
+                ),
+                pso_status::PSO_OK
+            );
+        }
+        (o, l)
+    }
+
+    #[test]
+    fn a_lease_released_between_lookup_and_use_is_stale_and_released_once() {
+        let (o, l) = one_lease();
+        // Another thread's call looked the cell up; then this release ran.
+        let cell = Call::new("pso_test").lease(l).unwrap();
+        let mut was = false;
+        // SAFETY: valid out-pointer.
+        let st = unsafe { pso_lease_release(l, &mut was) };
+        assert_eq!(st, pso_status::PSO_OK);
+        assert!(was);
+        assert!(cell.with(|lease| lease.id()).is_none(), "taken");
+        let e = Call::new("pso_test").with_lease(l, |_| ()).unwrap_err();
+        assert_eq!(e.status, pso_status::PSO_ERR_STALE_HANDLE);
+        assert!(
+            cell.take().is_none(),
+            "the lease is taken (and released) once"
+        );
+        assert_eq!(pso_orchestrator_close(o), pso_status::PSO_OK);
+    }
+
+    #[test]
+    fn an_on_preempt_that_loses_the_race_with_a_release_gives_user_data_back() {
+        let (o, l) = one_lease();
+        let n = AtomicUsize::new(0);
+        let p = &n as *const AtomicUsize as *mut c_void;
+        // Released after this call found the cell: the callback is dropped
+        // unused, the call fails, and user_data stays the caller's.
+        let cell = Call::new("pso_test").lease(l).unwrap();
+        drop(cell.take());
+        // SAFETY: `count` and `count_free` accept `p`, which outlives the call.
+        let st = unsafe { pso_lease_on_preempt(l, Some(count), p, Some(count_free)) };
+        assert_eq!(st, pso_status::PSO_ERR_STALE_HANDLE);
+        assert_eq!(n.load(Ordering::SeqCst), 0, "not freed: not taken");
+        // SAFETY: NULL is allowed for `was_held`.
+        let st = unsafe { pso_lease_release(l, ptr::null_mut()) };
+        assert_eq!(st, pso_status::PSO_OK);
+        assert_eq!(pso_orchestrator_close(o), pso_status::PSO_OK);
+    }
+
+    #[test]
+    fn concurrent_releases_and_reads_release_exactly_once() {
+        for _ in 0..50 {
+            let (o, l) = one_lease();
+            let released = AtomicUsize::new(0);
+            std::thread::scope(|s| {
+                for _ in 0..4 {
+                    s.spawn(|| {
+                        let mut held = false;
+                        // SAFETY: valid out-pointer.
+                        let st = unsafe { pso_lease_held(l, &mut held) };
+                        assert!(st == pso_status::PSO_OK || st == pso_status::PSO_ERR_STALE_HANDLE);
+                        let mut was = false;
+                        // SAFETY: valid out-pointer.
+                        match unsafe { pso_lease_release(l, &mut was) } {
+                            pso_status::PSO_OK => {
+                                assert!(was);
+                                released.fetch_add(1, Ordering::SeqCst);
+                            }
+                            st => assert_eq!(st, pso_status::PSO_ERR_STALE_HANDLE),
+                        }
+                    });
+                }
+            });
+            assert_eq!(released.into_inner(), 1);
+            assert_eq!(pso_orchestrator_close(o), pso_status::PSO_OK);
+        }
+    }
 
     unsafe extern "C" fn count(p: *mut c_void, notice: *const pso_preempt_notice) {
         // SAFETY: the test passes a live AtomicUsize and PSO a valid notice.
