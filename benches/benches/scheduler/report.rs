@@ -8,8 +8,8 @@ use pso_benches::{Shape, Spin};
 
 use super::{
     GOAL_BUILD_EDGE, GOAL_BUILD_TASK, GOAL_BYTES, GOAL_LATENCY_NS, GOAL_SCALE, GOAL_SPEEDUP,
-    GOAL_W2_EMPTY, LATENCIES, LATENCY_SAMPLES, MEMORY, SAMPLES, SIZES, SPIN_N, SPIN_SHAPES,
-    WAITED, WORKERS, goal_rerun, size_label, taskflow,
+    GOAL_W2_EMPTY, LATENCIES, LATENCY_SAMPLES, MEMORY, SAMPLES, SIZES, SPIN_N, SPIN_SHAPES, WAITED,
+    WORKERS, goal_rerun, size_label, taskflow,
 };
 
 fn median(v: &[f64]) -> f64 {
