@@ -17,22 +17,14 @@ build their graph inside the timed section, so compare them with PSO's total
 as well as its run. Each figure is the median of --repeat runs (min in
 brackets). Not run in CI: it is a measurement, not a test.
 
---experiment-pinned adds one more PSO row, measured in a child process: each
-worker thread first leaks one `PyGILState_Ensure` (through ctypes), so that it
-keeps a Python thread state between steps. The binding cannot do that itself
-(it has no `unsafe`, and pyo3 only attaches for the span of a closure); the
-row shows what a pso-core hook that runs each worker loop inside a
-binding-supplied scope would give. Never do this outside a benchmark.
+The last lines compare PSO's run with the goals: at most 3 us per step, and
+at least 10x faster than Dask.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import ctypes
-import json
-import subprocess
-import threading
 import graphlib
 import os
 import platform
@@ -80,24 +72,9 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     return out
 
 
-def pin_thread_states(o: pso.Orchestrator, workers: int) -> None:
-    """EXPERIMENT: leak one PyGILState_Ensure on every worker (see the docs)."""
-    barrier = threading.Barrier(workers, timeout=10)
-
-    def pin(ctx: pso.StepContext) -> None:
-        ctypes.pythonapi.PyGILState_Ensure()
-        barrier.wait()  # so that every worker runs one of these
-
-    wf = o.workflow("pin", [pso.Step(f"pin{i}", fn=pin) for i in range(workers)])
-    assert o.coordinate_systems(wf).result(timeout=30).ok
-
-
-def bench_pso(
-    graph: dict[str, list[str]], workers: int, repeat: int, timing: bool, pinned: bool = False
-) -> dict[str, list[float]]:
+def bench_pso(graph: dict[str, list[str]], workers: int, repeat: int, timing: bool) -> dict[str, list[float]]:
     with pso.Orchestrator(workers=workers) as o:
-        if pinned:
-            pin_thread_states(o, workers)
+
         def build() -> pso.Workflow:
             return o.workflow("bench", [pso.Step(k, fn=step, after=v) for k, v in graph.items()])
 
@@ -153,36 +130,14 @@ def us(samples: list[float], n: int) -> str:
     return f"{med:8.2f} us/step  [min {min(samples) / n * 1e6:.2f}]"
 
 
-def pinned_child(kind: str, n: int, w: int, rep: int) -> None:
-    graph = shape(kind, n)
-    result = bench_pso(graph, w, rep, timing=True, pinned=True)
-    print(json.dumps(result["run"]))
-    sys.stdout.flush()
-    os._exit(0)  # the pinned thread states are never released: skip finalization
-
-
-def run_pinned(kind: str, n: int, w: int, rep: int) -> list[float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--_pinned-child", kind, "--steps", str(n),
-         "--workers", str(w), "--repeat", str(rep)],
-        capture_output=True, text=True, timeout=600, check=True,
-    )
-    samples: list[float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return samples
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--shapes", default="independent,wide")
-    ap.add_argument("--experiment-pinned", action="store_true")
-    ap.add_argument("--_pinned-child", dest="pinned_child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     n, w, rep = args.steps, args.workers, args.repeat
-    if args.pinned_child:
-        pinned_child(args.pinned_child, n, w, rep)
     try:
         from importlib.metadata import version
 
@@ -208,8 +163,6 @@ def main() -> None:
         print(f"  PSO run (timing off)      {us(p_off['run'], n)}")
         print(f"  PSO build                 {us(p['build'], n)}")
         print(f"  PSO build + run           {us(total, n)}")
-        if args.experiment_pinned:
-            print(f"  PSO run, pinned (EXPERIMENT) {us(run_pinned(kind, n, w, rep), n)}")
         print(f"  graphlib + ThreadPool     {us(tp, n)}")
         if dk is not None:
             print(f"  Dask threaded             {us(dk, n)}")
@@ -220,6 +173,14 @@ def main() -> None:
                 f"; Dask / PSO run: {statistics.median(dk) / pso_run:.1f}x; "
                 f"Dask / PSO build+run: {statistics.median(dk) / statistics.median(total):.1f}x"
             )
+        else:
+            print()
+        per_step = pso_run / n * 1e6
+        goal = "MET" if per_step <= 3 else "MISSED"
+        print(f"  goal <= 3 us/step (PSO run): {goal} ({per_step:.2f})", end="")
+        if dk is not None:
+            ratio = statistics.median(dk) / pso_run
+            print(f"; goal >= 10x Dask: {'MET' if ratio >= 10 else 'MISSED'} ({ratio:.1f}x)")
         else:
             print()
         print()
