@@ -703,20 +703,17 @@ static void test_ttl_expiry(void) {
     pso_orchestrator o = orch_with(1, 0, 0, 0);
     register_all(o, AB);
     CHECK_STATUS(pso_set_capacity(o, "cpu", 1), PSO_OK);
+    long t = now_ms();
     pso_lease a = allocate(o, "a", "{\"amounts\": {\"cpu\": 1}, \"ttl_ms\": 40}");
     char *info = NULL;
     CHECK_STATUS(pso_lease_info(a, &info), PSO_OK);
     long left = json_long(info, "expires_in_ms");
     CHECK(left >= 0 && left <= 40);
     pso_string_free(info);
-    char *json = status_json(o);
-    CHECK_CONTAINS(json, "\"ttl_remaining\":0.0");
-    pso_string_free(json);
 
-    /* b waits until a's TTL revokes it. */
-    long t = now_ms();
+    /* b waits until a's TTL revokes it (40 ms after it was granted). */
     pso_lease b = allocate(o, "b", "{\"amounts\": {\"cpu\": 1}}");
-    CHECK(now_ms() - t >= 25);
+    CHECK(now_ms() - t >= 40);
     CHECK(!held(a));
     CHECK_STATUS(pso_lease_info(a, &info), PSO_OK);
     CHECK_CONTAINS(info, "\"amounts\":{}");
@@ -867,7 +864,7 @@ static void test_preemption_notice_on_another_thread(void) {
 }
 
 static void test_status_and_plan(void) {
-    pso_orchestrator o = orch_with(1, 0, 50, 0);
+    pso_orchestrator o = orch_with(1, 0, 200, 0);
     static const char *const ABC[] = {"a", "b", "c", NULL};
     register_all(o, ABC);
     CHECK_STATUS(pso_set_capacity(o, "memory", 2560), PSO_OK);
@@ -911,7 +908,7 @@ static void test_status_and_plan(void) {
     CHECK_STATUS(pso_set_capacity(o, "cpu", 4), PSO_OK);
     pso_lease idle = allocate(o, "a", "{\"amounts\": {\"cpu\": 2}}");
     pso_lease busy = allocate(o, "b", "{\"amounts\": {\"cpu\": 1}}");
-    sleep_ms(70);
+    sleep_ms(250); /* idle_lease_after_ms is 200 */
     CHECK_STATUS(pso_lease_touch(busy), PSO_OK);
     char *plan = NULL;
     CHECK_STATUS(pso_optimize_resources(o, false, &plan), PSO_OK);
