@@ -303,14 +303,14 @@ def test_gangs_are_all_or_nothing(res: pso.Orchestrator) -> None:
 
 def test_a_ttl_revokes_the_lease_and_wakes_the_next_waiter(res: pso.Orchestrator) -> None:
     res.set_capacity("cpu", 1)
+    start = time.monotonic()
     lease = res.allocate_resources("a", {"cpu": 1}, ttl=0.05)
     left = lease.expires_in
-    assert left is not None and 0 < left <= 0.05
+    assert left is not None and 0 <= left <= 0.05
     status_ttl = res.resource_status().leases[0].ttl_remaining
     assert status_ttl is not None and status_ttl <= 0.05
-    start = time.monotonic()
     follower = res.allocate_resources("b", {"cpu": 1})  # waits for the TTL
-    assert time.monotonic() - start >= 0.03
+    assert time.monotonic() - start >= 0.05
     assert not lease.held and lease.expires_in is None
     assert lease.release() is False, "already revoked"
     assert follower.held and free(res, "cpu") == 0, "nothing counted twice"
@@ -336,7 +336,7 @@ def test_preemption_notifies_the_holder_then_revokes_after_the_grace(res: pso.Or
     [(lease_id, system, grace, _held, thread)] = notices
     assert (lease_id, system) == (batch.id, "a")
     assert thread in ("pso-py-notify", "?"), "on PSO's notifier thread"
-    assert 0 < grace <= 0.05
+    assert 0 <= grace <= 0.05
     assert not batch.held and online.held
     assert free(res, "cpu") == 2
 
@@ -421,18 +421,25 @@ def test_status_lists_everything_in_policy_order_and_as_json(res: pso.Orchestrat
     assert res.resource_status().leases == []
 
 
-def test_optimize_resources_dry_run_then_apply_reclaims_idle_leases(res: pso.Orchestrator) -> None:
+def test_optimize_resources_dry_run_then_apply_reclaims_idle_leases() -> None:
+    with pso.Orchestrator(workers=1, idle_lease_after=0.3) as res:
+        res.register("a")
+        res.register("b")
+        reclaim_idle_leases(res)
+
+
+def reclaim_idle_leases(res: pso.Orchestrator) -> None:
     res.set_capacity("cpu", 4)
     idle = res.allocate_resources("a", {"cpu": 2})
     busy = res.allocate_resources("b", {"cpu": 1})
-    time.sleep(0.08)  # idle_lease_after is 0.05 s: the idle period itself
+    time.sleep(0.35)  # idle_lease_after is 0.3 s: the idle period itself
     busy.touch()
     plan = res.optimize_resources()
     assert plan.applied is False
     [action] = plan.actions
     assert action["action"] == "reclaim_idle"
     assert (action["lease"], action["system"]) == (idle.id, "a")
-    assert action["idle_secs"] >= 0.05
+    assert action["idle_secs"] >= 0.3
     assert idle.held and free(res, "cpu") == 1, "a dry run changes nothing"
     assert json.loads(plan.to_json()) == {"actions": plan.actions, "applied": False}
 
