@@ -967,7 +967,7 @@ fn steps_run_inside_the_worker_scope_and_an_unreadable_file_is_an_io_error() {
     let e = entered.clone();
     let o = Orchestrator::builder()
         .workers(2)
-        .worker_scope(Arc::new(move |run: &mut dyn FnMut()| {
+        .worker_scope(Arc::new(move |run: &mut (dyn FnMut() + Send)| {
             e.fetch_add(1, Ordering::SeqCst);
             IN_SCOPE.with(|s| s.set(true));
             run();

@@ -66,7 +66,7 @@ pub(crate) fn track(cell: &Arc<OrchCell>) {
 
 /// The scope every worker loop runs in (see the module docs).
 pub(crate) fn worker_scope() -> WorkerScope {
-    Arc::new(|run: &mut dyn FnMut()| {
+    Arc::new(|run: &mut (dyn FnMut() + Send)| {
         let pinned = !exiting() && Python::try_attach(pin).unwrap_or(false);
         run();
         if pinned {

@@ -36,7 +36,7 @@ use thiserror::Error;
 use crate::error::{ErrorKind, PsoError};
 use crate::model::Priority;
 use crate::registry::Registry;
-use crate::scheduler::Timer;
+use crate::scheduler::{Job, Pool, Timer};
 use crate::sync::{Arc, Mutex, RwLock};
 use decide::{Core, Effects, Id, Part, Policy};
 
@@ -169,7 +169,7 @@ pub enum ResourceError {
         quota: u64,
     },
     /// The wait timeout passed.
-    #[error("{system} waited {} for resources: {reason}", humantime::format_duration(*waited))]
+    #[error("{system} waited {} for resources: {reason}", humantime::format_duration(round_ms(*waited)))]
     TimedOut {
         /// The requesting system.
         system: String,
@@ -225,6 +225,34 @@ impl PsoError for ResourceError {
     }
 }
 
+/// Rejects a request that asks for nothing or has an empty group or a zero
+/// TTL.
+fn check_request(system: &str, req: &ResourceRequest) -> Result<(), ResourceError> {
+    let invalid = |message: String| Err(ResourceError::Invalid { message });
+    if req.amounts.values().all(|&a| a == 0) {
+        return invalid(format!(
+            "the request of {system} asks for nothing (every amount is 0)"
+        ));
+    }
+    if req.group.as_deref() == Some("") {
+        return invalid(format!("the request of {system} names an empty group"));
+    }
+    if req.ttl == Some(Duration::ZERO) {
+        return invalid(format!("the request of {system} has a zero TTL"));
+    }
+    Ok(())
+}
+
+/// Rounds a wait to whole milliseconds for messages (sub-millisecond waits
+/// to microseconds).
+fn round_ms(d: Duration) -> Duration {
+    if d >= Duration::from_millis(1) {
+        Duration::from_millis((d.as_micros() as u64 + 500) / 1000)
+    } else {
+        Duration::from_micros(d.as_micros() as u64)
+    }
+}
+
 /// Why a waiter waits.
 #[derive(Debug, Clone)]
 pub(crate) struct Waited {
@@ -269,6 +297,7 @@ pub(crate) struct Allocator {
 pub(crate) struct AllocInner {
     pub(crate) state: Mutex<Locked>,
     pub(crate) timer: Arc<Timer>,
+    pool: Arc<Pool>,
     registry: Arc<RwLock<Registry>>,
     pub(crate) config: AllocConfig,
 }
@@ -288,6 +317,7 @@ impl Allocator {
     pub(crate) fn new(
         registry: Arc<RwLock<Registry>>,
         timer: Arc<Timer>,
+        pool: Arc<Pool>,
         config: AllocConfig,
     ) -> Allocator {
         Allocator {
@@ -303,6 +333,7 @@ impl Allocator {
                     closed: false,
                 }),
                 timer,
+                pool,
                 registry,
                 config,
             }),
@@ -385,8 +416,9 @@ impl Allocator {
                 message: "a request needs at least one part".into(),
             });
         };
-        for (system, _) in parts {
+        for (system, req) in parts {
             self.check_system(system)?;
+            check_request(system, req)?;
         }
         let class = parts
             .iter()
@@ -637,7 +669,7 @@ impl AllocInner {
             };
             for (f, notice) in notices {
                 if let Some(f) = f {
-                    let _ = crate::unwind::catch(move || f(notice));
+                    self.notify(f, notice);
                 }
             }
             for (id, until) in fx.revoking {
@@ -647,6 +679,12 @@ impl AllocInner {
                 });
             }
         }
+    }
+
+    /// Delivers a preemption notice on the worker pool (never in the call
+    /// that made the decision).
+    pub(crate) fn notify(&self, f: PreemptFn, notice: PreemptNotice) {
+        self.pool.spawn(Job::boxed(move || f(notice)), 0);
     }
 
     /// Arms the aging timer if waiters exist and it is not armed.

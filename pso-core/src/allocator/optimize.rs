@@ -167,7 +167,7 @@ impl Allocator {
                         system: system.clone(),
                         grace: Duration::ZERO,
                     };
-                    let _ = crate::unwind::catch(move || f(notice));
+                    self.inner.notify(f, notice);
                 }
             }
             if self.release(*id) {

@@ -137,7 +137,7 @@ impl OrchestratorBuilder {
     /// let e = entered.clone();
     /// let orch = pso_core::Orchestrator::builder()
     ///     .workers(2)
-    ///     .worker_scope(Arc::new(move |run: &mut dyn FnMut()| {
+    ///     .worker_scope(Arc::new(move |run: &mut (dyn FnMut() + Send)| {
     ///         e.fetch_add(1, Ordering::SeqCst);
     ///         run();
     ///     }))

@@ -73,7 +73,7 @@ thread_local! {
 /// A fixed-size work-stealing thread pool.
 /// Wraps each worker thread's whole loop; see
 /// [`crate::OrchestratorBuilder::worker_scope`].
-pub type WorkerScope = std::sync::Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
+pub type WorkerScope = std::sync::Arc<dyn Fn(&mut (dyn FnMut() + Send)) + Send + Sync>;
 
 pub(crate) struct Pool {
     shared: Arc<Shared>,

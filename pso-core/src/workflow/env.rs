@@ -92,8 +92,8 @@ impl RunEnv {
     ) -> Self {
         let timer = Arc::new(Timer::new(name));
         RunEnv {
+            alloc: Allocator::new(registry.clone(), timer.clone(), pool.clone(), alloc),
             pool,
-            alloc: Allocator::new(registry.clone(), timer.clone(), alloc),
             registry,
             timer,
             clock: quanta::Clock::new(),
