@@ -261,6 +261,18 @@ fn a_ttl_revokes_the_lease_and_wakes_waiters() {
     let b = o.allocate_resources("b", &cpu(1)).unwrap();
     assert!(t.elapsed() >= Duration::from_millis(20));
     assert!(!l.is_held(), "expired");
+    // A callback set on a lease already gone is dropped at once — even one
+    // that owns a lease (its release takes the allocator's lock).
+    o.set_capacity("mem", 10).unwrap();
+    let other = o
+        .allocate_resources("a", &ResourceRequest::new().amount("mem", 1))
+        .unwrap();
+    l.on_preempt(move |_| drop(other));
+    assert_eq!(
+        free(&o, "mem"),
+        10,
+        "the unused callback (and its lease) was dropped"
+    );
     assert!(!l.release(), "releasing an expired lease does nothing");
     assert!(b.is_held());
     assert_eq!(free(&o, "cpu"), 0, "b's lease is not double-counted");

@@ -183,18 +183,21 @@ impl Lease {
         }
     }
 
-    /// Calls `f` if the lease is chosen for preemption (once, with the grace
-    /// period left). Replaces an earlier callback.
+    /// Calls `f` if the lease is chosen for preemption (once, on a worker
+    /// thread, with the grace period left). Replaces an earlier callback; on
+    /// a lease already gone, `f` is dropped unused.
     pub fn on_preempt(&self, f: impl FnOnce(super::PreemptNotice) + Send + 'static) {
         let f: PreemptFn = Box::new(f);
-        let old = {
+        // Whatever is replaced (or `f` itself, if the lease is gone) is dropped
+        // after unlocking: it may own a lease whose drop takes the lock.
+        let unused = {
             let mut st = self.alloc.inner.state.lock();
-            st.core
-                .leases
-                .get_mut(self.id)
-                .and_then(|l| l.on_preempt.replace(f))
+            match st.core.leases.get_mut(self.id) {
+                Some(l) => l.on_preempt.replace(f),
+                None => Some(f),
+            }
         };
-        drop(old);
+        drop(unused);
     }
 
     /// Time left before the TTL revokes it.

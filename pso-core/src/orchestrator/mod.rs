@@ -516,7 +516,12 @@ impl Orchestrator {
     }
 
     /// Refuses further calls with `Closed`, waits for a running lifecycle
-    /// transaction to end, and stops the worker threads. Idempotent.
+    /// transaction to end, cancels live workflow runs, rejects waiting
+    /// resource requests (`Closed`), closes the hub, and stops the timer and
+    /// the worker threads. Idempotent.
+    ///
+    /// Leases granted before stay valid until released or dropped; their
+    /// TTLs and preemption grace periods no longer fire.
     pub fn close(&self) {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
