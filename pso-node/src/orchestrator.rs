@@ -457,11 +457,13 @@ impl JsOrchestrator {
         if self.closed.replace(true) {
             return;
         }
-        // Steps waiting for the JS thread fail now (their signals abort), so
-        // the workers are free to stop: pso-core's close cancels the runs and
-        // joins the workers.
+        // The runs are cancelled first, so that the steps failed next end
+        // `cancelled`. Steps in flight on the JS side fail now (their signals
+        // abort), so waiting workers are free to stop: pso-core's close then
+        // stops what is left and joins the workers.
         let bridge = self.bridge.borrow_mut().take();
         if let Some(b) = bridge {
+            b.shared.cancel_all_runs();
             b.close(env);
         }
         if self.in_flight.load(Ordering::Acquire) == 0 {

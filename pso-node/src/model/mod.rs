@@ -233,7 +233,7 @@ pub(crate) fn system_spec(
         js::opt_object(env, Some(get(&obj, "operations")?), &field("operations"))?
     {
         for op in Object::keys(&ops_obj)? {
-            let f = context::function(
+            let f = context::step_function(
                 env,
                 get(&ops_obj, &op)?,
                 &format!("operations.{op} of {what}"),

@@ -1,14 +1,29 @@
 //! The transport between pso-core's worker threads and the JS thread, and
 //! the worker side of a JS step (pso-core calls step functions, `when`
-//! conditions and operations on a worker and expects the result as the
-//! return value).
+//! conditions and operations on a worker).
 //!
-//! A worker blocks until the JS thread has an answer. A thread-safe-function
-//! call per step would cost far more than most steps, so calls are batched:
+//! # Deferred steps (the common case)
+//! A step's function does not make its worker wait for JS: the worker calls
+//! `StepContext::defer()`, queues a [`Job::Deferred`] carrying the
+//! [`Completion`] and returns at once. The JS thread calls the function and
+//! completes the step with its value, its throw, or — for a returned Promise
+//! — whatever the Promise settles with. So a pending Promise holds no worker,
+//! and any number of JS steps can be in flight with any number of workers.
+//!
+//! Two kinds of call still make a worker wait for the JS thread (parking on
+//! a [`Reply`]): `when` predicates (a condition must decide before its step
+//! runs) and steps that may fan out. pso-core cannot fan out a deferred step
+//! ("a step cannot both defer its result and fan out"), and children emitted
+//! by `ctx.fanOut()` after an `await` still have to reach the worker, so a
+//! step function whose source text mentions `fanOut` runs on a waiting
+//! worker, as do fan-out children (which cannot defer).
+//!
+//! # Batching
+//! A thread-safe-function call per job would cost far more than most steps:
 //!
 //! ```text
 //! worker:     push Job onto Shared::queue --(armed was false)--> one tsfn call
-//!             wait on its Reply (spin briefly, then park with a timeout)
+//!             (a waiting call parks on its Reply: spin briefly, then park)
 //! JS thread:  drain(): take the whole queue, run every job, repeat until the
 //!             queue is empty, then disarm (re-checking the queue, so no job is
 //!             stranded); after BUDGET jobs it re-arms itself and returns, so
@@ -26,32 +41,41 @@
 //! worker or dropped, never both.
 //!
 //! # Cancellation
-//! pso-core has no cancellation callback, so a waiting worker polls
+//! A deferred step whose Promise is pending registers a cancellation hook
+//! (`Completion::on_cancel`, see [`Shared::stop_pending`]); steps that
+//! answer synchronously need none. When the run is cancelled, or the step
+//! times out, the hook ends the step at once (its late result is ignored)
+//! and queues [`Job::Abort`], which aborts the step's `ctx.signal`. One
+//! exception: at a run *deadline* pso-core fires the hooks before it marks
+//! the running steps `timed_out`, so ending a step from the hook would make
+//! it `failed`; there the completion is parked and used when the run has
+//! ended (it then only gives back the step's slot and lease). The binding
+//! tells the cases apart by the run's deadline (known from the run options)
+//! and by whether it cancelled the run itself ([`RunEntry::stopping`]).
+//!
+//! A waiting worker (conditions, fan-out steps, children) polls
 //! `StepContext::is_cancelled()` (every 1 ms for the first 50 ms, then every
-//! 5 ms, then every 20 ms after 2 s). When it turns true (run cancelled,
-//! deadline, step timeout) the worker abandons the reply at once and queues
-//! `Job::Abort`, which aborts the step's `ctx.signal`; the function's late
-//! result is ignored. So each step whose Promise is pending holds one worker
-//! thread until it settles or is abandoned.
+//! 5 ms, then every 20 ms after 2 s); when it turns true the worker abandons
+//! the reply and queues an abort. Hooks are not used there: a fan-out
+//! child's hook would stay registered until its run stops.
 //!
 //! # Closing
-//! `Bridge::close` (from `Orchestrator.close()`, on the JS thread, before
-//! pso-core's close) fails every queued and in-flight step and aborts their
-//! signals, which frees the workers so pso-core can join them. A step failed
-//! this way returns to pso-core only once its run is stopped (`CLOSE_GRACE`
-//! at most), so its failure cannot finish the run before pso-core marks it
-//! cancelled. (A `when` predicate in flight at that moment cannot wait like
-//! that: a condition runs before its step is claimed, when `is_cancelled()`
-//! is already true.)
+//! `Orchestrator.close()` first cancels every run it knows ([`Shared::runs`]),
+//! so that steps it then fails end `cancelled`; then `Bridge::close` fails
+//! every queued and in-flight step and aborts their signals, which frees the
+//! waiting workers so pso-core can join them. A waiting step failed this way
+//! returns to pso-core only once its run is stopped (`CLOSE_GRACE` at
+//! most).
 //!
 //! # Lifetimes
-//! [`Shared`] (queue, flags, the weak tsfn) is shared with workers; the tsfn
-//! callback holds it weakly. Nothing here keeps the event loop alive: a
-//! run's `result` Promise does that while the run is going.
+//! [`Shared`] (queue, flags, the weak tsfn, live runs) is shared with
+//! workers; the tsfn callback holds it weakly. Nothing here keeps the event
+//! loop alive: a run's `result` Promise does that while the run is going.
 
 #![forbid(unsafe_code)]
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
@@ -62,9 +86,12 @@ use std::time::{Duration, Instant};
 use napi::bindgen_prelude::Unknown;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
-use pso_core::{CancelToken, Child, ConditionFn, HandlerError, OpFn, StepContext, Value};
+use pso_core::{
+    CancelToken, Child, Completion, HandlerError, OpFn, RunHandle, StepContext, TryConditionFn,
+    Value,
+};
 
-use super::context::{Answer, ChildSpec, JsFn, JsSide, Outcome, StepData};
+use super::context::{Answer, ChildSpec, JsFn, JsSide, Outcome, StepData, StepFn};
 
 /// Weak: never keeps the event loop alive by itself.
 type DispatchTsfn = ThreadsafeFunction<(), Unknown<'static>, (), Status, false, true>;
@@ -72,14 +99,15 @@ type DispatchTsfn = ThreadsafeFunction<(), Unknown<'static>, (), Status, false, 
 /// Jobs run per `drain` call before it yields to the event loop.
 const BUDGET: usize = 1024;
 
-/// How long a step failed by `close()` waits for pso-core to stop its run.
+/// How long a waiting step failed by `close()` waits for pso-core to stop
+/// its run.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// Busy-wait iterations before a waiting worker parks. Longer spinning (or
 /// yielding) measured no better on a loaded 2-core machine.
 const WORKER_SPIN_LOOPS: u32 = 64;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -87,7 +115,7 @@ const WAITING: u8 = 0;
 const DONE: u8 = 1;
 const ABANDONED: u8 = 2;
 
-/// Where the JS thread leaves the outcome of one job for its worker.
+/// Where the JS thread leaves the outcome of one job for its waiting worker.
 pub(super) struct Reply {
     state: AtomicU8,
     outcome: Mutex<Option<Outcome>>,
@@ -150,6 +178,62 @@ impl Reply {
     }
 }
 
+/// A deferred step whose function returned a pending Promise: its
+/// completion, shared between the JS thread (which uses it when the Promise
+/// settles) and the step's cancellation hook (which uses it, or parks it,
+/// when the step is told to stop). Whoever takes it first finishes the step.
+pub(super) struct Pending {
+    completion: Mutex<Option<Completion>>,
+    /// Set (under the lock) by the hook: a completion put in later must be
+    /// stopped by whoever puts it.
+    stopped: AtomicBool,
+    /// The run the step belongs to.
+    run: u64,
+    /// The step's entry on the JS side (written and read on the JS thread).
+    pub(super) js_id: AtomicU32,
+}
+
+impl Pending {
+    pub(super) fn new(run: u64, js_id: u32) -> Arc<Pending> {
+        Arc::new(Pending {
+            completion: Mutex::new(None),
+            stopped: AtomicBool::new(false),
+            run,
+            js_id: AtomicU32::new(js_id),
+        })
+    }
+
+    /// Takes the completion (`None` once the hook or the JS thread did).
+    pub(super) fn take(&self) -> Option<Completion> {
+        lock(&self.completion).take()
+    }
+
+    /// Whether the step was told to stop (or has ended).
+    pub(super) fn is_cancelled(&self) -> bool {
+        match &*lock(&self.completion) {
+            Some(c) => c.is_cancelled(),
+            None => true,
+        }
+    }
+
+    /// Stores `c`, unless the hook already fired: then it is handed back.
+    fn put(&self, c: Completion) -> Option<Completion> {
+        let mut slot = lock(&self.completion);
+        if self.stopped.load(Ordering::Acquire) {
+            return Some(c);
+        }
+        *slot = Some(c);
+        None
+    }
+
+    /// Marks it stopped and takes the completion, if it was put in.
+    fn stop(&self) -> Option<Completion> {
+        let mut slot = lock(&self.completion);
+        self.stopped.store(true, Ordering::Release);
+        slot.take()
+    }
+}
+
 thread_local! {
     /// Workers to wake once the JS thread has finished its current batch of
     /// jobs (`Some` while `drain` runs): waking one at once would let it
@@ -187,26 +271,67 @@ fn wake_deferred() {
 
 /// Work for the JS thread.
 pub(super) enum Job {
+    /// A step the JS thread runs and completes; no worker waits for it.
+    Deferred {
+        f: Arc<StepFn>,
+        data: StepData,
+        completion: Completion,
+    },
+    /// A step whose worker waits for the outcome (a function that may fan
+    /// out, or a fan-out child).
     Step {
-        f: Arc<JsFn>,
+        f: Arc<StepFn>,
         data: StepData,
         token: CancelToken,
         reply: Arc<Reply>,
     },
+    /// A `when` predicate; its worker waits for the answer.
     Condition {
         f: Arc<JsFn>,
         data: StepData,
         reply: Arc<Reply>,
     },
-    Abort(Arc<Reply>),
+    /// Abort the `ctx.signal` of a step that was told to stop.
+    Abort(Abort),
+}
+
+/// Which step [`Job::Abort`] is about.
+pub(super) enum Abort {
+    Reply(Arc<Reply>),
+    Pending(Arc<Pending>),
 }
 
 impl Job {
-    pub(super) fn reply(&self) -> &Arc<Reply> {
+    /// The reply a worker waits on, if one does.
+    fn reply(&self) -> Option<&Arc<Reply>> {
         match self {
-            Job::Step { reply, .. } | Job::Condition { reply, .. } | Job::Abort(reply) => reply,
+            Job::Step { reply, .. } | Job::Condition { reply, .. } => Some(reply),
+            Job::Deferred { .. } | Job::Abort(_) => None,
         }
     }
+
+    /// Ends the job's step with `e` without running anything.
+    pub(super) fn fail(self, e: HandlerError) {
+        match self {
+            Job::Deferred { completion, .. } => {
+                let _ = completion.complete(Err(e));
+            }
+            Job::Step { reply, .. } | Job::Condition { reply, .. } => reply.deliver(Err(e)),
+            Job::Abort(_) => {}
+        }
+    }
+}
+
+/// A run started through this binding: what cancelling it needs.
+struct RunEntry {
+    handle: RunHandle,
+    /// When its deadline passes (computed before pso-core computed its own,
+    /// so never later than it).
+    deadline: Option<Instant>,
+    /// The binding cancelled it (`run.cancel()`, its signal, `close()`).
+    stopping: bool,
+    /// Completions of steps stopped by the deadline, used when the run ends.
+    parked: Vec<Completion>,
 }
 
 /// The part of the bridge that worker threads use.
@@ -216,6 +341,8 @@ pub(crate) struct Shared {
     armed: AtomicBool,
     closed: AtomicBool,
     tsfn: OnceLock<DispatchTsfn>,
+    /// Runs in progress, by id.
+    runs: Mutex<HashMap<u64, RunEntry>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -230,25 +357,33 @@ pub(super) fn closed_error() -> HandlerError {
     HandlerError::failed("the orchestrator was closed while this step was running")
 }
 
+pub(super) fn stopped_error() -> HandlerError {
+    HandlerError::failed(
+        "the run was stopped while this step was running; its ctx.signal was aborted and its result is ignored",
+    )
+}
+
 impl Shared {
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
     /// A pso-core operation/step function that calls the JS function `f`.
-    pub(crate) fn step_fn(self: &Arc<Self>, f: Arc<JsFn>) -> OpFn {
+    pub(crate) fn step_fn(self: &Arc<Self>, f: Arc<StepFn>) -> OpFn {
         let shared = self.clone();
         Arc::new(move |ctx: &StepContext<'_>| shared.run_step(&f, ctx))
     }
 
-    /// A pso-core condition that calls the JS predicate `f`.
-    pub(crate) fn condition_fn(self: &Arc<Self>, f: Arc<JsFn>) -> ConditionFn {
+    /// A pso-core (fallible) condition that calls the JS predicate `f`.
+    pub(crate) fn condition_fn(self: &Arc<Self>, f: Arc<JsFn>) -> TryConditionFn {
         let shared = self.clone();
         Arc::new(move |ctx: &StepContext<'_>| shared.run_condition(&f, ctx))
     }
 
-    /// Queues `job` for the JS thread; gives it back if that is impossible.
-    fn submit(&self, job: Job) -> Result<(), HandlerError> {
+    /// Queues `job` for the JS thread. If the orchestrator is closed the job
+    /// is dropped (a deferred step's completion with it: the error returned
+    /// here, which the step function returns, wins).
+    pub(super) fn submit(&self, job: Job) -> Result<(), HandlerError> {
         if self.is_closed() {
             return Err(closed_error());
         }
@@ -270,11 +405,138 @@ impl Shared {
             self.closed.store(true, Ordering::Release);
             let stranded = std::mem::take(&mut *lock(&self.queue));
             for job in stranded {
-                job.reply().deliver(Err(HandlerError::failed(format!(
+                job.fail(HandlerError::failed(format!(
                     "cannot call into JS: the Node.js environment is shutting down ({status})"
-                ))));
+                )));
             }
         }
+    }
+
+    /// Remembers a run started through this binding, until it ends.
+    pub(crate) fn track_run(&self, handle: &RunHandle, deadline: Option<Instant>) {
+        lock(&self.runs).insert(
+            handle.id(),
+            RunEntry {
+                handle: handle.clone(),
+                deadline,
+                stopping: false,
+                parked: Vec::new(),
+            },
+        );
+    }
+
+    /// Forgets run `id` (it ended); returns the completions parked for it.
+    pub(crate) fn untrack_run(&self, id: u64) -> Vec<Completion> {
+        lock(&self.runs)
+            .remove(&id)
+            .map(|r| r.parked)
+            .unwrap_or_default()
+    }
+
+    /// Cancels a run on behalf of JS (`run.cancel()`, its signal). Returns
+    /// false if it had already finished or been stopped.
+    pub(crate) fn cancel_run(&self, handle: &RunHandle) -> bool {
+        if let Some(r) = lock(&self.runs).get_mut(&handle.id()) {
+            r.stopping = true;
+        }
+        // Not under the lock: the hooks this fires (and the run ending) use it.
+        handle.cancel()
+    }
+
+    /// Cancels every run in progress (`close()`).
+    pub(crate) fn cancel_all_runs(&self) {
+        let handles: Vec<RunHandle> = lock(&self.runs)
+            .values_mut()
+            .map(|r| {
+                r.stopping = true;
+                r.handle.clone()
+            })
+            .collect();
+        for h in handles {
+            h.cancel();
+        }
+    }
+
+    /// The cancellation hook of a deferred step with a pending Promise.
+    pub(super) fn stop_hook(self: &Arc<Self>, p: Arc<Pending>) -> impl FnOnce() + Send + 'static {
+        let shared = Arc::downgrade(self);
+        move || match shared.upgrade() {
+            Some(shared) => shared.stop_pending(&p),
+            None => {
+                if let Some(c) = p.stop() {
+                    let _ = c.complete(Err(closed_error()));
+                }
+            }
+        }
+    }
+
+    /// Ends a deferred step that was told to stop (see "Cancellation" in the
+    /// module docs) and queues the abort of its `ctx.signal`.
+    fn stop_pending(&self, p: &Arc<Pending>) {
+        if let Some(c) = p.stop() {
+            self.stop_completion(p.run, c);
+        }
+        let _ = self.submit(Job::Abort(Abort::Pending(p.clone())));
+    }
+
+    /// Ends a stopped step's attempt now, or after its run has ended when
+    /// the stop is the run's deadline.
+    fn stop_completion(&self, run: u64, c: Completion) {
+        let now = Instant::now();
+        let c = {
+            let mut runs = lock(&self.runs);
+            match runs.get_mut(&run) {
+                Some(r) if !r.stopping && r.deadline.is_some_and(|d| now >= d) => {
+                    r.parked.push(c);
+                    None
+                }
+                _ => Some(c),
+            }
+        };
+        // Outside the lock: this may end the run, which untracks it.
+        if let Some(c) = c {
+            let _ = c.complete(Err(stopped_error()));
+        }
+    }
+
+    /// Shares the completion of a step whose Promise is pending with its
+    /// cancellation hook (JS thread, right after the function returned it).
+    pub(super) fn pending(self: &Arc<Self>, p: &Arc<Pending>, c: Completion) {
+        c.on_cancel(self.stop_hook(p.clone()));
+        if let Some(c) = p.put(c) {
+            // The hook fired already (at once, or on another thread).
+            self.stop_completion(p.run, c);
+        }
+    }
+
+    fn run_step(
+        self: &Arc<Self>,
+        f: &Arc<StepFn>,
+        ctx: &StepContext<'_>,
+    ) -> Result<Value, HandlerError> {
+        if !f.waits {
+            // Fails only for a fan-out child: that waits below.
+            if let Ok(completion) = ctx.defer() {
+                self.submit(Job::Deferred {
+                    f: f.clone(),
+                    data: StepData::of(ctx),
+                    completion,
+                })?;
+                return Ok(Value::Null);
+            }
+        }
+        let result = self.call_step(f, ctx);
+        if result.is_err() && self.is_closed() {
+            // `close()` failed this step just before pso-core stops the run.
+            // Return only once the run is stopped, so that this failure
+            // cannot finish the run first (as `failed` rather than
+            // `cancelled`). Bounded, for an environment that is going away.
+            let until = Instant::now() + CLOSE_GRACE;
+            while !ctx.is_cancelled() && Instant::now() < until {
+                thread::sleep(Duration::from_micros(50));
+            }
+        }
+        result
     }
 
     /// Waits for the outcome of `reply`; `None` if the worker gave up because
@@ -305,28 +567,10 @@ impl Shared {
         }
     }
 
-    fn run_step(
-        self: &Arc<Self>,
-        f: &Arc<JsFn>,
-        ctx: &StepContext<'_>,
-    ) -> Result<Value, HandlerError> {
-        let result = self.call_step(f, ctx);
-        if result.is_err() && self.is_closed() {
-            // `close()` failed this step just before pso-core stops the run.
-            // Return only once the run is stopped, so that this failure
-            // cannot finish the run first (as `failed` rather than
-            // `cancelled`). Bounded, for an environment that is going away.
-            let until = Instant::now() + CLOSE_GRACE;
-            while !ctx.is_cancelled() && Instant::now() < until {
-                thread::sleep(Duration::from_micros(50));
-            }
-        }
-        result
-    }
-
+    /// A step whose worker waits for the JS thread's answer.
     fn call_step(
         self: &Arc<Self>,
-        f: &Arc<JsFn>,
+        f: &Arc<StepFn>,
         ctx: &StepContext<'_>,
     ) -> Result<Value, HandlerError> {
         let reply = Reply::new();
@@ -358,39 +602,31 @@ impl Shared {
             None => {
                 // Tell the JS side, which aborts `ctx.signal`.
                 let closed = self.is_closed();
-                let _ = self.submit(Job::Abort(reply));
+                let _ = self.submit(Job::Abort(Abort::Reply(reply)));
                 Err(if closed {
                     closed_error()
                 } else {
-                    HandlerError::failed(
-                        "the run was stopped while this step was running; its ctx.signal was aborted and its result is ignored",
-                    )
+                    stopped_error()
                 })
             }
         }
     }
 
-    fn run_condition(&self, f: &Arc<JsFn>, ctx: &StepContext<'_>) -> bool {
+    fn run_condition(&self, f: &Arc<JsFn>, ctx: &StepContext<'_>) -> Result<bool, HandlerError> {
         let reply = Reply::new();
-        let submitted = self.submit(Job::Condition {
+        self.submit(Job::Condition {
             f: f.clone(),
             data: StepData::of(ctx),
             reply: reply.clone(),
-        });
-        // A condition runs before its step is claimed, when `is_cancelled()`
-        // is already true; conditions are synchronous, so wait for the answer
-        // (or for the orchestrator to close).
-        let outcome = match submitted {
-            Ok(()) => self.wait(&reply, &|| false),
-            Err(e) => Some(Err(e)),
-        };
-        match outcome {
-            Some(Ok(Answer { value, .. })) => value.is_truthy(),
-            // pso-core conditions cannot fail; a panic is how a condition
-            // fails its step ("handler panicked: condition: <this>").
-            // `resume_unwind` skips the panic hook, so nothing is printed.
-            Some(Err(e)) => std::panic::resume_unwind(Box::new(e.to_string())),
-            None => std::panic::resume_unwind(Box::new(closed_error().to_string())),
+        })?;
+        match self.wait(&reply, &|| ctx.is_cancelled()) {
+            Some(Ok(Answer { value, .. })) => Ok(value.is_truthy()),
+            Some(Err(e)) => Err(e),
+            None => Err(if self.is_closed() {
+                closed_error()
+            } else {
+                stopped_error()
+            }),
         }
     }
 }
@@ -419,6 +655,7 @@ impl Bridge {
             armed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             tsfn: OnceLock::new(),
+            runs: Mutex::new(HashMap::new()),
         });
         let drain_shared: Weak<Shared> = Arc::downgrade(&shared);
         let drain_js = js.clone();
@@ -440,14 +677,18 @@ impl Bridge {
     }
 
     /// Fails every step in flight (aborting their `ctx.signal`s) and refuses
-    /// new ones (`close()`).
+    /// new ones (`close()`, after the runs were cancelled).
     pub(crate) fn close(&self, env: &Env) {
         self.shared.closed.store(true, Ordering::Release);
         let stranded = std::mem::take(&mut *lock(&self.shared.queue));
+        let mut aborts = Vec::new();
         for job in stranded {
-            job.reply().deliver(Err(closed_error()));
+            match job {
+                Job::Abort(a) => aborts.extend(self.js.abandon(a)),
+                job => job.fail(closed_error()),
+            }
         }
-        let aborts = self.js.fail_all();
+        aborts.extend(self.js.fail_all());
         // `close()` may be called from a step, inside `drain`: wake the failed
         // steps' workers now, not after the batch (pso-core joins them).
         wake_deferred();
@@ -463,7 +704,7 @@ impl Bridge {
 }
 
 /// Runs queued jobs on the JS thread (the tsfn callback); see the module docs.
-fn drain(env: &Env, shared: &Shared, js: &JsSide, spare: &mut Vec<Job>) {
+fn drain(env: &Env, shared: &Arc<Shared>, js: &JsSide, spare: &mut Vec<Job>) {
     WAKE_LATER.with(|w| *w.borrow_mut() = Some(Vec::new()));
     // Never unwind into Node (and never leave workers unwoken).
     let _ = catch_unwind(AssertUnwindSafe(|| drain_jobs(env, shared, js, spare)));
@@ -471,7 +712,7 @@ fn drain(env: &Env, shared: &Shared, js: &JsSide, spare: &mut Vec<Job>) {
     WAKE_LATER.with(|w| *w.borrow_mut() = None);
 }
 
-fn drain_jobs(env: &Env, shared: &Shared, js: &JsSide, spare: &mut Vec<Job>) {
+fn drain_jobs(env: &Env, shared: &Arc<Shared>, js: &JsSide, spare: &mut Vec<Job>) {
     let mut done = 0;
     loop {
         std::mem::swap(&mut *lock(&shared.queue), spare);
@@ -487,15 +728,19 @@ fn drain_jobs(env: &Env, shared: &Shared, js: &JsSide, spare: &mut Vec<Job>) {
         for job in spare.drain(..) {
             done += 1;
             let closed = shared.is_closed();
-            let reply = job.reply().clone();
+            let reply = job.reply().cloned();
             let ran = catch_unwind(AssertUnwindSafe(|| {
                 env.run_in_scope(|| {
-                    js.run(env, job, closed);
+                    js.run(env, shared, job, closed);
                     Ok(())
                 })
             }));
-            if ran.is_err() {
+            if ran.is_err()
+                && let Some(reply) = reply
+            {
                 // A bug, not a user error: still never leave a worker waiting.
+                // (A deferred step's completion, dropped by the unwinding,
+                // fails its step by itself.)
                 reply.deliver(Err(HandlerError::failed(
                     "internal error in pso-node while calling this step's JS function",
                 )));

@@ -133,7 +133,7 @@ pub(crate) fn step_spec(
     let op = js::opt_string(env, get(&obj, "op")?, &field("op"))?;
     let mut spec = match (js::is_nullish(&f), system, op) {
         (false, None, None) => {
-            let f = context::function(env, f, &field("fn"))?;
+            let f = context::step_function(env, f, &field("fn"))?;
             StepSpec::shared(name.as_str(), shared.step_fn(Arc::new(f)))
         }
         (true, Some(system), Some(op)) => StepSpec::op(name.as_str(), system, op),
@@ -195,7 +195,7 @@ pub(crate) fn step_spec(
         ValueType::String => spec = spec.when_truthy(js::string(env, when, &field("when"))?),
         ValueType::Function => {
             let f = context::function(env, when, &field("when"))?;
-            spec = spec.when_shared(shared.condition_fn(Arc::new(f)));
+            spec = spec.when_try_shared(shared.condition_fn(Arc::new(f)));
         }
         _ => {
             return Err(error::invalid(
@@ -214,6 +214,7 @@ pub(crate) fn step_spec(
 /// Parsed `coordinateSystems` options.
 pub(crate) struct RunArgs<'e> {
     pub(crate) options: RunOptions,
+    pub(crate) deadline: Option<Duration>,
     pub(crate) signal: Option<Unknown<'e>>,
 }
 
@@ -226,6 +227,7 @@ pub(crate) fn run_options<'e>(
     let Some(obj) = js::opt_object(env, v, "options")? else {
         return Ok(RunArgs {
             options: RunOptions::default(),
+            deadline: None,
             signal: None,
         });
     };
@@ -235,7 +237,8 @@ pub(crate) fn run_options<'e>(
         Err(bad) => return Err(error::invalid(env, bad.message("options.input"))),
     };
     let mut options = RunOptions::with_input(input);
-    if let Some(d) = millis(env, get(&obj, "deadlineMs")?, "options.deadlineMs", true)? {
+    let deadline = millis(env, get(&obj, "deadlineMs")?, "options.deadlineMs", true)?;
+    if let Some(d) = deadline {
         options = options.deadline(d);
     }
     let timing = get(&obj, "timing")?;
@@ -266,5 +269,9 @@ pub(crate) fn run_options<'e>(
             ),
         ));
     };
-    Ok(RunArgs { options, signal })
+    Ok(RunArgs {
+        options,
+        deadline,
+        signal,
+    })
 }

@@ -2,17 +2,21 @@
 //! `StepContext`, `Child`, `CancelToken`): building the JS `ctx`, calling
 //! step functions and `when` predicates, settling their Promises,
 //! `ctx.signal` and `ctx.fanOut()`. Jobs arrive through
-//! [`super::bridge`]; outcomes go back through each job's `Reply`.
+//! [`super::bridge`]; outcomes go back through each job's [`Finish`]: the
+//! step's pso-core `Completion` (deferred steps, completed here), or the
+//! `Reply` a waiting worker parks on.
 //!
 //! * A step job calls the function through `context.js`'s `invoke`, which
 //!   builds the `ctx` (a small JS class). A synchronous result is converted
-//!   at once; a Promise is settled later through the native `settle`
-//!   callback. While a step is in flight it has an [`Entry`] in the table
-//!   here, which holds the children `ctx.fanOut()` added and the abort
-//!   function of `ctx.signal` (created on first access).
+//!   and the step completed at once; a Promise is settled later through the
+//!   native `settle` callback (a deferred step then shares its completion
+//!   with a cancellation hook: [`super::bridge::Pending`]). While a step is
+//!   in flight it has an [`Entry`] in the table here, which holds the
+//!   children `ctx.fanOut()` added and the abort function of `ctx.signal`
+//!   (created on first access).
 //! * A condition job calls a `when` predicate, which must decide
 //!   synchronously (a Promise is an error).
-//! * An abort job (a worker stopped waiting) aborts `ctx.signal` and marks
+//! * An abort job (a step was told to stop) aborts `ctx.signal` and marks
 //!   the entry abandoned: its late result is dropped.
 //!
 //! Everything here runs on the JS thread. [`JsSide`] is held by the dispatch
@@ -34,9 +38,9 @@ use napi::bindgen_prelude::{
     Object, ObjectRef, ToNapiValue, Unknown,
 };
 use napi::{Env, ValueType};
-use pso_core::{CancelToken, HandlerError, StepContext, Value};
+use pso_core::{CancelToken, Completion, HandlerError, StepContext, Value};
 
-use super::bridge::{Job, Reply, closed_error};
+use super::bridge::{Abort, Job, Pending, Reply, Shared, closed_error};
 use crate::error;
 use crate::model::handler;
 use crate::model::js;
@@ -47,6 +51,15 @@ use crate::value;
 pub(crate) type JsFn = FunctionRef<(), Unknown<'static>>;
 
 const SCRIPT: &str = include_str!("context.js");
+
+/// A JS step function (or operation), and how it runs.
+pub(crate) struct StepFn {
+    pub(crate) f: JsFn,
+    /// Run it on a worker that waits for the outcome instead of deferring
+    /// the result: its source mentions `fanOut` (pso-core cannot fan out a
+    /// deferred step), or it is a fan-out child's function.
+    pub(crate) waits: bool,
+}
 
 /// What a step function produced: its value and the children it fanned out to.
 pub(crate) struct Answer {
@@ -60,7 +73,7 @@ pub(crate) type Outcome = Result<Answer, HandlerError>;
 /// A fan-out child as `ctx.fanOut()` described it.
 pub(crate) enum ChildSpec {
     /// `{ fn, input }`.
-    Func { f: Arc<JsFn>, input: Value },
+    Func { f: Arc<StepFn>, input: Value },
     /// `{ system, op, input }`.
     Op {
         system: String,
@@ -71,6 +84,7 @@ pub(crate) enum ChildSpec {
 
 /// What a step's `ctx` shows, copied out of the worker's `StepContext`.
 pub(crate) struct StepData {
+    run: u64,
     step: String,
     system: Option<String>,
     op: Option<String>,
@@ -99,6 +113,7 @@ impl StepData {
             (None, Some(ctx.run_input().clone()))
         };
         StepData {
+            run: ctx.run_id(),
             step: ctx.step_name(),
             system: ctx.system().map(str::to_owned),
             op: ctx.operation().map(str::to_owned),
@@ -129,10 +144,56 @@ fn typed<'e, Args: napi::bindgen_prelude::JsValuesTupleIntoVec, R: FromNapiValue
     Function::from_unknown(f.borrow_back(env)?.to_unknown())
 }
 
+/// How a step's outcome gets back to pso-core.
+pub(super) enum Finish {
+    /// A waiting worker's reply, and the step's cancel token.
+    Reply(Arc<Reply>, CancelToken),
+    /// A deferred step whose function has not returned a pending Promise
+    /// (yet): only this thread can complete it.
+    Owned(Completion),
+    /// A deferred step whose Promise is pending: the completion is shared
+    /// with the step's cancellation hook.
+    Pending(Arc<Pending>),
+    /// Moved out (transiently, while an `Owned` becomes `Pending`).
+    Gone,
+}
+
+impl Finish {
+    /// Hands the outcome to pso-core (or to the waiting worker).
+    fn finish(self, outcome: Outcome) {
+        match self {
+            Finish::Reply(reply, _) => reply.deliver(outcome),
+            Finish::Owned(c) => {
+                let _ = c.complete(outcome.map(|a| a.value));
+            }
+            Finish::Pending(p) => {
+                if let Some(c) = p.take() {
+                    let _ = c.complete(outcome.map(|a| a.value));
+                }
+            }
+            Finish::Gone => {}
+        }
+    }
+
+    /// Whether the step was told to stop.
+    fn is_cancelled(&self) -> bool {
+        match self {
+            Finish::Reply(_, token) => token.is_cancelled(),
+            Finish::Owned(c) => c.is_cancelled(),
+            Finish::Pending(p) => p.is_cancelled(),
+            Finish::Gone => true,
+        }
+    }
+
+    fn is_deferred(&self) -> bool {
+        !matches!(self, Finish::Reply(..))
+    }
+}
+
 /// A step in flight on the JS side.
 struct Entry {
-    reply: Arc<Reply>,
-    token: CancelToken,
+    finish: Finish,
+    run: u64,
     step: String,
     /// Calls `controller.abort()`, once `ctx.signal` was asked for.
     abort: Option<JsFn>,
@@ -339,24 +400,36 @@ impl JsSide {
         let entries = std::mem::take(&mut *self.entries.borrow_mut());
         let mut aborts = Vec::new();
         for e in entries.slots.into_iter().flatten() {
-            e.reply.deliver(Err(closed_error()));
+            e.finish.finish(Err(closed_error()));
             aborts.extend(e.abort);
         }
         aborts
     }
 
-    pub(super) fn run(&self, env: &Env, job: Job, closed: bool) {
+    pub(super) fn run(&self, env: &Env, shared: &Arc<Shared>, job: Job, closed: bool) {
         if closed {
-            job.reply().deliver(Err(closed_error()));
+            match job {
+                Job::Abort(a) => self.abort(env, a),
+                job => job.fail(closed_error()),
+            }
             return;
         }
         match job {
+            Job::Deferred {
+                f,
+                data,
+                completion,
+            } => self.start_step(env, shared, &f.f, data, Finish::Owned(completion)),
             Job::Step {
                 f,
                 data,
                 token,
                 reply,
-            } => self.start_step(env, f, data, token, reply),
+            } => {
+                if !reply.is_abandoned() {
+                    self.start_step(env, shared, &f.f, data, Finish::Reply(reply, token));
+                }
+            }
             Job::Condition { f, data, reply } => {
                 let outcome = self.call_condition(env, &f, &data);
                 reply.deliver(outcome.map(|b| Answer {
@@ -364,25 +437,22 @@ impl JsSide {
                     children: Vec::new(),
                 }));
             }
-            Job::Abort(reply) => self.abort(env, &reply),
+            Job::Abort(a) => self.abort(env, a),
         }
     }
 
     fn start_step(
         &self,
         env: &Env,
-        f: Arc<JsFn>,
+        shared: &Arc<Shared>,
+        f: &JsFn,
         data: StepData,
-        token: CancelToken,
-        reply: Arc<Reply>,
+        finish: Finish,
     ) {
-        if reply.is_abandoned() {
-            return;
-        }
-        if token.is_cancelled() {
+        if finish.is_cancelled() {
             // Stopped before it started (a pre-aborted signal, say): do not
             // call the function at all.
-            reply.deliver(Err(HandlerError::failed(
+            finish.finish(Err(HandlerError::failed(
                 "the run was stopped before this step's JS function started",
             )));
             return;
@@ -390,22 +460,28 @@ impl JsSide {
         let args = match CtxArgs::new(env, &data) {
             Ok(a) => a,
             Err(e) => {
-                reply.deliver(Err(HandlerError::failed(format!(
+                finish.finish(Err(HandlerError::failed(format!(
                     "cannot pass the inputs of step '{}' to JS: {}",
                     data.step, e.reason
                 ))));
                 return;
             }
         };
+        let reply = match &finish {
+            Finish::Reply(reply, _) => Some(reply.clone()),
+            _ => None,
+        };
         let id = self.entries.borrow_mut().insert(Entry {
-            reply: reply.clone(),
-            token,
+            finish,
+            run: data.run,
             step: data.step,
             abort: None,
             children: Vec::new(),
             abandoned: false,
         });
-        reply.js_id.store(id, Ordering::Relaxed);
+        if let Some(reply) = reply {
+            reply.js_id.store(id, Ordering::Relaxed);
+        }
         let id = i64::from(id);
         let called = (|| -> napi::Result<Unknown<'_>> {
             let invoke = typed::<
@@ -436,16 +512,41 @@ impl JsSide {
         })();
         match called {
             // A Symbol is `invoke`'s "pending": `settle` reports the outcome.
-            Ok(v) if v.get_type().ok() == Some(ValueType::Symbol) => {}
+            Ok(v) if v.get_type().ok() == Some(ValueType::Symbol) => self.pending(shared, id),
             Ok(v) => self.settle(env, id, Ok(v)),
             Err(e) => {
                 let error = thrown(env, e);
                 let _ = self.take_exception(env);
-                if let Some(entry) = self.entries.borrow_mut().remove(id) {
-                    entry.reply.deliver(Err(error));
+                let entry = self.entries.borrow_mut().remove(id);
+                if let Some(entry) = entry {
+                    entry.finish.finish(Err(error));
                 }
             }
         }
+    }
+
+    /// Step `id` returned a Promise that is still pending: if it is deferred,
+    /// its completion is shared with a cancellation hook from now on.
+    fn pending(&self, shared: &Arc<Shared>, id: i64) {
+        let (c, run) = {
+            let mut entries = self.entries.borrow_mut();
+            // Gone if it settled already (a throw reported through `settle`).
+            let Some(e) = entries.get_mut(id) else { return };
+            match std::mem::replace(&mut e.finish, Finish::Gone) {
+                Finish::Owned(c) => (c, e.run),
+                other => {
+                    e.finish = other;
+                    return;
+                }
+            }
+        };
+        let p = Pending::new(run, id as u32);
+        if let Some(e) = self.entries.borrow_mut().get_mut(id) {
+            e.finish = Finish::Pending(p.clone());
+        }
+        // Registering may run the hook at once (on this thread), which
+        // touches no entry: it ends the step and queues the abort.
+        shared.pending(&p, c);
     }
 
     fn call_condition(&self, env: &Env, f: &JsFn, data: &StepData) -> Result<bool, HandlerError> {
@@ -495,6 +596,8 @@ impl JsSide {
         if entry.abandoned {
             return;
         }
+        // A deferred step cannot fan out (`fan_out` refuses), so children
+        // only come back to a waiting worker.
         let outcome = match outcome {
             Ok(v) => match self.value_from_js(env, v) {
                 Ok(value) => Ok(Answer {
@@ -514,25 +617,35 @@ impl JsSide {
                 Err(e)
             }
         };
-        entry.reply.deliver(outcome);
+        entry.finish.finish(outcome);
     }
 
-    /// A worker gave up on a step: abort its `ctx.signal`.
-    fn abort(&self, env: &Env, reply: &Arc<Reply>) {
-        let id = i64::from(reply.js_id.load(Ordering::Relaxed));
-        let abort = {
-            let mut entries = self.entries.borrow_mut();
-            match entries.get_mut(id) {
-                Some(e) if Arc::ptr_eq(&e.reply, reply) => {
-                    e.abandoned = true;
-                    e.abort.take()
-                }
-                _ => None,
-            }
-        };
-        if let Some(abort) = abort {
+    /// A step was told to stop: abort its `ctx.signal`.
+    fn abort(&self, env: &Env, which: Abort) {
+        if let Some(abort) = self.abandon(which) {
             let _ = abort.borrow_back(env).and_then(|f| f.call(()));
         }
+    }
+
+    /// Marks the entry of a step that was told to stop as abandoned (its
+    /// late result is ignored); returns the abort of its `ctx.signal`.
+    pub(super) fn abandon(&self, which: Abort) -> Option<JsFn> {
+        let id = i64::from(match &which {
+            Abort::Reply(r) => r.js_id.load(Ordering::Relaxed),
+            Abort::Pending(p) => p.js_id.load(Ordering::Relaxed),
+        });
+        let mut entries = self.entries.borrow_mut();
+        let e = entries.get_mut(id)?;
+        let same = match (&which, &e.finish) {
+            (Abort::Reply(a), Finish::Reply(b, _)) => Arc::ptr_eq(a, b),
+            (Abort::Pending(a), Finish::Pending(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !same {
+            return None;
+        }
+        e.abandoned = true;
+        e.abort.take()
     }
 
     /// `ctx.signal` of step `id` (created on first use).
@@ -546,7 +659,7 @@ impl JsSide {
             let mut entries = self.entries.borrow_mut();
             match entries.get_mut(id) {
                 Some(e) => {
-                    if e.abandoned || e.token.is_cancelled() {
+                    if e.abandoned || e.finish.is_cancelled() {
                         true
                     } else {
                         e.abort = Some(abort.create_ref()?);
@@ -581,6 +694,18 @@ impl JsSide {
         let entry = entries.get_mut(id).ok_or_else(|| {
             error::invalid(env, "ctx.fanOut() was called after its step had finished")
         })?;
+        if entry.finish.is_deferred() {
+            return Err(error::invalid(
+                env,
+                format!(
+                    "ctx.fanOut() in step '{}': this step's function was run deferred (no worker waits for it), \
+                     and pso-core cannot fan out a deferred step. A step function runs on a waiting worker, \
+                     and may fan out, when its own source text mentions fanOut (call ctx.fanOut there, \
+                     not only in a helper it calls)",
+                    entry.step
+                ),
+            ));
+        }
         entry.children.extend(specs);
         Ok(())
     }
@@ -602,7 +727,11 @@ impl JsSide {
         let op = js::opt_string(env, js::get(&obj, "op")?, &format!("op of {what}"))?;
         match (js::is_nullish(&f), system, op) {
             (false, None, None) => Ok(ChildSpec::Func {
-                f: Arc::new(function(env, f, &format!("fn of {what}"))?),
+                // A child cannot defer its result: its worker waits.
+                f: Arc::new(StepFn {
+                    f: function(env, f, &format!("fn of {what}"))?,
+                    waits: true,
+                }),
                 input,
             }),
             (true, Some(system), Some(op)) => Ok(ChildSpec::Op { system, op, input }),
@@ -621,6 +750,38 @@ fn thrown(env: &Env, e: napi::Error) -> HandlerError {
         Ok(value) => handler::raised(value, None),
         Err(_) => handler::raised_from_error(env, e),
     }
+}
+
+/// A step function or operation argument (see [`StepFn`]).
+pub(crate) fn step_function(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<StepFn> {
+    if v.get_type()? != ValueType::Function {
+        return Err(error::invalid(
+            env,
+            format!("{what} must be a function, got {}", js::type_of(&v)),
+        ));
+    }
+    let waits = mentions_fan_out(env, &v);
+    Ok(StepFn {
+        f: function(env, v, what)?,
+        waits,
+    })
+}
+
+/// Whether the source text of function `f` mentions `fanOut`
+/// (`Function.prototype.toString`, which cannot be overridden by `f`). When
+/// that cannot be told, it is assumed to, so fan-out keeps working.
+fn mentions_fan_out(env: &Env, f: &Unknown<'_>) -> bool {
+    let source = (|| -> napi::Result<String> {
+        // `Function` and `Function.prototype` are both functions.
+        let function: Unknown<'_> = env.get_global()?.get_named_property("Function")?;
+        let proto: Unknown<'_> = function
+            .coerce_to_object()?
+            .get_named_property("prototype")?;
+        let to_string: Function<'_, (), String> =
+            proto.coerce_to_object()?.get_named_property("toString")?;
+        to_string.apply(*f, ())
+    })();
+    source.map_or(true, |s| s.contains("fanOut"))
 }
 
 /// A JS function argument, kept as a reference.

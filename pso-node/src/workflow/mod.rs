@@ -20,6 +20,7 @@ pub(crate) mod result;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
 
 use napi::bindgen_prelude::{
     ClassInstance, FnArgs, FromNapiValue, Function, FunctionCallContext, JavaScriptClassExt,
@@ -29,6 +30,7 @@ use napi::{Env, JsDeferred};
 use napi_derive::napi;
 use pso_core::{RunHandle, RunResult, Workflow};
 
+use self::bridge::Shared;
 use self::context::JsFn;
 use self::result::{JsEstimate, JsRunProgress};
 use crate::error;
@@ -94,6 +96,7 @@ impl JsWorkflow {
 #[napi(js_name = "Run", custom_finalize)]
 pub struct JsRun {
     handle: RunHandle,
+    shared: Arc<Shared>,
     /// The `result` Promise (unreferenced when this object is collected).
     result: Option<ObjectRef<false>>,
 }
@@ -149,7 +152,7 @@ impl JsRun {
     /// false if the run had already finished or been stopped.
     #[napi]
     pub fn cancel(&self) -> bool {
-        self.handle.cancel()
+        self.shared.cancel_run(&self.handle)
     }
 
     /// Counts of steps by state right now.
@@ -165,6 +168,7 @@ type RunDeferred = JsDeferred<ObjectRef<false>, Resolver>;
 /// Settles a run's `result` Promise when pso-core wakes it.
 struct Completion {
     handle: RunHandle,
+    shared: Arc<Shared>,
     /// `context.js`'s `makeResult`.
     make_result: Arc<JsFn>,
     pending: Mutex<Option<(RunDeferred, Option<JsFn>)>>,
@@ -190,6 +194,12 @@ impl Completion {
         else {
             return;
         };
+        // Steps stopped by the run's deadline gave their completions to the
+        // run; now that it has ended, using them only gives back their
+        // slots and leases (see `bridge`, "Cancellation").
+        for c in self.shared.untrack_run(self.handle.id()) {
+            let _ = c.complete(Err(bridge::stopped_error()));
+        }
         let taken = self
             .pending
             .lock()
@@ -259,7 +269,7 @@ impl JsOrchestrator {
             let core = self.open(env)?;
             let system = js::string(env, system, "system")?;
             let op = js::string(env, op, "op")?;
-            let f = context::function(env, f, "fn")?;
+            let f = context::step_function(env, f, "fn")?;
             let f = self.bridge(env)?.shared.step_fn(Arc::new(f));
             core.set_operation_shared(&system, &op, f)
                 .map_err(|e| error::registry(env, &e))
@@ -372,13 +382,16 @@ impl JsOrchestrator {
             let wf = workflow_arg(env, workflow)?;
             let bridge = self.bridge(env)?;
             let args = build::run_options(env, bridge.js(), options)?;
+            // Taken before pso-core starts the run: never later than its own.
+            let deadline = args.deadline.and_then(|d| Instant::now().checked_add(d));
             let handle = core
                 .coordinate_systems_with(&wf, args.options)
                 .map_err(|e| error::workflow(env, &e))?;
+            bridge.shared.track_run(&handle, deadline);
             match self.observe(env, &bridge, &handle, args.signal) {
                 Ok(run) => Ok(run),
                 Err(e) => {
-                    handle.cancel();
+                    bridge.shared.cancel_run(&handle);
                     Err(e)
                 }
             }
@@ -396,9 +409,10 @@ impl JsOrchestrator {
         let unwatch = match signal {
             Some(signal) => {
                 let h = handle.clone();
+                let shared = bridge.shared.clone();
                 let cancel: Function<'_, (), bool> = env
                     .create_function_from_closure("cancel", move |_: FunctionCallContext<'_>| {
-                        Ok(h.cancel())
+                        Ok(shared.cancel_run(&h))
                     })?;
                 bridge.js().watch(env, signal, cancel)?
             }
@@ -409,12 +423,14 @@ impl JsOrchestrator {
         let result = promise.create_ref::<false>()?;
         let completion = Arc::new(Completion {
             handle: handle.clone(),
+            shared: bridge.shared.clone(),
             make_result: bridge.js().make_result()?,
             pending: Mutex::new(Some((deferred, unwatch))),
         });
         completion.poll();
         Ok(JsRun {
             handle: handle.clone(),
+            shared: bridge.shared.clone(),
             result: Some(result),
         })
     }
