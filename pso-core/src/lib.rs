@@ -39,6 +39,7 @@ mod registry;
 mod scheduler;
 mod state;
 mod status;
+mod supervise;
 mod sync;
 mod topology;
 mod unwind;
@@ -83,6 +84,10 @@ pub use crate::state::{
     StateError, StateStore, WatchSource, Watcher,
 };
 pub use crate::status::SystemStatus;
+pub use crate::supervise::{
+    HealthCheck, HealthInfo, HealthReport, HealthStatus, ProbeFn, RestartPolicy, RestartStrategy,
+    Supervision, SupervisionInfo, VirtualClock,
+};
 pub use crate::topology::{ExportFormat, SystemDecl, Topology, TopologyError, TopologyFormat};
 pub use crate::value::Value;
 pub use crate::workflow::{

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::allocator::ResourceRequest;
+use crate::supervise::{HealthCheck, Supervision};
 use crate::sync::{AtomicU8, Ordering};
 use crate::value::Value;
 use crate::workflow::StepContext;
@@ -488,6 +489,8 @@ pub struct SystemSpec {
     pub(crate) concurrency: Option<u32>,
     pub(crate) step_resources: Option<ResourceRequest>,
     pub(crate) pinned: bool,
+    pub(crate) health: Option<HealthCheck>,
+    pub(crate) supervision: Option<Supervision>,
 }
 
 impl SystemSpec {
@@ -506,6 +509,8 @@ impl SystemSpec {
             concurrency: None,
             step_resources: None,
             pinned: false,
+            health: None,
+            supervision: None,
         }
     }
 
@@ -541,6 +546,20 @@ impl SystemSpec {
     /// allocator uses it).
     pub fn resource(mut self, dimension: impl Into<String>, amount: u64) -> Self {
         self.resources.insert(dimension.into(), amount);
+        self
+    }
+
+    /// How the system's health is checked while it is Active (probes, a
+    /// watchdog). See [`HealthCheck`].
+    pub fn health_check(mut self, check: HealthCheck) -> Self {
+        self.health = Some(check);
+        self
+    }
+
+    /// How the system is supervised (restart policy, strategy, backoff,
+    /// intensity). See [`Supervision`].
+    pub fn supervise(mut self, supervision: Supervision) -> Self {
+        self.supervision = Some(supervision);
         self
     }
 

@@ -12,6 +12,7 @@ use crate::allocator::Held;
 use crate::lifecycle::{SystemState, Transition, ser_time};
 use crate::model::{EdgeKind, Priority, Resources};
 use crate::registry::Registry;
+use crate::supervise::{HealthInfo, SupervisionInfo};
 
 /// A snapshot of one system: state, why, and its relations.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +66,11 @@ pub struct SystemStatus {
     /// Resources its leases hold now, per dimension (see
     /// `Orchestrator::allocate_resources`).
     pub resources_held: BTreeMap<String, u64>,
+    /// Its health, if it has a health check.
+    pub health: Option<HealthInfo>,
+    /// Its supervision, if supervised: restarts, the next attempt, how many
+    /// more failures before it gives up.
+    pub supervision: Option<SupervisionInfo>,
 }
 
 impl SystemStatus {
@@ -101,6 +107,8 @@ impl SystemStatus {
             running_steps: n.slots.load().0,
             waiting_steps: n.slots.load().1,
             resources_held: held.get(&*n.name).cloned().unwrap_or_default(),
+            health: None,
+            supervision: None,
         }
     }
 }

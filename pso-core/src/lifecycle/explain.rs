@@ -30,6 +30,9 @@ pub(crate) fn why_inactive(reg: &Registry, idx: NodeIndex) -> String {
             format!("{name} is Deactivating since {since}: its deactivate handler is running")
         }
         SystemState::Failed { reason } => format!("{name} is Failed since {since}: {reason}"),
+        SystemState::GaveUp { reason } => format!(
+            "{name} is GaveUp since {since}: its supervisor stopped restarting it ({reason}); activate it by hand"
+        ),
         state @ (SystemState::Registered | SystemState::Inactive) => {
             let state = state.name();
             if let Some(chain) = failed_requirement(reg, idx) {

@@ -25,7 +25,7 @@ use serde::Serializer;
 
 pub(crate) use explain::why_inactive;
 pub use report::{ActivationReport, LifecycleError, Outcome, Plan, SystemOutcome};
-pub(crate) use state::Lifecycle;
+pub(crate) use state::{Lifecycle, Reason, Transitioned};
 pub use state::{SystemState, Transition};
 pub(crate) use txn::{MEMBER_ABANDONED, Txn};
 

@@ -1,12 +1,14 @@
 //! The lifecycle state machine of one system.
 //!
 //! ```text
-//! Registered | Inactive | Failed --activate--> Activating
+//! Registered | Inactive | Failed | GaveUp --activate--> Activating
 //! Activating   --ok-->      Active
 //! Activating   --error-->   Failed{reason}
 //! Active       --deactivate--> Deactivating
+//! Active       --crash reported, unhealthy, missed watchdog--> Failed{reason}
 //! Deactivating --ok-->      Inactive
 //! Deactivating --error-->   Failed{reason}
+//! Failed       --supervisor gives up--> GaveUp{reason}
 //! ```
 //!
 //! Every other move is rejected by [`Lifecycle::transition`], which returns a
@@ -41,9 +43,16 @@ pub enum SystemState {
     Deactivating,
     /// Deactivated successfully.
     Inactive,
-    /// A handler failed, panicked, raised or timed out.
+    /// A handler failed, panicked, raised or timed out, or it failed while
+    /// Active (a reported crash, an unhealthy verdict, a missed watchdog).
     Failed {
         /// What went wrong.
+        reason: String,
+    },
+    /// Its supervisor gave up restarting it (too many failures in the
+    /// window). It stays down until activated by hand.
+    GaveUp {
+        /// Why.
         reason: String,
     },
 }
@@ -58,6 +67,7 @@ impl SystemState {
             SystemState::Deactivating => "Deactivating",
             SystemState::Inactive => "Inactive",
             SystemState::Failed { .. } => "Failed",
+            SystemState::GaveUp { .. } => "GaveUp",
         }
     }
 
@@ -75,9 +85,12 @@ impl SystemState {
         use SystemState::*;
         matches!(
             (self, to),
-            (Registered | Inactive | Failed { .. }, Activating)
-                | (Activating, Active | Failed { .. })
-                | (Active, Deactivating)
+            (
+                Registered | Inactive | Failed { .. } | GaveUp { .. },
+                Activating
+            ) | (Activating, Active | Failed { .. })
+                | (Active, Deactivating | Failed { .. })
+                | (Failed { .. }, GaveUp { .. })
                 | (Deactivating, Inactive | Failed { .. })
         )
     }
@@ -87,6 +100,7 @@ impl fmt::Display for SystemState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SystemState::Failed { reason } => write!(f, "Failed ({reason})"),
+            SystemState::GaveUp { reason } => write!(f, "GaveUp ({reason})"),
             other => f.pad(other.name()),
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::coordination::Coord;
+use super::supervision::{Supervisor, SupervisorConfig};
 use super::{DEFAULT_TRANSITION_TIMEOUT, Inner, MAX_WORKERS, NEXT_ORCHESTRATOR_ID, Orchestrator};
 use crate::allocator::AllocConfig;
 use crate::error::{ErrorKind, PsoError};
@@ -14,6 +15,9 @@ use crate::hub::{Hub, HubConfig};
 use crate::registry::Registry;
 use crate::scheduler::{Pool, WorkerScope};
 use crate::state::{StateBackend, StateConfig, StateStore};
+use crate::supervise::VirtualClock;
+use crate::supervise::clock::Clock;
+use crate::supervise::monitor::FlapConfig;
 use crate::sync::{Arc, AtomicBool, Mutex, RwLock};
 use crate::workflow::{RunEnv, SchedulingPolicy};
 
@@ -44,6 +48,8 @@ pub struct OrchestratorBuilder {
     state_config: StateConfig,
     auto_promote: Option<Duration>,
     idle_timeout: Option<Duration>,
+    virtual_clock: Option<VirtualClock>,
+    supervisor: SupervisorConfig,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -73,6 +79,8 @@ impl Default for OrchestratorBuilder {
             state_config: StateConfig::default(),
             auto_promote: None,
             idle_timeout: None,
+            virtual_clock: None,
+            supervisor: SupervisorConfig::default(),
         }
     }
 }
@@ -189,6 +197,29 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// Runs health probes, watchdogs, restart backoff, restart intensity,
+    /// flap detection and alert deduplication on `clock` instead of real
+    /// time: they move only when the clock is advanced (tests).
+    pub fn virtual_clock(mut self, clock: VirtualClock) -> Self {
+        self.virtual_clock = Some(clock);
+        self
+    }
+
+    /// A system with `threshold` health or state changes within `window` is
+    /// Flapping: its alerts are suppressed until a window passes quietly
+    /// (default 5 within 60 s).
+    pub fn flap_detection(mut self, threshold: u32, window: Duration) -> Self {
+        self.supervisor.flap = FlapConfig { threshold, window };
+        self
+    }
+
+    /// The same alert (system and kind) is published at most once per
+    /// `interval` (default 10 s); repeats are counted in the next one.
+    pub fn alert_interval(mut self, interval: Duration) -> Self {
+        self.supervisor.alert_interval = interval;
+        self
+    }
+
     /// How long a waiting resource request waits before its class improves
     /// by one (default 1 s): a request of the lowest of the five classes
     /// outranks new requests of the highest after four steps.
@@ -249,6 +280,13 @@ impl OrchestratorBuilder {
                 message: "auto_promote and idle_timeout must be positive".into(),
             });
         }
+        if self.supervisor.flap.threshold == 0 || self.supervisor.flap.window.is_zero() {
+            return Err(BuildError {
+                kind: ErrorKind::InvalidArgument,
+                message: "flap detection needs a threshold of at least 1 and a positive window"
+                    .into(),
+            });
+        }
         if self.alloc.aging_step.is_zero() {
             return Err(BuildError {
                 kind: ErrorKind::InvalidArgument,
@@ -284,8 +322,13 @@ impl OrchestratorBuilder {
             Some(backend) => StateStore::with_backend(backend),
             None => StateStore::with_config(self.state_config),
         };
+        let clock = match self.virtual_clock {
+            Some(v) => Clock::Virtual(v),
+            None => Clock::Real(env.timer.clone()),
+        };
         let orch = Orchestrator {
             inner: Arc::new(Inner {
+                sup: Supervisor::new(clock, self.supervisor),
                 hub,
                 state,
                 coord: Mutex::new(Coord::default()),

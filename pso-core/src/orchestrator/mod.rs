@@ -29,6 +29,7 @@ use crate::workflow::run::STOP_CLOSE;
 mod builder;
 mod coordination;
 mod resources;
+mod supervision;
 mod workflows;
 
 pub use builder::{BuildError, OrchestratorBuilder};
@@ -44,6 +45,7 @@ static NEXT_ORCHESTRATOR_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::A
 
 pub(crate) struct Inner {
     id: u64,
+    sup: supervision::Supervisor,
     hub: Hub,
     state: StateStore,
     coord: Mutex<coordination::Coord>,
@@ -186,7 +188,25 @@ impl Orchestrator {
         self.check_open_registry()?;
         let systems: Vec<SystemSpec> = systems.into_iter().collect();
         let edges: Vec<EdgeSpec> = edges.into_iter().collect();
-        self.inner.registry.write().apply_batch(systems, edges)
+        let mut monitors = Vec::new();
+        for s in &systems {
+            let checked = s
+                .health
+                .as_ref()
+                .map_or(Ok(()), |h| h.validate())
+                .and_then(|()| s.supervision.as_ref().map_or(Ok(()), |v| v.validate()));
+            if let Err(m) = checked {
+                return Err(RegistryError::Invalid {
+                    message: format!("system '{}': {m}", s.name),
+                });
+            }
+            if s.health.is_some() || s.supervision.is_some() {
+                monitors.push((s.name.clone(), s.health.clone(), s.supervision.clone()));
+            }
+        }
+        let added = self.inner.registry.write().apply_batch(systems, edges)?;
+        self.add_monitors(monitors);
+        Ok(added)
     }
 
     /// Adds the relation `from <kind> to`. Adding an existing relation is a no-op.
@@ -279,10 +299,16 @@ impl Orchestrator {
     /// Status of every system, in registration order.
     pub fn system_status(&self) -> Vec<SystemStatus> {
         let held = self.inner.env.alloc.held();
-        let reg = self.inner.registry.read();
-        reg.indices()
-            .map(|i| SystemStatus::of(&reg, i, &held))
-            .collect()
+        let mut out: Vec<SystemStatus> = {
+            let reg = self.inner.registry.read();
+            reg.indices()
+                .map(|i| SystemStatus::of(&reg, i, &held))
+                .collect()
+        };
+        for s in &mut out {
+            (s.health, s.supervision) = self.inner.sup.info(&s.name);
+        }
+        out
     }
 
     /// Status of one system.
@@ -291,9 +317,13 @@ impl Orchestrator {
     /// [`RegistryError::UnknownSystem`].
     pub fn status(&self, name: &str) -> Result<SystemStatus, RegistryError> {
         let held = self.inner.env.alloc.held();
-        let reg = self.inner.registry.read();
-        let idx = reg.index(name)?;
-        Ok(SystemStatus::of(&reg, idx, &held))
+        let mut s = {
+            let reg = self.inner.registry.read();
+            let idx = reg.index(name)?;
+            SystemStatus::of(&reg, idx, &held)
+        };
+        (s.health, s.supervision) = self.inner.sup.info(name);
+        Ok(s)
     }
 
     /// Explains why a system is (or is not) active, following failed
@@ -378,6 +408,7 @@ impl Orchestrator {
         drop(reg);
         let report = txn.run(target.to_owned());
         self.after_transaction(&report);
+        self.supervise_transaction(&report);
         report
     }
 
