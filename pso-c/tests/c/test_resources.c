@@ -379,10 +379,12 @@ static void test_lease_basics(void) {
     CHECK_STATUS(pso_lease_held(copy, &h), PSO_ERR_STALE_HANDLE);
     CHECK_STATUS(pso_lease_release(l2, NULL), PSO_OK);
 
-    /* An empty request is a lease of nothing. */
-    pso_lease none = allocate(o, "a", "{\"amounts\": {}}");
-    CHECK(held(none));
-    CHECK(release(none));
+    /* A request that asks for nothing is rejected. */
+    pso_lease none = {0};
+    CHECK_STATUS(pso_allocate_resources(o, "a", "{\"amounts\": {}}", &none),
+                 PSO_ERR_INVALID_ARGUMENT);
+    CHECK_CONTAINS(pso_last_error_message(), "asks for nothing");
+    CHECK(none.id == 0);
     CHECK_STATUS(pso_orchestrator_close(o), PSO_OK);
 }
 
@@ -1029,11 +1031,12 @@ static void test_close_under_a_waiter_and_release_after(void) {
     pso_orchestrator o = orch_with(1, 0, 0, 0);
     register_all(o, AB);
     CHECK_STATUS(pso_set_capacity(o, "cpu", 2), PSO_OK);
+    CHECK_STATUS(pso_set_capacity(o, "mem", 10), PSO_OK);
     pso_lease a = allocate(o, "a", "{\"amounts\": {\"cpu\": 2}, \"ttl_ms\": 600000}");
     pso_lease gang[2] = {{0}, {0}};
     CHECK_STATUS(pso_allocate_gang(o,
-                                   "[{\"system\": \"a\", \"amounts\": {}},"
-                                   " {\"system\": \"b\", \"amounts\": {}}]",
+                                   "[{\"system\": \"a\", \"amounts\": {\"mem\": 1}},"
+                                   " {\"system\": \"b\", \"amounts\": {\"mem\": 1}}]",
                                    gang, 2),
                  PSO_OK);
     job j = {.o = o, .system = "b", .request = "{\"amounts\": {\"cpu\": 1}}"};
