@@ -27,6 +27,36 @@ export type ValueInput =
   | readonly ValueInput[]
   | { readonly [key: string]: ValueInput }
 
+/** A priority class, highest first. */
+export type Priority = 'critical' | 'high' | 'normal' | 'low' | 'background'
+
+/**
+ * One action of `optimizeResources()`'s plan, told apart by `action`.
+ * Lease ids are `lease.id`s; `share`s are dominant-resource shares (0-1).
+ */
+export type ResourceAction =
+  /** Release a lease whose TTL passed. */
+  | { action: 'reclaim_expired'; lease: number; system: string }
+  /** Release a lease untouched for longer than `idleLeaseAfterMs`. */
+  | { action: 'reclaim_idle'; lease: number; system: string; idleMs: number }
+  /**
+   * Preempt a preemptible lease of an over-share system so that a waiter of
+   * an under-share system of the same class is served.
+   */
+  | { action: 'rebalance'; lease: number; system: string; share: number; inFavorOf: string; theirShare: number }
+  /** Change a system's limit on concurrently running workflow steps. */
+  | { action: 'resize_concurrency'; system: string; from: number; to: number; reason: string }
+  /** A kind of action this version of pso-node does not know yet. */
+  | { action: 'other'; description: string }
+
+/** `optimizeResources(apply)`: the plan, and whether it was carried out. */
+export interface ResourcePlan {
+  /** Whether `apply` was asked for (and the actions were carried out). */
+  applied: boolean
+  /** The actions, in the order they are (or would be) applied. */
+  actions: ResourceAction[]
+}
+
 /** A fan-out child: a function with its input, or a system operation. */
 export type ChildSpec =
   | { fn: StepFn; input?: ValueInput; system?: undefined; op?: undefined }

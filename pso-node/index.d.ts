@@ -27,6 +27,36 @@ export type ValueInput =
   | readonly ValueInput[]
   | { readonly [key: string]: ValueInput }
 
+/** A priority class, highest first. */
+export type Priority = 'critical' | 'high' | 'normal' | 'low' | 'background'
+
+/**
+ * One action of `optimizeResources()`'s plan, told apart by `action`.
+ * Lease ids are `lease.id`s; `share`s are dominant-resource shares (0-1).
+ */
+export type ResourceAction =
+  /** Release a lease whose TTL passed. */
+  | { action: 'reclaim_expired'; lease: number; system: string }
+  /** Release a lease untouched for longer than `idleLeaseAfterMs`. */
+  | { action: 'reclaim_idle'; lease: number; system: string; idleMs: number }
+  /**
+   * Preempt a preemptible lease of an over-share system so that a waiter of
+   * an under-share system of the same class is served.
+   */
+  | { action: 'rebalance'; lease: number; system: string; share: number; inFavorOf: string; theirShare: number }
+  /** Change a system's limit on concurrently running workflow steps. */
+  | { action: 'resize_concurrency'; system: string; from: number; to: number; reason: string }
+  /** A kind of action this version of pso-node does not know yet. */
+  | { action: 'other'; description: string }
+
+/** `optimizeResources(apply)`: the plan, and whether it was carried out. */
+export interface ResourcePlan {
+  /** Whether `apply` was asked for (and the actions were carried out). */
+  applied: boolean
+  /** The actions, in the order they are (or would be) applied. */
+  actions: ResourceAction[]
+}
+
 /** A fan-out child: a function with its input, or a system operation. */
 export type ChildSpec =
   | { fn: StepFn; input?: ValueInput; system?: undefined; op?: undefined }
@@ -76,6 +106,50 @@ export type StepFn = (ctx: StepContext) => ValueInput | void | PromiseLike<Value
  * can point the loader at a WASI artifact this package does not build itself.
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
+
+/**
+ * Resources held by a system (from `allocateResources` or `allocateGang`)
+ * until released — `release()`, `[Symbol.dispose]()` (`using`), or when
+ * garbage-collected — or expired (`ttlMs`) or preempted.
+ */
+export declare class Lease {
+  /**
+   * The lease's id, as in `resourceStatus().leases` (unique, never
+   * reused, below 2^53).
+   */
+  get id(): number
+  /** The holding system. */
+  get system(): string
+  /** The amounts held, by dimension (empty once the lease is gone). */
+  get amounts(): Record<string, number>
+  /** Whether it is still held (not released, expired or preempted). */
+  get held(): boolean
+  /**
+   * Milliseconds left before its TTL revokes it (`null` without a TTL, or
+   * once it is gone).
+   */
+  get expiresInMs(): number | null
+  /**
+   * Marks the lease as in use now (`optimizeResources` reclaims leases
+   * that stay untouched longer than `idleLeaseAfterMs`).
+   */
+  touch(): void
+  /**
+   * Releases the resources now. Returns false if the lease was already
+   * gone (released, expired or preempted).
+   */
+  release(): boolean
+  /**
+   * Calls `callback` on the event loop if the lease is chosen for
+   * preemption, with `{ lease, system, graceMs }`: release it within
+   * `graceMs`, after which it is revoked. Replaces an earlier callback;
+   * does nothing once the lease is gone. Never keeps the process alive.
+   */
+  onPreempt(callback: (notice: PreemptNotice) => void): void
+  /** Same as `release()`, for `using lease = await o.allocateResources(...)`. */
+  [globalThis.Symbol.dispose](): void
+}
+export type JsLease = Lease
 
 /**
  * Registers systems and their relations, activates them in dependency order
@@ -199,6 +273,57 @@ export declare class Orchestrator {
    * step). `await run.result` for the `RunResult`.
    */
   coordinateSystems(workflow: Workflow, options?: RunOptions): Run
+  /**
+   * Declares (or changes) the capacity of a resource dimension (`cpu`,
+   * `memory`, or any counter such as `gpu`). Lowering it revokes nothing;
+   * raising it grants waiters at once.
+   */
+  setCapacity(dimension: string, capacity: number): void
+  /**
+   * Sets (or with `null` removes) the hard quota of `group` on a
+   * dimension: the group's leases never hold more together.
+   */
+  setGroupQuota(group: string, dimension: string, quota: number | null): void
+  /**
+   * Sets a system's weight in dominant-resource fairness (default 1; a
+   * system of weight 2 is served as if its share were half).
+   */
+  setResourceWeight(system: string, weight: number): void
+  /**
+   * Leases `amounts` for `system`. Resolves with the `Lease` once the
+   * request fits in policy order (priority with aging, then fairness);
+   * rejects at once when it could never fit (`PSO_EXCEEDS_CAPACITY`,
+   * `PSO_EXCEEDS_QUOTA`, with the numbers), for unknown names
+   * (`PSO_NOT_FOUND`), after `waitMs` (`PSO_TIMEOUT`, saying why it
+   * waited), when `signal` aborts (`PSO_CANCELLED`) or the orchestrator
+   * closes (`PSO_CLOSED`). Never blocks the event loop.
+   */
+  allocateResources(system: string, amounts: Record<string, number>, options?: AllocateOptions): Promise<Lease>
+  /**
+   * Leases resources for several systems at once, all or nothing: while
+   * the gang waits none of its parts is held. Served at the highest
+   * priority among the parts, waiting at most the shortest `waitMs`.
+   * Resolves with one lease per part, in order; rejects as
+   * `allocateResources` does. A `signal` of any part withdraws the gang.
+   */
+  allocateGang(parts: Array<GangPart>): Promise<Array<Lease>>
+  /**
+   * Sets (or with `null` removes) what each workflow step of `system`
+   * leases while it runs: asked for when the step is ready to run,
+   * released when its attempt ends; a rejected request fails the step.
+   */
+  setStepResources(system: string, amounts: Record<string, number> | null, options?: ResourceOptions): void
+  /**
+   * Capacity, allocated and free per dimension; group quotas; every lease
+   * with its holder, amounts, age and TTL; every waiting request in policy
+   * order with why it waits.
+   */
+  resourceStatus(): ResourceStatus
+  /**
+   * Plans (and with `apply`, carries out): reclaiming expired and idle
+   * leases, rebalancing toward fair shares, resizing concurrency limits.
+   */
+  optimizeResources(apply?: boolean): ResourcePlan
 }
 export type JsOrchestrator = Orchestrator
 
@@ -270,6 +395,37 @@ export interface ActivationReport {
   failures: Array<SystemOutcome>
 }
 
+/**
+ * Options of `allocateResources(system, amounts, options)`: those of
+ * `ResourceOptions`, plus `signal`.
+ */
+export interface AllocateOptions {
+  /** Priority class (default `'normal'`). */
+  priority?: Priority
+  /** The group whose quota the lease counts against. */
+  group?: string
+  /** Whether a higher class may revoke it. */
+  preemptible?: boolean
+  /** Revokes the lease automatically after this many milliseconds. */
+  ttlMs?: number
+  /** Waits at most this many milliseconds (0: answer at once). */
+  waitMs?: number
+  /** Aborting it withdraws the waiting request (`PSO_CANCELLED`). */
+  signal?: AbortSignal
+}
+
+/** One dimension of `resourceStatus()`. */
+export interface DimensionStatus {
+  /** Its name (`cpu`, `memory`, `gpu`, ...). */
+  name: string
+  /** Total capacity. */
+  capacity: number
+  /** Held by leases. */
+  allocated: number
+  /** Capacity minus allocated (0 if the capacity was lowered below it). */
+  free: number
+}
+
 /** A relation `from <kind> to`: `registerMany(systems, edges)`. */
 export interface EdgeSpec {
   /** The system the relation starts from (`A` in `A requires B`). */
@@ -308,12 +464,69 @@ export interface Estimate {
   samples: number
 }
 
+/** One part of `allocateGang(parts)`. */
+export interface GangPart {
+  /** The system the part's lease is for. */
+  system: string
+  /** Dimension -> amount (positive integers; zeros are ignored). */
+  amounts: Record<string, number>
+  /** Priority class (the gang is served at the highest among its parts). */
+  priority?: Priority
+  /** The group whose quota this part counts against. */
+  group?: string
+  /** Whether a higher class may revoke this part's lease. */
+  preemptible?: boolean
+  /** Revokes this part's lease after this many milliseconds. */
+  ttlMs?: number
+  /**
+   * Waits at most this many milliseconds (the gang waits at most the
+   * shortest `waitMs` among its parts).
+   */
+  waitMs?: number
+  /** Aborting it withdraws the whole gang request. */
+  signal?: AbortSignal
+}
+
+/** One group of `resourceStatus()`. */
+export interface GroupStatus {
+  /** Its name. */
+  name: string
+  /** Quota per dimension (only dimensions with a quota). */
+  quota: Record<string, number>
+  /** Held by the group's leases, per dimension. */
+  allocated: Record<string, number>
+}
+
 /** The handlers of a system: `setHandlers(name, handlers)` replaces both. */
 export interface Handlers {
   /** Called with the system name to activate it. */
   onActivate?: (system: string) => void | Promise<void>
   /** Called with the system name to deactivate it. */
   onDeactivate?: (system: string) => void | Promise<void>
+}
+
+/** One lease of `resourceStatus()`. */
+export interface LeaseStatus {
+  /** Its id (as `lease.id`). */
+  id: number
+  /** The holder. */
+  system: string
+  /** Its group, if any. */
+  group: string | null
+  /** Amounts held. */
+  amounts: Record<string, number>
+  /** Priority class of the request. */
+  priority: Priority
+  /** Whether a higher class may preempt it. */
+  preemptible: boolean
+  /** Milliseconds since it was granted. */
+  ageMs: number
+  /** Milliseconds since it was last touched (or granted). */
+  idleMs: number
+  /** Milliseconds left before its TTL revokes it (`null`: no TTL). */
+  ttlRemainingMs: number | null
+  /** Chosen for preemption: revoked when the grace period ends. */
+  revoking: boolean
 }
 
 /** Settings of `new Orchestrator(options)`. */
@@ -325,6 +538,21 @@ export interface OrchestratorOptions {
    * (default 30000).
    */
   transitionTimeoutMs?: number
+  /**
+   * A waiting resource request's priority class improves by one per
+   * this many milliseconds of waiting (default 1000).
+   */
+  resourceAgingStepMs?: number
+  /**
+   * Time a preempted lease's holder has between the notice and the
+   * revocation, in milliseconds (default 1000).
+   */
+  preemptionGraceMs?: number
+  /**
+   * A lease untouched this long (milliseconds) is idle:
+   * `optimizeResources` proposes reclaiming it (default 60000).
+   */
+  idleLeaseAfterMs?: number
 }
 
 /** What `activateSystem(target)` would do, computed without running anything. */
@@ -335,6 +563,57 @@ export interface Plan {
   levels: Array<Array<string>>
   /** Systems of the closure that are already Active. */
   alreadyActive: Array<string>
+}
+
+/** What `lease.onPreempt(cb)` calls `cb` with. */
+export interface PreemptNotice {
+  /** The lease's id. */
+  lease: number
+  /** Its holder. */
+  system: string
+  /** Time left before the lease is revoked, in milliseconds. */
+  graceMs: number
+}
+
+/**
+ * How a request is served (`allocateResources(system, amounts, options)`,
+ * and the same fields in `setStepResources`).
+ */
+export interface ResourceOptions {
+  /**
+   * Priority class (default `'normal'`): strict between classes, with
+   * aging while it waits.
+   */
+  priority?: Priority
+  /** The group whose quota the lease counts against. */
+  group?: string
+  /**
+   * Whether a higher class may revoke it (after a notice and a grace
+   * period).
+   */
+  preemptible?: boolean
+  /** Revokes the lease automatically after this many milliseconds. */
+  ttlMs?: number
+  /**
+   * Waits at most this many milliseconds for the request to fit (0:
+   * answer at once; absent: wait as long as it takes).
+   */
+  waitMs?: number
+}
+
+/**
+ * `resourceStatus()`: capacity, allocated and free per dimension; group
+ * quotas; every lease; every waiting request in policy order.
+ */
+export interface ResourceStatus {
+  /** Every dimension with a capacity. */
+  dimensions: Array<DimensionStatus>
+  /** Every group. */
+  groups: Array<GroupStatus>
+  /** Every lease, oldest first. */
+  leases: Array<LeaseStatus>
+  /** Every waiting request, in policy order (the next to be served first). */
+  waiters: Array<WaiterStatus>
 }
 
 /** Options of `coordinateSystems(workflow, options)`. */
@@ -582,6 +861,8 @@ export interface SystemStatus {
   hasDeactivateHandler: boolean
   /** Recent transitions, oldest first (bounded). */
   history: Array<Transition>
+  /** What its leases hold now, per dimension (see `resourceStatus()`). */
+  resourcesHeld: Record<string, number>
 }
 
 /** One recorded state change. */
@@ -594,4 +875,22 @@ export interface Transition {
   reason: string
   /** When it happened. */
   at: Date
+}
+
+/** One waiting request of `resourceStatus()`. */
+export interface WaiterStatus {
+  /** The requesting systems (several for a gang). */
+  systems: Array<string>
+  /** Amounts asked for, summed over the parts. */
+  amounts: Record<string, number>
+  /** Its priority class. */
+  priority: Priority
+  /** Its class after aging. */
+  effectivePriority: Priority
+  /** Milliseconds it has waited. */
+  waitedMs: number
+  /** Requests ahead of it in policy order. */
+  ahead: number
+  /** Why it waits: "needs 2048 memory, 512 free; 3 requests ahead". */
+  reason: string
 }

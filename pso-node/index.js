@@ -835,6 +835,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.Lease = nativeBinding.Lease
+module.exports.JsLease = nativeBinding.JsLease
 module.exports.Orchestrator = nativeBinding.Orchestrator
 module.exports.JsOrchestrator = nativeBinding.JsOrchestrator
 module.exports.Run = nativeBinding.Run

@@ -8,6 +8,16 @@
 //! | Conflict | `system`, `other` |
 //! | Cycle | `path` (names; the first is repeated at the end) |
 //! | Parse | `line`, `column`, `source` (file name or `<string>`) |
+//! | ExceedsCapacity | `system`, `dimension`, `requested`, `capacity` |
+//! | ExceedsQuota | `group`, `dimension`, `requested`, `quota` |
+//! | Timeout (resource wait) | `system`, `waitedMs`, `reason` |
+//! | NotFound (resources) | `dimension` and `declared`, or `system` |
+//! | Cancelled | `system` |
+//!
+//! Every kind of `pso_core::ErrorKind::ALL` has its code (`errorCodes()`
+//! lists them: `PSO_NO_RESPONDERS`, `PSO_OVERFLOW`, `PSO_CAS_CONFLICT`,
+//! `PSO_COMPACTED`, `PSO_EXCEEDS_CAPACITY`, `PSO_EXCEEDS_QUOTA`,
+//! `PSO_CANCELLED`, ...), whether or not the Node API raises it yet.
 //!
 //! Workflow errors also carry what they name: `workflow`, and where they
 //! apply `step`, `system`, `op`, `missing` (an unknown step), `available`
@@ -30,7 +40,8 @@ use napi::bindgen_prelude::{JsObjectValue, JsValue, Object, ToNapiValue};
 use napi::{Env, Status};
 use napi_derive::napi;
 use pso_core::{
-    ErrorKind, HandlerError, LifecycleError, PsoError, RegistryError, TopologyError, WorkflowError,
+    ErrorKind, HandlerError, LifecycleError, PsoError, RegistryError, ResourceError, TopologyError,
+    WorkflowError,
 };
 
 use crate::lifecycle::JsActivationReport;
@@ -295,6 +306,61 @@ pub(crate) fn workflow(env: &Env, e: &WorkflowError) -> napi::Error {
             }
             WorkflowError::Io { path, .. } => {
                 obj.set_named_property("path", path.as_str())?;
+            }
+            _ => {}
+        }
+        Ok(())
+    })
+}
+
+/// A resource error: `system`, `dimension`, `requested`, `capacity` when it
+/// exceeds a capacity; `group`, `dimension`, `requested`, `quota` when it
+/// exceeds a quota; `system`, `waitedMs`, `reason` for a wait that timed
+/// out; `dimension` and `declared`, or `system`, for unknown names;
+/// `system` for a cancelled request.
+pub(crate) fn resource(env: &Env, e: &ResourceError) -> napi::Error {
+    make(env, e.kind(), &e.to_string(), |_, obj| {
+        match e {
+            ResourceError::ExceedsCapacity {
+                system,
+                dimension,
+                requested,
+                capacity,
+            } => {
+                obj.set_named_property("system", system.as_str())?;
+                obj.set_named_property("dimension", dimension.as_str())?;
+                obj.set_named_property("requested", *requested as f64)?;
+                obj.set_named_property("capacity", *capacity as f64)?;
+            }
+            ResourceError::ExceedsQuota {
+                group,
+                dimension,
+                requested,
+                quota,
+            } => {
+                obj.set_named_property("group", group.as_str())?;
+                obj.set_named_property("dimension", dimension.as_str())?;
+                obj.set_named_property("requested", *requested as f64)?;
+                obj.set_named_property("quota", *quota as f64)?;
+            }
+            ResourceError::TimedOut {
+                system,
+                waited,
+                reason,
+            } => {
+                obj.set_named_property("system", system.as_str())?;
+                obj.set_named_property("waitedMs", waited.as_secs_f64() * 1000.0)?;
+                obj.set_named_property("reason", reason.as_str())?;
+            }
+            ResourceError::UnknownDimension {
+                dimension,
+                declared,
+            } => {
+                obj.set_named_property("dimension", dimension.as_str())?;
+                obj.set_named_property("declared", declared.clone())?;
+            }
+            ResourceError::UnknownSystem { system } | ResourceError::Cancelled { system } => {
+                obj.set_named_property("system", system.as_str())?;
             }
             _ => {}
         }

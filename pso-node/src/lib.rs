@@ -3,7 +3,7 @@
 //! The JS API is the Node column of `docs/API.md`: an `Orchestrator` class
 //! whose lifecycle calls return Promises, plain-object results with camelCase
 //! fields, and errors with `code = "PSO_" + kind`. This crate only converts
-//! values (`model`, `lifecycle`, `status`, `topology`), maps errors
+//! values (`model`, `lifecycle`, `status`, `topology`, `allocator`), maps errors
 //! (`error`) and manages the Node event loop and JS thread
 //! (`orchestrator`, `model::handler`); all logic lives in pso-core.
 //!
@@ -23,6 +23,15 @@ mod topology;
 mod value;
 mod workflow;
 
+// After `orchestrator`: napi-rs names the class that an `#[napi] impl
+// JsOrchestrator` block extends after the struct, as far as it has expanded.
+mod allocator;
+
+pub use crate::allocator::lease::{JsLease, JsPreemptNotice};
+pub use crate::allocator::status::{
+    JsDimensionStatus, JsGroupStatus, JsLeaseStatus, JsResourceStatus, JsWaiterStatus,
+};
+pub use crate::allocator::{JsAllocateOptions, JsGangPart, JsResourceOptions};
 pub use crate::error::{JsErrorCode, error_codes};
 pub use crate::lifecycle::{JsActivationReport, JsPlan, JsSystemOutcome};
 pub use crate::model::{JsEdgeSpec, JsHandlers, JsOrchestratorOptions, JsSystemSpec};

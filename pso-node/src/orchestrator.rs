@@ -121,6 +121,15 @@ impl JsOrchestrator {
             if let Some(t) = opts.transition_timeout {
                 builder = builder.transition_timeout(t);
             }
+            if let Some(d) = opts.resource_aging_step {
+                builder = builder.resource_aging_step(d);
+            }
+            if let Some(d) = opts.preemption_grace {
+                builder = builder.preemption_grace(d);
+            }
+            if let Some(d) = opts.idle_lease_after {
+                builder = builder.idle_lease_after(d);
+            }
             let core = builder.build().map_err(|e| error::plain(&env, &e))?;
             Ok(JsOrchestrator {
                 core,

@@ -77,6 +77,8 @@ pub struct JsSystemStatus<'env> {
     pub has_deactivate_handler: bool,
     /// Recent transitions, oldest first (bounded).
     pub history: Vec<JsTransition<'env>>,
+    /// What its leases hold now, per dimension (see `resourceStatus()`).
+    pub resources_held: BTreeMap<String, f64>,
 }
 
 impl std::fmt::Debug for JsTransition<'_> {
@@ -145,5 +147,10 @@ pub(crate) fn status(env: &Env, s: SystemStatus) -> napi::Result<JsSystemStatus<
         required_by: s.required_by,
         has_activate_handler: s.has_activate_handler,
         has_deactivate_handler: s.has_deactivate_handler,
+        resources_held: s
+            .resources_held
+            .into_iter()
+            .map(|(k, v)| (k, v as f64))
+            .collect(),
     })
 }

@@ -25,6 +25,16 @@ import {
   type SystemOutcome,
   type SystemSpec,
   type SystemStatus,
+  Lease,
+  type AllocateOptions,
+  type GangPart,
+  type LeaseStatus,
+  type PreemptNotice,
+  type Priority,
+  type ResourceAction,
+  type ResourcePlan,
+  type ResourceStatus,
+  type WaiterStatus,
 } from '../../index.js'
 
 async function main(): Promise<void> {
@@ -186,5 +196,82 @@ async function workflows(o: Orchestrator): Promise<void> {
   void [sync, badState, badChild, badFan, badValue]
 }
 
+async function resources(): Promise<void> {
+  using o = new Orchestrator({ resourceAgingStepMs: 1000, preemptionGraceMs: 500, idleLeaseAfterMs: 60_000 })
+  o.setCapacity('gpu', 4)
+  o.setGroupQuota('batch', 'gpu', 2)
+  o.setGroupQuota('batch', 'gpu', null)
+  o.setResourceWeight('trainer', 2)
+  const controller = new AbortController()
+  const opts: AllocateOptions = { priority: 'high', group: 'batch', preemptible: true, ttlMs: 60_000, waitMs: 50, signal: controller.signal }
+  using lease: Lease = await o.allocateResources('trainer', { gpu: 2 }, opts)
+  const id: number = lease.id
+  const system: string = lease.system
+  const gpus: number | undefined = lease.amounts['gpu']
+  const held: boolean = lease.held
+  const left: number | null = lease.expiresInMs
+  lease.touch()
+  lease.onPreempt((notice: PreemptNotice) => {
+    const n: number = notice.lease + notice.graceMs
+    void [n, notice.system]
+  })
+  const released: boolean = lease.release()
+  const parts: GangPart[] = [{ system: 'trainer', amounts: { gpu: 1 } }, { system: 'loader', amounts: { cpu: 4 }, waitMs: 100 }]
+  const gang: Lease[] = await o.allocateGang(parts)
+  for (const l of gang) l[Symbol.dispose]()
+  o.setStepResources('trainer', { gpu: 1 }, { priority: 'low', ttlMs: 1000 })
+  o.setStepResources('trainer', null)
+  const st: ResourceStatus = o.resourceStatus()
+  const free: number | undefined = st.dimensions[0]?.free
+  const ls: LeaseStatus | undefined = st.leases[0]
+  const ttl: number | null | undefined = ls?.ttlRemainingMs
+  const group: string | null | undefined = ls?.group
+  const w: WaiterStatus | undefined = st.waiters[0]
+  const p: Priority | undefined = w?.effectivePriority
+  const plan: ResourcePlan = o.optimizeResources(true)
+  for (const a of plan.actions) {
+    switch (a.action) {
+      case 'reclaim_expired':
+        void a.lease
+        break
+      case 'reclaim_idle':
+        void a.idleMs
+        break
+      case 'rebalance':
+        void [a.inFavorOf, a.share, a.theirShare]
+        break
+      case 'resize_concurrency':
+        void [a.from, a.to, a.reason]
+        break
+      case 'other':
+        void a.description
+        break
+    }
+  }
+  const one: ResourceAction | undefined = o.optimizeResources().actions[0]
+  void [id, system, gpus, held, left, released, free, ttl, group, p, one, plan.applied]
+
+  // @ts-expect-error: amounts are numbers
+  await o.allocateResources('a', { gpu: '2' })
+  // @ts-expect-error: allocateResources returns a Promise of a Lease
+  const syncLease: Lease = o.allocateResources('a', { gpu: 1 })
+  // @ts-expect-error: unknown priority
+  await o.allocateResources('a', { gpu: 1 }, { priority: 'urgent' })
+  // @ts-expect-error: waitMs, not wait
+  await o.allocateResources('a', { gpu: 1 }, { wait: 5 })
+  // @ts-expect-error: a gang part needs its amounts
+  await o.allocateGang([{ system: 'a' }])
+  // @ts-expect-error: setStepResources takes no signal
+  o.setStepResources('a', { gpu: 1 }, { signal: controller.signal })
+  // @ts-expect-error: a plan action has no 'lease' until told which one it is
+  void o.optimizeResources().actions[0]?.lease
+  // @ts-expect-error: the lease id is read-only
+  lease.id = 5
+  // @ts-expect-error: the notice is an object
+  lease.onPreempt((notice: string) => notice)
+  void syncLease
+}
+
 void main
 void workflows
+void resources

@@ -79,6 +79,40 @@ pub(crate) fn opt_number(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<
     Ok(Some(n))
 }
 
+/// A number of milliseconds as a `Duration`, or `None` for
+/// `undefined`/`null`; `positive` refuses 0.
+pub(crate) fn duration_ms(
+    env: &Env,
+    v: Unknown<'_>,
+    what: &str,
+    positive: bool,
+) -> napi::Result<Option<std::time::Duration>> {
+    let Some(ms) = opt_number(env, v, what)? else {
+        return Ok(None);
+    };
+    if ms < 0.0 || (positive && ms == 0.0) {
+        let expected = if positive { "positive" } else { "non-negative" };
+        return Err(error::invalid(
+            env,
+            format!("{what} must be a {expected} number of milliseconds, got {ms}"),
+        ));
+    }
+    std::time::Duration::try_from_secs_f64(ms / 1000.0)
+        .map(Some)
+        .map_err(|_| error::invalid(env, format!("{what} is too large: {ms}")))
+}
+
+/// A boolean, or `None` for `undefined`/`null`.
+pub(crate) fn opt_bool(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<Option<bool>> {
+    if is_nullish(&v) {
+        return Ok(None);
+    }
+    if v.get_type()? != ValueType::Boolean {
+        return Err(wrong(env, what, "a boolean", &v));
+    }
+    v.coerce_to_bool().map(Some)
+}
+
 /// A non-negative integer no larger than `Number.MAX_SAFE_INTEGER`.
 pub(crate) fn count(env: &Env, n: f64, what: &str) -> napi::Result<u64> {
     const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;

@@ -125,6 +125,15 @@ pub struct JsOrchestratorOptions {
     /// Default timeout of each lifecycle transition, in milliseconds
     /// (default 30000).
     pub transition_timeout_ms: Option<f64>,
+    /// A waiting resource request's priority class improves by one per
+    /// this many milliseconds of waiting (default 1000).
+    pub resource_aging_step_ms: Option<f64>,
+    /// Time a preempted lease's holder has between the notice and the
+    /// revocation, in milliseconds (default 1000).
+    pub preemption_grace_ms: Option<f64>,
+    /// A lease untouched this long (milliseconds) is idle:
+    /// `optimizeResources` proposes reclaiming it (default 60000).
+    pub idle_lease_after_ms: Option<f64>,
 }
 
 const SPEC_KEYS: [&str; 15] = [
@@ -146,13 +155,22 @@ const SPEC_KEYS: [&str; 15] = [
 ];
 const EDGE_KEYS: [&str; 3] = ["from", "kind", "to"];
 const HANDLER_KEYS: [&str; 2] = ["onActivate", "onDeactivate"];
-const OPTION_KEYS: [&str; 2] = ["workers", "transitionTimeoutMs"];
+const OPTION_KEYS: [&str; 5] = [
+    "workers",
+    "transitionTimeoutMs",
+    "resourceAgingStepMs",
+    "preemptionGraceMs",
+    "idleLeaseAfterMs",
+];
 
 /// Parsed `new Orchestrator(options)` settings.
 #[derive(Debug, Default)]
 pub(crate) struct Options {
     pub(crate) workers: Option<usize>,
     pub(crate) transition_timeout: Option<Duration>,
+    pub(crate) resource_aging_step: Option<Duration>,
+    pub(crate) preemption_grace: Option<Duration>,
+    pub(crate) idle_lease_after: Option<Duration>,
 }
 
 /// A positive number of milliseconds.
@@ -185,6 +203,23 @@ pub(crate) fn options(env: &Env, v: Option<Unknown<'_>>) -> napi::Result<Options
             env,
             get(&obj, "transitionTimeoutMs")?,
             "options.transitionTimeoutMs",
+        )?,
+        resource_aging_step: millis(
+            env,
+            get(&obj, "resourceAgingStepMs")?,
+            "options.resourceAgingStepMs",
+        )?,
+        preemption_grace: js::duration_ms(
+            env,
+            get(&obj, "preemptionGraceMs")?,
+            "options.preemptionGraceMs",
+            false,
+        )?,
+        idle_lease_after: js::duration_ms(
+            env,
+            get(&obj, "idleLeaseAfterMs")?,
+            "options.idleLeaseAfterMs",
+            false,
         )?,
     })
 }
