@@ -9,21 +9,29 @@
  *    of the failure. pso_last_error_message() then holds the message for this
  *    thread (never NULL; "" after a success; valid until the next
  *    status-returning pso_ call on the same thread).
- *  - pso_orchestrator, pso_workflow, pso_run and pso_lease are handles (an
- *    index and a generation), not pointers: using one after it was closed,
- *    freed or released gives PSO_ERR_STALE_HANDLE, never undefined
- *    behaviour. All functions are thread-safe; a handle may be used from any
- *    thread, and released while other threads use it. A const pso_step_ctx * is checked the same way: it
- *    is valid only inside its operation callback, on that callback's thread.
+ *  - pso_orchestrator, pso_workflow, pso_run, pso_lease, pso_subscription,
+ *    pso_direct_end, pso_mesh and pso_watch are handles (an index and a
+ *    generation), not pointers: using one after it was closed, freed or
+ *    released gives PSO_ERR_STALE_HANDLE, never undefined behaviour. All
+ *    functions are thread-safe; a handle may be used from any thread, and
+ *    released while other threads use it. A const pso_step_ctx * and a
+ *    const pso_message * are checked the same way: each is valid only inside
+ *    its callback, on that callback's thread.
  *  - NULL for a required pointer gives PSO_ERR_NULL_POINTER, a string that is
  *    not UTF-8 gives PSO_ERR_INVALID_UTF8; the message names the argument.
  *    Out-parameters are the last arguments; each is set (to NULL or 0 at
  *    least) whenever it is not NULL itself, whatever the status.
  *  - Strings returned through char ** belong to the caller: free them with
  *    pso_string_free. Enum-like arguments are uint32_t and are validated.
- *  - Lifecycle handlers and workflow operations run on PSO worker threads
- *    (see pso_lifecycle_fn, pso_op_fn); preemption callbacks on the thread
- *    that caused the preemption (see pso_preempt_fn).
+ *  - Lifecycle handlers, workflow operations and subscription callbacks run
+ *    on PSO worker threads (see pso_lifecycle_fn, pso_op_fn,
+ *    pso_message_fn); state watch callbacks on a thread of their watch
+ *    (pso_event_fn); preemption callbacks on the thread that caused the
+ *    preemption (see pso_preempt_fn).
+ *  - Timeouts are uint64_t milliseconds; 0 means "do not wait" and
+ *    PSO_WAIT_FOREVER "no limit" where a function says so. JSON arguments
+ *    that are not JSON give PSO_ERR_PARSE naming the argument, line and
+ *    column.
  *  - No Rust panic ever crosses into C: it becomes PSO_ERR_INTERNAL.
  */
 
@@ -36,6 +44,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/**
+ * Wait without limit: the `timeout_ms` value (`UINT64_MAX`) that makes
+ * `pso_subscription_recv`, `pso_direct_send` and `pso_direct_recv` wait as
+ * long as it takes (and `pso_request` for 100 years).
+ */
+#define PSO_WAIT_FOREVER UINT64_MAX
 
 /**
  * Size of the `error_buf` passed to a `pso_lifecycle_fn`, terminating NUL included.
@@ -256,6 +271,56 @@ typedef uint32_t pso_timing;
 #endif // __cplusplus
 
 /**
+ * Overflow policies of a subscription queue (`pso_subscribe_options.overflow`
+ * and `pso_options.hub_overflow`, both `uint32_t`).
+ */
+enum pso_overflow
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The hub's default policy (`pso_options.hub_overflow`; unless set
+     * there: `PSO_OVERFLOW_BLOCK` with a 1 s timeout).
+     */
+    PSO_OVERFLOW_DEFAULT = 0,
+    /**
+     * The publisher waits for room up to the block timeout, then gets
+     * `PSO_ERR_OVERFLOW` (the message is not queued for that subscription).
+     */
+    PSO_OVERFLOW_BLOCK = 1,
+    /**
+     * The oldest queued message is dropped to make room.
+     */
+    PSO_OVERFLOW_DROP_OLDEST = 2,
+    /**
+     * The new message is dropped.
+     */
+    PSO_OVERFLOW_DROP_NEWEST = 3,
+    /**
+     * The new message is refused: the publisher gets `PSO_ERR_OVERFLOW`
+     * (other subscriptions still got it).
+     */
+    PSO_OVERFLOW_ERROR = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum pso_overflow pso_overflow;
+#else
+typedef uint32_t pso_overflow;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * A message delivered to a subscription callback. Opaque: use it only
+ * through the `pso_message_*` functions, only on the thread running the
+ * callback, and only until the callback returns (afterwards, or on another
+ * thread, those functions give `PSO_ERR_STALE_HANDLE`; it is a key, never
+ * dereferenced, so this is never undefined behaviour).
+ */
+typedef struct pso_message pso_message;
+
+/**
  * The context of one step attempt, passed to a `pso_op_fn`. Opaque: use it
  * only through the `pso_step_*` functions, only on the thread running the
  * callback, and only until the callback returns (afterwards, or on another
@@ -296,6 +361,51 @@ typedef struct pso_options {
      * 0: 60 000 (60 s).
      */
     uint64_t idle_lease_after_ms;
+    /**
+     * Automatic promotion from the start: check every this many
+     * milliseconds whether a pair of systems should get (or lose) a direct
+     * channel (see `pso_set_auto_promote`). 0: off.
+     */
+    uint64_t auto_promote_ms;
+    /**
+     * Minimalist mode from the start: deactivate systems idle this many
+     * milliseconds (see `pso_set_idle_timeout`). 0: off.
+     */
+    uint64_t idle_timeout_ms;
+    /**
+     * Default queue capacity of a hub subscription (messages). 0: 1024.
+     */
+    size_t hub_queue_capacity;
+    /**
+     * Default overflow policy of a hub subscription, a `pso_overflow`
+     * value. 0 (`PSO_OVERFLOW_DEFAULT`): `PSO_OVERFLOW_BLOCK`.
+     */
+    uint32_t hub_overflow;
+    /**
+     * With `hub_overflow` `PSO_OVERFLOW_BLOCK`: how long a publisher waits
+     * for room, in milliseconds. 0: 1000. Must be 0 with another policy.
+     */
+    uint64_t hub_block_timeout_ms;
+    /**
+     * Message rate (messages/s, both directions) at which a pair becomes a
+     * promotion candidate. 0: 10 000. Must be finite and positive.
+     */
+    double hub_promote_threshold;
+    /**
+     * Rate below which a promoted pair becomes a demotion candidate. 0:
+     * 1 000 (use a tiny value such as 1e-9 for "never"). Finite, not
+     * negative.
+     */
+    double hub_demote_threshold;
+    /**
+     * Time constant of the measured message rates, in milliseconds. 0:
+     * 10 000 (10 s).
+     */
+    uint64_t hub_rate_window_ms;
+    /**
+     * Capacity of each direction of a direct channel (messages). 0: 1024.
+     */
+    size_t hub_direct_capacity;
 } pso_options;
 
 /**
@@ -465,6 +575,129 @@ typedef struct pso_preempt_notice {
  */
 typedef void (*pso_preempt_fn)(void *user_data, const struct pso_preempt_notice *notice);
 
+/**
+ * One side of a direct channel: an opaque value, copied freely.
+ *
+ * Made by `pso_direct_endpoint`, released by `pso_direct_end_free` (which
+ * also closes the channel for both sides); after that it (and every copy)
+ * gives `PSO_ERR_STALE_HANDLE`. It stays valid after the channel closed
+ * (sends and receives then give `PSO_ERR_CLOSED`) and after its
+ * orchestrator is closed. The all-zero value is never a valid handle.
+ */
+typedef struct pso_direct_end {
+    /**
+     * Opaque; do not interpret or construct.
+     */
+    uint64_t id;
+} pso_direct_end;
+
+/**
+ * A mesh scope: an opaque value, copied freely.
+ *
+ * Made by `pso_mesh_begin`, ended by `pso_mesh_end`; after that it (and
+ * every copy) gives `PSO_ERR_STALE_HANDLE`. The all-zero value is never a
+ * valid handle.
+ */
+typedef struct pso_mesh {
+    /**
+     * Opaque; do not interpret or construct.
+     */
+    uint64_t id;
+} pso_mesh;
+
+/**
+ * Options of one subscription, for `pso_subscribe` and `pso_subscribe_pull`.
+ * Zero (or NULL) means "the default" for every field, so
+ * `pso_subscribe_options opts = {0};` (or passing NULL) gives the hub's
+ * defaults.
+ */
+typedef struct pso_subscribe_options {
+    /**
+     * Queue capacity (messages). 0: the hub's (`pso_options.hub_queue_capacity`,
+     * else 1024).
+     */
+    size_t capacity;
+    /**
+     * A `pso_overflow` value: what a publish does when the queue is full.
+     */
+    uint32_t overflow;
+    /**
+     * For `PSO_OVERFLOW_BLOCK`: how long a publisher waits for room, in
+     * milliseconds. 0: 1000. Must be 0 with any other policy.
+     */
+    uint64_t block_timeout_ms;
+    /**
+     * Queue group (nullable): each message matching any member of a group
+     * goes to one member only. Not empty.
+     */
+    const char *group;
+    /**
+     * The receiving system (nullable): names the drop alert topic
+     * (`pso.alert.<owner>.dropped`) and the receiving end of edge rates.
+     */
+    const char *owner;
+} pso_subscribe_options;
+
+/**
+ * A subscription callback (`pso_subscribe`): returns 0 on success.
+ *
+ * Called on a PSO worker thread with the message `m` and the `user_data`
+ * given to `pso_subscribe`. Per subscription, calls come one at a time, in
+ * publish order; different subscriptions' callbacks run in parallel. While
+ * it runs it may call `pso_message_topic`, `pso_message_sender`,
+ * `pso_message_payload`, `pso_message_is_request` and `pso_message_reply`
+ * with `m`, on this thread, and any other PSO function (publishing
+ * included). A non-zero return is counted as a failure (`errors` in
+ * `pso_hub_subscriptions`); delivery goes on.
+ */
+typedef int32_t (*pso_message_fn)(const struct pso_message *m, void *user_data);
+
+/**
+ * A hub subscription handle: an opaque value, copied freely.
+ *
+ * Made by `pso_subscribe` or `pso_subscribe_pull`, released by
+ * `pso_unsubscribe`; after that it (and every copy) gives
+ * `PSO_ERR_STALE_HANDLE`. It stays valid after its orchestrator is closed
+ * (the subscription itself has ended then). The all-zero value is never a
+ * valid handle.
+ */
+typedef struct pso_subscription {
+    /**
+     * Opaque; do not interpret or construct.
+     */
+    uint64_t id;
+} pso_subscription;
+
+/**
+ * A state watch callback (`pso_state_watch`).
+ *
+ * Called on the watch's own PSO thread, one event at a time, in revision
+ * order, each change exactly once, with `event_json` (valid only during the
+ * call): `{"revision": n, "key": "...", "value": <JSON> | null (a delete),
+ * "writer": "..." | null, "timestamp": "RFC 3339"}`. If the watch ends on
+ * its own — it fell so far behind that changes were no longer retained, or
+ * the store was restored from a snapshot — a last call gets `{"error":
+ * "<message>", "status": <pso_status>}` (`PSO_ERR_COMPACTED` or
+ * `PSO_ERR_CLOSED`) and no event follows. It may call PSO functions,
+ * `pso_watch_close` on its own watch included.
+ */
+typedef void (*pso_event_fn)(const char *event_json, void *user_data);
+
+/**
+ * A state-store watch: an opaque value, copied freely.
+ *
+ * Made by `pso_state_watch`, released by `pso_watch_close`; after that it
+ * (and every copy) gives `PSO_ERR_STALE_HANDLE`. It stays valid after its
+ * orchestrator is closed (the watch itself has ended then). The all-zero
+ * value is never a valid handle.
+ */
+typedef struct pso_watch {
+    /**
+     * Opaque; do not interpret or construct.
+     */
+    uint64_t id;
+} pso_watch;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -476,7 +709,10 @@ extern "C" {
  * failure it is the zero handle. Release it with `pso_orchestrator_close`.
  *
  * # Errors
- * `PSO_ERR_NULL_POINTER` (`out`), `PSO_ERR_IO` if a thread cannot start.
+ * `PSO_ERR_NULL_POINTER` (`out`), `PSO_ERR_INVALID_ARGUMENT` (an unknown
+ * `hub_overflow`, a block timeout without `PSO_OVERFLOW_BLOCK`, a negative
+ * or non-finite threshold, too many workers), `PSO_ERR_IO` if a thread
+ * cannot start.
  *
  * # Safety
  * `opts` is NULL or points to a readable `pso_options`; `out` is NULL or
@@ -496,6 +732,9 @@ enum pso_status pso_orchestrator_new(const struct pso_options *opts, struct pso_
  * cancelled result. Every `free_user_data` runs once the last such call has
  * returned (before this function returns if there are none), except that
  * an operation's waits for the workflows and runs that use it to be freed.
+ * Subscriptions end (their callbacks' `user_data` is freed as above) and
+ * state watches stop (theirs too, after their last event); their handles,
+ * like direct-channel ends and meshes, stay valid until released.
  * Called from inside a lifecycle handler or a workflow operation (of any
  * orchestrator), it only retires the handle without waiting: the
  * orchestrator closes when the last call still using it returns (for its
@@ -708,7 +947,9 @@ enum pso_status pso_deactivate_all(struct pso_orchestrator o, char **report_json
  * `Failed`), `since` (RFC 3339), `reason`, `last_error`, `tier`, `tags`,
  * `priority`, `resources`, `requires`, `wants`, `after`, `conflicts`,
  * `interacts`, `required_by`, `has_activate_handler`,
- * `has_deactivate_handler`, `history` (`from`, `to`, `reason`, `at`).
+ * `has_deactivate_handler`, `history` (`from`, `to`, `reason`, `at`),
+ * `operations`, `concurrency`, `running_steps`, `waiting_steps`,
+ * `resources_held` (what its leases hold now, per dimension).
  *
  * Reads never wait for running handlers, so handlers may call this.
  *
@@ -1036,6 +1277,28 @@ enum pso_status pso_coordinate_systems(struct pso_orchestrator o,
                                        const char *input_json,
                                        const struct pso_run_options *opts,
                                        struct pso_run *out);
+
+/**
+ * Minimalist mode for one task: activates only the closure of the systems
+ * that `wf`'s steps use (what they require and want, in dependency order)
+ * and then starts the run as `pso_coordinate_systems` does. With an idle
+ * timeout set (`pso_set_idle_timeout`) those systems are deactivated again
+ * once idle.
+ *
+ * # Errors
+ * `PSO_ERR_HANDLER_FAILED` if a system could not be activated (the message
+ * names it and why; nothing ran; systems activated before it stay
+ * Active); `PSO_ERR_BUSY` from inside a lifecycle handler; otherwise as
+ * `pso_coordinate_systems`.
+ *
+ * # Safety
+ * As `pso_coordinate_systems`.
+ */
+enum pso_status pso_run_minimal(struct pso_orchestrator o,
+                                struct pso_workflow wf,
+                                const char *input_json,
+                                const struct pso_run_options *opts,
+                                struct pso_run *out);
 
 /**
  * Waits until the run is done and puts its result in `*result_json` (free it
@@ -1408,6 +1671,657 @@ enum pso_status pso_lease_on_preempt(struct pso_lease l,
  * `was_held` is NULL or points to a writable `bool`.
  */
 enum pso_status pso_lease_release(struct pso_lease l, bool *was_held);
+
+/**
+ * The coordination state as JSON in `*json` (free it with
+ * `pso_string_free`): `mode` (`minimalist` if an idle timeout is set, else
+ * `mesh` if a mesh is live, else `direct` if any pair has a channel, else
+ * `hierarchical`), `minimalist` (`idle_timeout`, `pinned`, `idle`
+ * [[system, seconds]], `deactivated` [{`system`, `idle_secs`, `at`}]) or
+ * null, `auto_promote_every` (seconds or null), `direct_pairs` ({`a`, `b`,
+ * `mode`, `origin`, `reason`, `since`, `sent_ab`, `sent_ba`, `queued_ab`,
+ * `queued_ba`, `endpoints_taken`, `mesh`}), `meshes` ({`id`, `systems`,
+ * `since`}), `edges` ({`from`, `to`, `rate`, `routed`, `direct`, `mode`}),
+ * `changes` ({`a`, `b`, `from`, `to`, `reason`, `at`}), `subscriptions`
+ * (a count). Durations in seconds, times RFC 3339.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`json`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_coordination_status(struct pso_orchestrator o, char **json);
+
+/**
+ * Turns automatic promotion on (checking every `every_ms` milliseconds) or
+ * off (0): a pair whose measured message rate reaches the hub's promotion
+ * threshold (`pso_options.hub_promote_threshold`) gets a direct channel, a
+ * promoted pair whose rate falls below the demotion threshold goes back
+ * through the hub; each change is recorded with its reason.
+ *
+ * # Errors
+ * `PSO_ERR_STALE_HANDLE`.
+ */
+enum pso_status pso_set_auto_promote(struct pso_orchestrator o, uint64_t every_ms);
+
+/**
+ * Applies the promotion candidates now (as one automatic check would):
+ * promotes hot pairs, demotes cooled promoted ones. `*changed` (nullable)
+ * receives how many pairs changed.
+ *
+ * # Errors
+ * `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `changed` is NULL or points to a writable `size_t`.
+ */
+enum pso_status pso_promote_pairs(struct pso_orchestrator o, size_t *changed);
+
+/**
+ * Turns minimalist mode's idle deactivation on (`ms` > 0) or off (0).
+ * While on, active systems that are not pinned, that no live run uses,
+ * that hold no lease, and that have been unused for `ms` milliseconds are
+ * deactivated (with their dependents, only if those are idle too), by a
+ * sweep every quarter of the timeout (at least every 10 ms, at most every
+ * second). Deactivation publishes `pso.lifecycle.<system>.deactivated` and
+ * closes the system's direct channels, as always.
+ *
+ * # Errors
+ * `PSO_ERR_STALE_HANDLE`.
+ */
+enum pso_status pso_set_idle_timeout(struct pso_orchestrator o, uint64_t ms);
+
+/**
+ * Runs one idle sweep now (minimalist mode must be on, else it does
+ * nothing) and puts the systems it deactivated in `*json` (free it with
+ * `pso_string_free`), a JSON array of names, dependents first.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`json`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_deactivate_idle(struct pso_orchestrator o, char **json);
+
+/**
+ * Pins system `name` (`pinned` true) or unpins it: a pinned system is never
+ * deactivated for being idle. Topology files say `pinned = true`.
+ *
+ * # Errors
+ * `PSO_ERR_NOT_FOUND`, `PSO_ERR_NULL_POINTER` (`name`),
+ * `PSO_ERR_INVALID_UTF8`, `PSO_ERR_STALE_HANDLE`, `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * `name` is NULL or a NUL-terminated string.
+ */
+enum pso_status pso_pin_system(struct pso_orchestrator o, const char *name, bool pinned);
+
+/**
+ * Declares a direct channel between systems `a` and `b` (unordered; the
+ * names need not be registered). `reason` (nullable) is recorded in
+ * `pso_coordination_status`. Each side then takes its end with
+ * `pso_direct_endpoint`. The channel closes when either system is
+ * deactivated or fails, on `pso_direct_close`, or when either end is freed.
+ *
+ * # Errors
+ * `PSO_ERR_ALREADY_EXISTS` if the pair has an open channel;
+ * `PSO_ERR_INVALID_ARGUMENT` (an empty name, `a` equal to `b`),
+ * `PSO_ERR_NULL_POINTER` (`a`, `b`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE`, `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * Each string is NULL or a NUL-terminated string, valid during the call.
+ */
+enum pso_status pso_direct_open(struct pso_orchestrator o,
+                                const char *a,
+                                const char *b,
+                                const char *reason);
+
+/**
+ * Closes the direct channel between `a` and `b`, whatever opened it (a mesh
+ * or a promotion included), recording `reason` (nullable). Ends already
+ * taken see it closed: sends give `PSO_ERR_CLOSED` (publish through the hub
+ * instead), receives drain what was sent, then give `PSO_ERR_CLOSED`.
+ *
+ * # Errors
+ * `PSO_ERR_NOT_FOUND` if the pair has no open channel; as `pso_direct_open`
+ * otherwise.
+ *
+ * # Safety
+ * As `pso_direct_open`.
+ */
+enum pso_status pso_direct_close(struct pso_orchestrator o,
+                                 const char *a,
+                                 const char *b,
+                                 const char *reason);
+
+/**
+ * Takes `me`'s end of the open channel between `me` and `peer` (declared
+ * with `pso_direct_open`, promoted, or in a mesh) into `*out`. Each end can
+ * be taken once per channel. Free it with `pso_direct_end_free`.
+ *
+ * # Errors
+ * `PSO_ERR_NOT_FOUND` if the pair has no open channel;
+ * `PSO_ERR_ALREADY_EXISTS` if this end was taken; `PSO_ERR_NULL_POINTER`
+ * (`me`, `peer`, `out`), `PSO_ERR_INVALID_UTF8`, `PSO_ERR_INVALID_ARGUMENT`,
+ * `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `me` and `peer` are NULL or NUL-terminated strings; `out` is NULL or
+ * points to a writable `pso_direct_end`.
+ */
+enum pso_status pso_direct_endpoint(struct pso_orchestrator o,
+                                    const char *me,
+                                    const char *peer,
+                                    struct pso_direct_end *out);
+
+/**
+ * Sends the value `json` to the peer, skipping the hub's routing. Waits up
+ * to `timeout_ms` milliseconds for room when the channel is full (0: do not
+ * wait; `PSO_WAIT_FOREVER`: no limit).
+ *
+ * # Errors
+ * `PSO_ERR_OVERFLOW` (full, `timeout_ms` 0), `PSO_ERR_TIMEOUT` (stayed
+ * full), `PSO_ERR_CLOSED` (the channel is closed: publish through the hub
+ * instead), `PSO_ERR_STALE_HANDLE` (also when the end is freed by another
+ * thread during the wait), `PSO_ERR_PARSE` (`json`; line and column),
+ * `PSO_ERR_NULL_POINTER` (`json`), `PSO_ERR_INVALID_UTF8`.
+ *
+ * # Safety
+ * `json` is NULL or a NUL-terminated string.
+ */
+enum pso_status pso_direct_send(struct pso_direct_end e, const char *json, uint64_t timeout_ms);
+
+/**
+ * Receives the next value from the peer into `*json` (free it with
+ * `pso_string_free`), waiting up to `timeout_ms` milliseconds (0: do not
+ * wait; `PSO_WAIT_FOREVER`: no limit). Values sent before the channel
+ * closed are still received.
+ *
+ * # Errors
+ * `PSO_ERR_TIMEOUT` (nothing came in time), `PSO_ERR_CLOSED` (closed and
+ * drained; the message says why it closed), `PSO_ERR_STALE_HANDLE` (also
+ * when the end is freed by another thread during the wait),
+ * `PSO_ERR_NULL_POINTER` (`json`).
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_direct_recv(struct pso_direct_end e, uint64_t timeout_ms, char **json);
+
+/**
+ * Frees an end and retires its handle: further calls with it (or any copy)
+ * give `PSO_ERR_STALE_HANDLE`. The channel closes for both sides (at once,
+ * or — if a send or receive on this end is running on another thread — as
+ * soon as that call returns `PSO_ERR_STALE_HANDLE`, within 20 ms). Never
+ * waits.
+ *
+ * # Errors
+ * `PSO_ERR_STALE_HANDLE` if already freed (or never issued).
+ */
+enum pso_status pso_direct_end_free(struct pso_direct_end e);
+
+/**
+ * Opens a mesh scope over the systems named in `systems_json` (a JSON array
+ * of at least two distinct names): every pair of them gets a direct channel
+ * (pairs that have one keep it; take ends with `pso_direct_endpoint`). On
+ * success `*out` is the scope; `pso_mesh_end` closes the channels it opened
+ * and routing between those pairs reverts to the hub.
+ *
+ * # Errors
+ * `PSO_ERR_PARSE` (`systems_json` is not JSON; line and column),
+ * `PSO_ERR_INVALID_ARGUMENT` (not an array of strings; fewer than two
+ * distinct names; an empty name), `PSO_ERR_NULL_POINTER` (`systems_json`,
+ * `out`), `PSO_ERR_INVALID_UTF8`, `PSO_ERR_STALE_HANDLE`, `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * `systems_json` is NULL or a NUL-terminated string; `out` is NULL or
+ * points to a writable `pso_mesh`.
+ */
+enum pso_status pso_mesh_begin(struct pso_orchestrator o,
+                               const char *systems_json,
+                               struct pso_mesh *out);
+
+/**
+ * Ends a mesh scope and retires its handle: the channels it opened close
+ * (ends taken see them closed) and those pairs route through the hub again.
+ *
+ * # Errors
+ * `PSO_ERR_STALE_HANDLE` if already ended (or never issued).
+ */
+enum pso_status pso_mesh_end(struct pso_mesh m);
+
+/**
+ * Publishes the payload `json` to `topic` (dot-separated tokens, no
+ * wildcards). `sender` (nullable) names the publishing system: receivers
+ * see it (`pso_message_sender`) and the message counts on the edge from it
+ * to each receiving subscription's `owner` (`pso_coordination_status`).
+ * `*delivered` (nullable) receives the number of subscriptions that queued
+ * it (0 if nobody listens: not an error). A full queue is handled by its
+ * subscription's overflow policy; under `PSO_OVERFLOW_BLOCK` this call
+ * waits up to the block timeout.
+ *
+ * # Errors
+ * `PSO_ERR_OVERFLOW` if a subscription with the `error` policy (or `block`,
+ * after its timeout) refused it — the others still got it, and
+ * `*delivered` counts them; `PSO_ERR_INVALID_ARGUMENT` (a bad topic: the
+ * message names the token), `PSO_ERR_PARSE` (`json` is not JSON; line and
+ * column), `PSO_ERR_NULL_POINTER` (`topic`, `json`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE`, `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * `topic`, `json` and `sender` are NULL or NUL-terminated strings;
+ * `delivered` is NULL or points to a writable `size_t`.
+ */
+enum pso_status pso_publish(struct pso_orchestrator o,
+                            const char *topic,
+                            const char *json,
+                            const char *sender,
+                            size_t *delivered);
+
+/**
+ * Subscribes the callback `func` to `pattern` (dot-separated tokens; `*`
+ * matches one token, `>` the rest and must be last). `func` runs on PSO
+ * worker threads, one message at a time per subscription, in publish order
+ * (see `pso_message_fn`). `opts` (nullable) sets the queue and its
+ * overflow policy, a queue group and the owning system. On success `*out`
+ * is the subscription; end it with `pso_unsubscribe`.
+ *
+ * Ownership of `user_data`: on `PSO_OK`, PSO owns it and calls
+ * `free_user_data(user_data)` (if not NULL) exactly once, on any thread,
+ * when no call of `func` runs any more: after `pso_unsubscribe` (before it
+ * returns, unless `func` is running then: right after that call returns),
+ * or when the orchestrator is closed (before `pso_orchestrator_close`
+ * returns). On any error PSO does not take `user_data` and never calls
+ * `free_user_data`.
+ *
+ * # Errors
+ * `PSO_ERR_INVALID_ARGUMENT` (a bad pattern: the message names the token;
+ * an unknown overflow value; a block timeout without `PSO_OVERFLOW_BLOCK`;
+ * an empty group), `PSO_ERR_NULL_POINTER` (`pattern`, `func`, `out`),
+ * `PSO_ERR_INVALID_UTF8` (`pattern`, `opts->group`, `opts->owner`),
+ * `PSO_ERR_STALE_HANDLE`, `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * `pattern` is NULL or a NUL-terminated string; `opts` is NULL or points to
+ * a readable `pso_subscribe_options` whose strings are NULL or
+ * NUL-terminated; `out` is NULL or points to a writable `pso_subscription`.
+ * `func` is NULL or a function with the `pso_message_fn` signature,
+ * callable from any thread with `user_data` until `free_user_data` runs (or
+ * until the subscription ended, when it is NULL).
+ */
+enum pso_status pso_subscribe(struct pso_orchestrator o,
+                              const char *pattern,
+                              const struct pso_subscribe_options *opts,
+                              pso_message_fn func,
+                              void *user_data,
+                              pso_free_fn free_user_data,
+                              struct pso_subscription *out);
+
+/**
+ * Subscribes a pull receiver to `pattern` (see `pso_subscribe` for
+ * patterns and `opts`): messages wait in its queue until
+ * `pso_subscription_recv` takes them. On success `*out` is the subscription;
+ * end it with `pso_unsubscribe`.
+ *
+ * # Errors
+ * As `pso_subscribe` (without `func`).
+ *
+ * # Safety
+ * As `pso_subscribe`.
+ */
+enum pso_status pso_subscribe_pull(struct pso_orchestrator o,
+                                   const char *pattern,
+                                   const struct pso_subscribe_options *opts,
+                                   struct pso_subscription *out);
+
+/**
+ * Takes the next message of a pull subscription, waiting up to
+ * `timeout_ms` milliseconds (0: do not wait; `PSO_WAIT_FOREVER`: no limit),
+ * and puts it in `*message_json` (free it with `pso_string_free`):
+ * `{"topic": "...", "payload": <JSON>, "sender": "..." | null,
+ * "is_request": false}`. A request received this way cannot be answered
+ * from C (`is_request` is true; its requester gets `PSO_ERR_NO_RESPONDERS`
+ * once every receiver dropped it): answer requests with a callback
+ * subscription.
+ *
+ * # Errors
+ * `PSO_ERR_TIMEOUT` when no message came in time; `PSO_ERR_CLOSED` once it
+ * was unsubscribed (also by `pso_unsubscribe` on another thread during the
+ * wait) or its orchestrator closed, and drained; `PSO_ERR_INVALID_ARGUMENT`
+ * on a callback subscription; `PSO_ERR_NULL_POINTER` (`message_json`),
+ * `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `message_json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_subscription_recv(struct pso_subscription s,
+                                      uint64_t timeout_ms,
+                                      char **message_json);
+
+/**
+ * Ends a subscription and retires its handle: further calls with it (or any
+ * copy) give `PSO_ERR_STALE_HANDLE`. Nothing more is queued or delivered;
+ * queued messages are dropped; a `pso_subscription_recv` waiting on another
+ * thread returns `PSO_ERR_CLOSED`. A callback that is running finishes, and
+ * `free_user_data` runs after it (at once when none runs). It may be called
+ * from inside the subscription's own callback. Works after the orchestrator
+ * was closed (the subscription had ended then).
+ *
+ * # Errors
+ * `PSO_ERR_STALE_HANDLE` if already unsubscribed (or never issued).
+ */
+enum pso_status pso_unsubscribe(struct pso_subscription s);
+
+/**
+ * Sends the request `json` to `topic` and waits up to `timeout_ms`
+ * milliseconds for the first reply (`PSO_WAIT_FOREVER`: 100 years), which
+ * goes to `*reply_json` (free it with `pso_string_free`) as a message
+ * object: `{"topic", "payload", "sender", "is_request": false}` (the reply's
+ * payload is `payload`).
+ *
+ * # Errors
+ * `PSO_ERR_NO_RESPONDERS` at once if no subscription matches `topic` (or as
+ * soon as every receiver dropped it without replying); `PSO_ERR_TIMEOUT` if
+ * subscriptions got it but none replied in time; `PSO_ERR_OVERFLOW` if no
+ * subscription could queue it; `PSO_ERR_INVALID_ARGUMENT` (bad topic),
+ * `PSO_ERR_PARSE` (`json`), `PSO_ERR_NULL_POINTER` (`topic`, `json`,
+ * `reply_json`), `PSO_ERR_INVALID_UTF8`, `PSO_ERR_STALE_HANDLE`,
+ * `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * `topic` and `json` are NULL or NUL-terminated strings; `reply_json` is
+ * NULL or points to a writable `char *`.
+ */
+enum pso_status pso_request(struct pso_orchestrator o,
+                            const char *topic,
+                            const char *json,
+                            uint64_t timeout_ms,
+                            char **reply_json);
+
+/**
+ * Sends the request `json` to `topic` and gathers replies: until
+ * `timeout_ms` passed, or `max` replies came (0: no limit), or no reply came
+ * for `quiet_ms` after the latest one (0: no such limit), whichever is
+ * first. `*replies_json` (free it with `pso_string_free`) is a JSON array
+ * of message objects as for `pso_request`, in arrival order; reaching the
+ * timeout is not an error (the array may be empty).
+ *
+ * # Errors
+ * `PSO_ERR_NO_RESPONDERS` at once if no subscription matches (or every
+ * receiver dropped it without replying); otherwise as `pso_request`.
+ *
+ * # Safety
+ * As `pso_request` (`replies_json` for `reply_json`).
+ */
+enum pso_status pso_request_many(struct pso_orchestrator o,
+                                 const char *topic,
+                                 const char *json,
+                                 uint64_t timeout_ms,
+                                 size_t max,
+                                 uint64_t quiet_ms,
+                                 char **replies_json);
+
+/**
+ * The status of every live subscription, by id, as a JSON array in `*json`
+ * (free it with `pso_string_free`). Each element: `id`, `pattern`, `group`,
+ * `owner`, `kind` (`callback` or `pull`), `queue_len`, `capacity`, `policy`
+ * (`block(1s)`, `drop_oldest`, `drop_newest`, `error`), `delivered`,
+ * `dropped` (every message the overflow policy dropped or refused),
+ * `panics`, `errors` (callbacks that returned non-zero), `closed`.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`json`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_hub_subscriptions(struct pso_orchestrator o, char **json);
+
+/**
+ * The message's topic (the published one, not the pattern). Owned by PSO,
+ * valid until the callback returns.
+ *
+ * Returns NULL if `m` is NULL or stale; `pso_last_error_message()` then
+ * says why. Like status-returning calls, it clears the last error on
+ * success.
+ */
+const char *pso_message_topic(const struct pso_message *m);
+
+/**
+ * The system the publisher named as sender (`sender` of `pso_publish`), or
+ * NULL if it named none. Owned by PSO, valid until the callback returns.
+ *
+ * Also returns NULL if `m` is NULL or stale; `pso_last_error_message()` is
+ * then set (it is `""` when NULL only means "no sender").
+ */
+const char *pso_message_sender(const struct pso_message *m);
+
+/**
+ * The payload as JSON text in `*json`; free it with `pso_string_free` (it
+ * stays valid after the callback returns).
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`m`, `json`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_message_payload(const struct pso_message *m, char **json);
+
+/**
+ * 1 if the message is a request (`pso_request`; answer it with
+ * `pso_message_reply`), 0 if it is a plain publish.
+ *
+ * Also returns 0 if `m` is NULL or stale, with the reason in
+ * `pso_last_error_message()`; it clears the last error otherwise.
+ */
+int32_t pso_message_is_request(const struct pso_message *m);
+
+/**
+ * Answers a request with the payload `json` (parsed and copied now). The
+ * reply goes straight to the requester, without routing. Succeeds also when
+ * the requester no longer takes it (it already has its answer from another
+ * subscriber, or gave up).
+ *
+ * # Errors
+ * `PSO_ERR_INVALID_ARGUMENT` if the message is not a request;
+ * `PSO_ERR_PARSE` if `json` is not JSON (the message has the line and
+ * column); `PSO_ERR_NULL_POINTER` (`m`, `json`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or a NUL-terminated string.
+ */
+enum pso_status pso_message_reply(const struct pso_message *m, const char *json);
+
+/**
+ * The latest revision of the store in `*rev` (0 before the first write).
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`rev`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `rev` is NULL or points to a writable `uint64_t`.
+ */
+enum pso_status pso_state_revision(struct pso_orchestrator o, uint64_t *rev);
+
+/**
+ * The current entry of `key` as JSON in `*entry_json` (free it with
+ * `pso_string_free`): `{"key", "value", "revision", "writer", "timestamp"}`,
+ * or the text `null` if the key is absent.
+ *
+ * # Errors
+ * `PSO_ERR_INVALID_ARGUMENT` (empty key), `PSO_ERR_NULL_POINTER` (`key`,
+ * `entry_json`), `PSO_ERR_INVALID_UTF8`, `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `key` is NULL or a NUL-terminated string; `entry_json` is NULL or points
+ * to a writable `char *`.
+ */
+enum pso_status pso_state_get(struct pso_orchestrator o, const char *key, char **entry_json);
+
+/**
+ * Every present entry whose key starts with `prefix` (nullable: all keys),
+ * sorted by key, as a JSON array of entries (as `pso_state_get`) in
+ * `*json`. Free it with `pso_string_free`.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`json`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `prefix` is NULL or a NUL-terminated string; `json` is NULL or points to
+ * a writable `char *`.
+ */
+enum pso_status pso_state_list(struct pso_orchestrator o, const char *prefix, char **json);
+
+/**
+ * Sets `key` to the value `json`; `writer` (nullable) names the writing
+ * system. `*rev` (nullable) receives the write's revision (revisions are
+ * global and strictly increasing).
+ *
+ * # Errors
+ * `PSO_ERR_PARSE` (`json` is not JSON; line and column),
+ * `PSO_ERR_INVALID_ARGUMENT` (empty key), `PSO_ERR_NULL_POINTER` (`key`,
+ * `json`), `PSO_ERR_INVALID_UTF8`, `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `key`, `json` and `writer` are NULL or NUL-terminated strings; `rev` is
+ * NULL or points to a writable `uint64_t`.
+ */
+enum pso_status pso_state_put(struct pso_orchestrator o,
+                              const char *key,
+                              const char *json,
+                              const char *writer,
+                              uint64_t *rev);
+
+/**
+ * Deletes `key`. `*rev` (nullable) receives the delete's revision, or 0 if
+ * the key was absent (nothing changed; still `PSO_OK`).
+ *
+ * # Errors
+ * `PSO_ERR_INVALID_ARGUMENT` (empty key), `PSO_ERR_NULL_POINTER` (`key`),
+ * `PSO_ERR_INVALID_UTF8`, `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `key` is NULL or a NUL-terminated string; `rev` is NULL or points to a
+ * writable `uint64_t`.
+ */
+enum pso_status pso_state_delete(struct pso_orchestrator o, const char *key, uint64_t *rev);
+
+/**
+ * Compare-and-set: sets `key` to the value `json` only if its current
+ * revision is `expected` (0: only if the key is absent), atomically.
+ * `*rev` (nullable) receives the new revision.
+ *
+ * On a conflict it returns `PSO_ERR_CAS_CONFLICT` and changes nothing;
+ * then `*rev` receives the key's *current* revision (0: absent) and
+ * `*current_json` (nullable) the current entry as JSON (as
+ * `pso_state_get`; the text `null` if absent; free it with
+ * `pso_string_free`), so a retry loop needs no extra read. The message
+ * says the same: `compare-and-set on 'k' expected revision 3, found 5;
+ * current entry: {...}`. `*current_json` is NULL after any other outcome.
+ *
+ * # Errors
+ * `PSO_ERR_CAS_CONFLICT`, `PSO_ERR_PARSE` (`json`; line and column),
+ * `PSO_ERR_INVALID_ARGUMENT` (empty key), `PSO_ERR_NULL_POINTER` (`key`,
+ * `json`), `PSO_ERR_INVALID_UTF8`, `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `key` and `json` are NULL or NUL-terminated strings; `rev` is NULL or
+ * points to a writable `uint64_t`; `current_json` is NULL or points to a
+ * writable `char *`.
+ */
+enum pso_status pso_state_cas(struct pso_orchestrator o,
+                              const char *key,
+                              uint64_t expected,
+                              const char *json,
+                              uint64_t *rev,
+                              char **current_json);
+
+/**
+ * Watches `key` (or, with `prefix` true, every key starting with `key`;
+ * `""` for all keys): `func` gets every change with a revision greater
+ * than `from_rev`, in revision order, each exactly once, on a PSO thread of
+ * the watch's own (see `pso_event_fn`). `from_rev` 0 means "everything
+ * still retained"; `pso_state_revision` gives "from now on". On success
+ * `*out` is the watch; stop it with `pso_watch_close`.
+ *
+ * Ownership of `user_data`: on `PSO_OK`, PSO owns it and calls
+ * `free_user_data(user_data)` (if not NULL) exactly once, on the watch's
+ * thread, after its last callback: before `pso_watch_close` (or
+ * `pso_orchestrator_close`) returns — or, when `pso_watch_close` is called
+ * from inside the callback, right after the callback returns. On any error
+ * PSO does not take `user_data` and never calls `free_user_data`.
+ *
+ * # Errors
+ * `PSO_ERR_COMPACTED` if changes after `from_rev` are no longer all
+ * retained (read the current value and watch from its revision);
+ * `PSO_ERR_INVALID_ARGUMENT` (empty key without `prefix`),
+ * `PSO_ERR_NULL_POINTER` (`key`, `func`, `out`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE`, `PSO_ERR_IO` (the thread cannot start).
+ *
+ * # Safety
+ * `key` is NULL or a NUL-terminated string; `out` is NULL or points to a
+ * writable `pso_watch`. `func` is NULL or a function with the
+ * `pso_event_fn` signature, callable from another thread with `user_data`
+ * until `free_user_data` runs (or until the watch ends, when it is NULL).
+ */
+enum pso_status pso_state_watch(struct pso_orchestrator o,
+                                const char *key,
+                                bool prefix,
+                                uint64_t from_rev,
+                                pso_event_fn func,
+                                void *user_data,
+                                pso_free_fn free_user_data,
+                                struct pso_watch *out);
+
+/**
+ * Stops a watch and retires its handle: further calls with it (or any copy)
+ * give `PSO_ERR_STALE_HANDLE`. No event is delivered after it returns, and
+ * `free_user_data` has run — unless it is called from inside the watch's
+ * own callback: then the watch ends when that callback returns. Waits for a
+ * running callback to return (within 50 ms otherwise). Works after the
+ * orchestrator was closed (the watch had ended then).
+ *
+ * # Errors
+ * `PSO_ERR_STALE_HANDLE` if already closed (or never issued).
+ */
+enum pso_status pso_watch_close(struct pso_watch w);
+
+/**
+ * Writes a snapshot of the present entries to `path`, atomically (a
+ * temporary file in the same directory, synced, then renamed over `path`: a
+ * failure or crash never corrupts the previous snapshot).
+ *
+ * # Errors
+ * `PSO_ERR_IO`, `PSO_ERR_NULL_POINTER` (`path`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
+ */
+enum pso_status pso_state_snapshot(struct pso_orchestrator o, const char *path);
+
+/**
+ * Replaces the store's contents with the snapshot at `path`. Entries keep
+ * their revisions; the revision counter continues from the larger of the
+ * snapshot's and the current one. Live watches end (their callback gets a
+ * last `{"error": ..., "status": PSO_ERR_CLOSED}`), and a new watch from a
+ * revision before the restore is `PSO_ERR_COMPACTED`.
+ *
+ * # Errors
+ * `PSO_ERR_IO` (unreadable), `PSO_ERR_PARSE` (not a snapshot, or an
+ * unsupported version), `PSO_ERR_NULL_POINTER` (`path`),
+ * `PSO_ERR_INVALID_UTF8`, `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
+ */
+enum pso_status pso_state_restore(struct pso_orchestrator o, const char *path);
 
 #ifdef __cplusplus
 }  // extern "C"

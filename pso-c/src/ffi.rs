@@ -28,8 +28,8 @@ use std::ptr;
 use std::time::Duration;
 
 use pso_core::{
-    ActivationReport, EdgeKind, ExportFormat, LifecycleError, Orchestrator, Priority, SystemSpec,
-    TopologyFormat,
+    ActivationReport, EdgeKind, ExportFormat, HubConfig, LifecycleError, Orchestrator, Priority,
+    SystemSpec, TopologyFormat,
 };
 
 use crate::error::{self, Failure, pso_status};
@@ -140,7 +140,7 @@ fn panic_text(func: &str, payload: Box<dyn Any + Send>) -> String {
 /// field, so `pso_options opts = {0};` (or passing NULL) gives the defaults.
 #[allow(non_camel_case_types)]
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct pso_options {
     /// Worker threads that run lifecycle handlers. 0: one per available core.
     pub workers: u32,
@@ -159,6 +159,71 @@ pub struct pso_options {
     /// `pso_optimize_resources` proposes reclaiming it, in milliseconds.
     /// 0: 60 000 (60 s).
     pub idle_lease_after_ms: u64,
+    /// Automatic promotion from the start: check every this many
+    /// milliseconds whether a pair of systems should get (or lose) a direct
+    /// channel (see `pso_set_auto_promote`). 0: off.
+    pub auto_promote_ms: u64,
+    /// Minimalist mode from the start: deactivate systems idle this many
+    /// milliseconds (see `pso_set_idle_timeout`). 0: off.
+    pub idle_timeout_ms: u64,
+    /// Default queue capacity of a hub subscription (messages). 0: 1024.
+    pub hub_queue_capacity: usize,
+    /// Default overflow policy of a hub subscription, a `pso_overflow`
+    /// value. 0 (`PSO_OVERFLOW_DEFAULT`): `PSO_OVERFLOW_BLOCK`.
+    pub hub_overflow: u32,
+    /// With `hub_overflow` `PSO_OVERFLOW_BLOCK`: how long a publisher waits
+    /// for room, in milliseconds. 0: 1000. Must be 0 with another policy.
+    pub hub_block_timeout_ms: u64,
+    /// Message rate (messages/s, both directions) at which a pair becomes a
+    /// promotion candidate. 0: 10 000. Must be finite and positive.
+    pub hub_promote_threshold: f64,
+    /// Rate below which a promoted pair becomes a demotion candidate. 0:
+    /// 1 000 (use a tiny value such as 1e-9 for "never"). Finite, not
+    /// negative.
+    pub hub_demote_threshold: f64,
+    /// Time constant of the measured message rates, in milliseconds. 0:
+    /// 10 000 (10 s).
+    pub hub_rate_window_ms: u64,
+    /// Capacity of each direction of a direct channel (messages). 0: 1024.
+    pub hub_direct_capacity: usize,
+}
+
+/// The hub settings of `opts`.
+fn hub_config(call: Call, opts: &pso_options) -> Result<HubConfig, Failure> {
+    let mut hub = HubConfig::new();
+    if opts.hub_queue_capacity != 0 {
+        hub = hub.queue_capacity(opts.hub_queue_capacity);
+    }
+    if let Some(p) = hub::overflow_policy(
+        call,
+        ("opts->hub_overflow", "opts->hub_block_timeout_ms"),
+        opts.hub_overflow,
+        opts.hub_block_timeout_ms,
+    )? {
+        hub = hub.overflow(p);
+    }
+    let threshold = |name: &str, v: f64| -> Result<Option<f64>, Failure> {
+        if !v.is_finite() || v < 0.0 {
+            return Err(call.fail(
+                pso_status::PSO_ERR_INVALID_ARGUMENT,
+                format_args!("'opts->{name}' must be a finite rate of at least 0, got {v}"),
+            ));
+        }
+        Ok((v != 0.0).then_some(v))
+    };
+    if let Some(t) = threshold("hub_promote_threshold", opts.hub_promote_threshold)? {
+        hub = hub.promote_threshold(t);
+    }
+    if let Some(t) = threshold("hub_demote_threshold", opts.hub_demote_threshold)? {
+        hub = hub.demote_threshold(t);
+    }
+    if opts.hub_rate_window_ms != 0 {
+        hub = hub.rate_window(Duration::from_millis(opts.hub_rate_window_ms));
+    }
+    if opts.hub_direct_capacity != 0 {
+        hub = hub.direct_capacity(opts.hub_direct_capacity);
+    }
+    Ok(hub)
 }
 
 /// Text formats of a topology, for `pso_load_topology_str` (passed as `uint32_t`).
@@ -252,7 +317,10 @@ fn lifecycle(
 /// failure it is the zero handle. Release it with `pso_orchestrator_close`.
 ///
 /// # Errors
-/// `PSO_ERR_NULL_POINTER` (`out`), `PSO_ERR_IO` if a thread cannot start.
+/// `PSO_ERR_NULL_POINTER` (`out`), `PSO_ERR_INVALID_ARGUMENT` (an unknown
+/// `hub_overflow`, a block timeout without `PSO_OVERFLOW_BLOCK`, a negative
+/// or non-finite threshold, too many workers), `PSO_ERR_IO` if a thread
+/// cannot start.
 ///
 /// # Safety
 /// `opts` is NULL or points to a readable `pso_options`; `out` is NULL or
@@ -289,6 +357,13 @@ pub unsafe extern "C" fn pso_orchestrator_new(
         if opts.idle_lease_after_ms != 0 {
             builder = builder.idle_lease_after(Duration::from_millis(opts.idle_lease_after_ms));
         }
+        if opts.auto_promote_ms != 0 {
+            builder = builder.auto_promote(Duration::from_millis(opts.auto_promote_ms));
+        }
+        if opts.idle_timeout_ms != 0 {
+            builder = builder.idle_timeout(Duration::from_millis(opts.idle_timeout_ms));
+        }
+        builder = builder.hub_config(hub_config(call, &opts)?);
         let orch = builder.build()?;
         match ORCHESTRATORS.insert(orch) {
             Ok(h) => {
@@ -317,6 +392,9 @@ pub unsafe extern "C" fn pso_orchestrator_new(
 /// cancelled result. Every `free_user_data` runs once the last such call has
 /// returned (before this function returns if there are none), except that
 /// an operation's waits for the workflows and runs that use it to be freed.
+/// Subscriptions end (their callbacks' `user_data` is freed as above) and
+/// state watches stop (theirs too, after their last event); their handles,
+/// like direct-channel ends and meshes, stay valid until released.
 /// Called from inside a lifecycle handler or a workflow operation (of any
 /// orchestrator), it only retires the handle without waiting: the
 /// orchestrator closes when the last call still using it returns (for its
@@ -328,10 +406,12 @@ pub unsafe extern "C" fn pso_orchestrator_new(
 pub extern "C" fn pso_orchestrator_close(o: pso_orchestrator) -> pso_status {
     ffi_boundary!(pso_orchestrator_close, |call| {
         let orch = ORCHESTRATORS.remove(o).ok_or_else(|| call.stale(o))?;
-        if !in_c_handler() {
+        let wait = !in_c_handler();
+        if wait {
             orch.close();
         }
         drop(orch);
+        state::stop_watches_of(o, wait);
         Ok(())
     })
 }
@@ -677,7 +757,9 @@ pub unsafe extern "C" fn pso_deactivate_all(
 /// `Failed`), `since` (RFC 3339), `reason`, `last_error`, `tier`, `tags`,
 /// `priority`, `resources`, `requires`, `wants`, `after`, `conflicts`,
 /// `interacts`, `required_by`, `has_activate_handler`,
-/// `has_deactivate_handler`, `history` (`from`, `to`, `reason`, `at`).
+/// `has_deactivate_handler`, `history` (`from`, `to`, `reason`, `at`),
+/// `operations`, `concurrency`, `running_steps`, `waiting_steps`,
+/// `resources_held` (what its leases hold now, per dimension).
 ///
 /// Reads never wait for running handlers, so handlers may call this.
 ///
@@ -864,13 +946,20 @@ pub extern "C" fn pso_version() -> *const c_char {
 }
 
 // Declared after `ffi_boundary!` so they can use it (in the order of the
-// header: workflows, then resources, then leases).
+// header: workflows, then resources, then leases, then hub, messages, direct
+// channels, coordination and state).
 pub(crate) mod ops;
 pub(crate) mod workflow;
 
 pub(crate) mod resources;
 
 pub(crate) mod lease;
+
+pub(crate) mod coordination;
+pub(crate) mod direct;
+pub(crate) mod hub;
+pub(crate) mod message;
+pub(crate) mod state;
 
 #[cfg(test)]
 mod tests;

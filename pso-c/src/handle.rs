@@ -1,10 +1,12 @@
-//! Generation-checked handles: orchestrators, workflows, runs and leases.
+//! Generation-checked handles: orchestrators, workflows, runs, leases,
+//! subscriptions, direct-channel ends, meshes and state watches.
 //!
 //! C never holds a pointer into Rust memory. It holds a handle such as
 //! [`pso_orchestrator`]: a slot index (low 32 bits) and that slot's generation
 //! (high 32 bits) in one `u64`. One table per handle type maps live handles to
 //! their Rust value ([`Orchestrator`], [`Workflow`], [`RunHandle`], a
-//! [`LeaseCell`] holding a [`Lease`]).
+//! [`LeaseCell`] holding a [`Lease`], and the cells of `crate::ffi::hub`,
+//! `crate::ffi::direct` and `crate::ffi::state`).
 //!
 //! # Invariants
 //! * A slot's generation is never 0, so the all-zero handle is never valid.
@@ -30,7 +32,11 @@
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use pso_core::{Lease, Orchestrator, RunHandle, Workflow};
+use pso_core::{Lease, Mesh, Orchestrator, RunHandle, Workflow};
+
+use crate::ffi::direct::EndCell;
+use crate::ffi::hub::SubCell;
+use crate::ffi::state::WatchCtl;
 
 /// An orchestrator handle: an opaque value, copied freely.
 ///
@@ -91,6 +97,63 @@ pub struct pso_lease {
     pub id: u64,
 }
 
+/// A hub subscription handle: an opaque value, copied freely.
+///
+/// Made by `pso_subscribe` or `pso_subscribe_pull`, released by
+/// `pso_unsubscribe`; after that it (and every copy) gives
+/// `PSO_ERR_STALE_HANDLE`. It stays valid after its orchestrator is closed
+/// (the subscription itself has ended then). The all-zero value is never a
+/// valid handle.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct pso_subscription {
+    /// Opaque; do not interpret or construct.
+    pub id: u64,
+}
+
+/// One side of a direct channel: an opaque value, copied freely.
+///
+/// Made by `pso_direct_endpoint`, released by `pso_direct_end_free` (which
+/// also closes the channel for both sides); after that it (and every copy)
+/// gives `PSO_ERR_STALE_HANDLE`. It stays valid after the channel closed
+/// (sends and receives then give `PSO_ERR_CLOSED`) and after its
+/// orchestrator is closed. The all-zero value is never a valid handle.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct pso_direct_end {
+    /// Opaque; do not interpret or construct.
+    pub id: u64,
+}
+
+/// A mesh scope: an opaque value, copied freely.
+///
+/// Made by `pso_mesh_begin`, ended by `pso_mesh_end`; after that it (and
+/// every copy) gives `PSO_ERR_STALE_HANDLE`. The all-zero value is never a
+/// valid handle.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct pso_mesh {
+    /// Opaque; do not interpret or construct.
+    pub id: u64,
+}
+
+/// A state-store watch: an opaque value, copied freely.
+///
+/// Made by `pso_state_watch`, released by `pso_watch_close`; after that it
+/// (and every copy) gives `PSO_ERR_STALE_HANDLE`. It stays valid after its
+/// orchestrator is closed (the watch itself has ended then). The all-zero
+/// value is never a valid handle.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct pso_watch {
+    /// Opaque; do not interpret or construct.
+    pub id: u64,
+}
+
 /// A handle type: a `u64` id naming a slot of its own table.
 pub(crate) trait Handle: Copy {
     /// What it is called in messages ("orchestrator").
@@ -140,6 +203,21 @@ handle_type!(
     "pso_allocate_resources or pso_allocate_gang",
     "released"
 );
+
+handle_type!(
+    pso_subscription,
+    "subscription",
+    "pso_subscribe or pso_subscribe_pull",
+    "unsubscribed"
+);
+handle_type!(
+    pso_direct_end,
+    "direct channel end",
+    "pso_direct_endpoint",
+    "freed"
+);
+handle_type!(pso_mesh, "mesh", "pso_mesh_begin", "ended");
+handle_type!(pso_watch, "watch", "pso_state_watch", "closed");
 
 fn make_id(index: u32, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(index)
@@ -197,6 +275,15 @@ impl<T: Clone> Table<T> {
         self.live(id)?.value.clone()
     }
 
+    fn values_where(&self, f: impl Fn(&T) -> bool) -> Vec<T> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.value.as_ref())
+            .filter(|v| f(v))
+            .cloned()
+            .collect()
+    }
+
     fn remove(&mut self, id: u64) -> Option<T> {
         self.live(id)?;
         let slot = &mut self.slots[index_of(id)];
@@ -245,6 +332,12 @@ impl<H: Handle, T: Clone> Handles<H, T> {
         self.lock().get(h.id())
     }
 
+    /// Clones of the live values for which `f` is true (`f` runs under the
+    /// table lock: it must only look at the value).
+    pub(crate) fn values_where(&self, f: impl Fn(&T) -> bool) -> Vec<T> {
+        self.lock().values_where(f)
+    }
+
     /// Retires `h` and returns its value (for the caller to drop outside the
     /// lock), or `None` if `h` is not live.
     pub(crate) fn remove(&self, h: H) -> Option<T> {
@@ -261,6 +354,14 @@ pub(crate) static WORKFLOWS: Handles<pso_workflow, Workflow> = Handles::new();
 pub(crate) static RUNS: Handles<pso_run, RunHandle> = Handles::new();
 /// Leases not released yet (through their handle).
 pub(crate) static LEASES: Handles<pso_lease, Arc<LeaseCell>> = Handles::new();
+/// Subscriptions not unsubscribed yet (through their handle).
+pub(crate) static SUBSCRIPTIONS: Handles<pso_subscription, Arc<SubCell>> = Handles::new();
+/// Direct-channel ends not freed yet.
+pub(crate) static DIRECT_ENDS: Handles<pso_direct_end, Arc<EndCell>> = Handles::new();
+/// Mesh scopes not ended yet.
+pub(crate) static MESHES: Handles<pso_mesh, Arc<Mesh>> = Handles::new();
+/// State watches not closed yet.
+pub(crate) static WATCHES: Handles<pso_watch, Arc<WatchCtl>> = Handles::new();
 
 /// The value behind a lease handle: the core [`Lease`] until
 /// `pso_lease_release` takes it.

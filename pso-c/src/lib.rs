@@ -8,8 +8,8 @@
 //! # Layout
 //! * `ffi` — the exported functions, the panic boundary, and
 //!   argument checks (the only `unsafe` code).
-//! * `handle` — generation-checked orchestrator, workflow, run and lease
-//!   handles.
+//! * `handle` — generation-checked orchestrator, workflow, run, lease,
+//!   subscription, direct-channel end, mesh and watch handles.
 //! * `error` — status codes and the thread-local last error.
 //!
 //! The functions are also callable from Rust through this `rlib` (the tests
@@ -22,10 +22,27 @@ mod ffi;
 mod handle;
 
 pub use crate::error::pso_status;
+pub use crate::ffi::args::PSO_WAIT_FOREVER;
+pub use crate::ffi::coordination::{
+    pso_coordination_status, pso_deactivate_idle, pso_pin_system, pso_promote_pairs,
+    pso_set_auto_promote, pso_set_idle_timeout,
+};
+pub use crate::ffi::direct::{
+    pso_direct_close, pso_direct_end_free, pso_direct_endpoint, pso_direct_open, pso_direct_recv,
+    pso_direct_send, pso_mesh_begin, pso_mesh_end,
+};
 pub use crate::ffi::handlers::{PSO_HANDLER_ERROR_BUF_LEN, pso_free_fn, pso_lifecycle_fn};
+pub use crate::ffi::hub::{
+    pso_hub_subscriptions, pso_overflow, pso_publish, pso_request, pso_request_many, pso_subscribe,
+    pso_subscribe_options, pso_subscribe_pull, pso_subscription_recv, pso_unsubscribe,
+};
 pub use crate::ffi::lease::{
     pso_lease_held, pso_lease_id, pso_lease_info, pso_lease_on_preempt, pso_lease_release,
     pso_lease_touch, pso_preempt_fn, pso_preempt_notice,
+};
+pub use crate::ffi::message::{
+    pso_message, pso_message_fn, pso_message_is_request, pso_message_payload, pso_message_reply,
+    pso_message_sender, pso_message_topic,
 };
 pub use crate::ffi::ops::{
     pso_op_fn, pso_step_attempt, pso_step_cancelled, pso_step_ctx, pso_step_input,
@@ -36,10 +53,15 @@ pub use crate::ffi::resources::{
     pso_resource_status, pso_set_capacity, pso_set_group_quota, pso_set_resource_weight,
     pso_set_step_resources,
 };
+pub use crate::ffi::state::{
+    pso_event_fn, pso_state_cas, pso_state_delete, pso_state_get, pso_state_list, pso_state_put,
+    pso_state_restore, pso_state_revision, pso_state_snapshot, pso_state_watch, pso_watch_close,
+};
 pub use crate::ffi::workflow::{
-    pso_coordinate_systems, pso_estimates, pso_run_cancel, pso_run_free, pso_run_options,
-    pso_run_progress, pso_run_wait, pso_run_wait_timeout, pso_set_concurrency_limit,
-    pso_set_operation, pso_timing, pso_workflow_free, pso_workflow_load, pso_workflow_load_str,
+    pso_coordinate_systems, pso_estimates, pso_run_cancel, pso_run_free, pso_run_minimal,
+    pso_run_options, pso_run_progress, pso_run_wait, pso_run_wait_timeout,
+    pso_set_concurrency_limit, pso_set_operation, pso_timing, pso_workflow_free, pso_workflow_load,
+    pso_workflow_load_str,
 };
 pub use crate::ffi::{
     pso_activate_all, pso_activate_system, pso_connect, pso_deactivate_all, pso_deactivate_system,
@@ -49,4 +71,7 @@ pub use crate::ffi::{
     pso_status_of, pso_string_free, pso_system_status, pso_topology_format, pso_version,
     pso_why_inactive,
 };
-pub use crate::handle::{pso_lease, pso_orchestrator, pso_run, pso_workflow};
+pub use crate::handle::{
+    pso_direct_end, pso_lease, pso_mesh, pso_orchestrator, pso_run, pso_subscription, pso_watch,
+    pso_workflow,
+};

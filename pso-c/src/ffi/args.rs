@@ -16,6 +16,7 @@ use std::ffi::{CStr, CString, c_char};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pso_core::{Orchestrator, RunHandle, Value, Workflow};
 
@@ -24,6 +25,45 @@ use crate::handle::{
     Handle, Handles, LEASES, LeaseCell, ORCHESTRATORS, RUNS, WORKFLOWS, pso_lease,
     pso_orchestrator, pso_run, pso_workflow,
 };
+
+/// Wait without limit: the `timeout_ms` value (`UINT64_MAX`) that makes
+/// `pso_subscription_recv`, `pso_direct_send` and `pso_direct_recv` wait as
+/// long as it takes (and `pso_request` for 100 years).
+pub const PSO_WAIT_FOREVER: u64 = u64::MAX;
+
+/// The longest finite wait: a `timeout_ms` longer than this (100 years) is
+/// cut to it, so no deadline computation can overflow.
+const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// How long a call may wait, from a C `timeout_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// 0: do not wait.
+    Now,
+    /// Wait up to this long (at most [`MAX_WAIT`]).
+    For(Duration),
+    /// `PSO_WAIT_FOREVER`.
+    Forever,
+}
+
+impl Wait {
+    pub(crate) fn from_ms(ms: u64) -> Wait {
+        match ms {
+            0 => Wait::Now,
+            PSO_WAIT_FOREVER => Wait::Forever,
+            ms => Wait::For(Duration::from_millis(ms).min(MAX_WAIT)),
+        }
+    }
+
+    /// As one duration: 0, the wait, or [`MAX_WAIT`] for "forever".
+    pub(crate) fn duration(self) -> Duration {
+        match self {
+            Wait::Now => Duration::ZERO,
+            Wait::For(d) => d,
+            Wait::Forever => MAX_WAIT,
+        }
+    }
+}
 
 /// The exported function being run; names it in error messages.
 #[derive(Debug, Clone, Copy)]

@@ -112,7 +112,7 @@ thread_local! {
 /// the same key on the same thread to be mistaken for it.
 static NEXT_KEY: AtomicUsize = AtomicUsize::new(8);
 
-fn next_key() -> usize {
+pub(crate) fn next_key() -> usize {
     loop {
         let k = NEXT_KEY.fetch_add(8, Ordering::Relaxed);
         if k != 0 {

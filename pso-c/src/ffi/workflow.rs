@@ -314,39 +314,89 @@ pub unsafe extern "C" fn pso_coordinate_systems(
     out: *mut pso_run,
 ) -> pso_status {
     ffi_boundary!(pso_coordinate_systems, |call| {
-        // SAFETY: per `# Safety`, `out` is NULL or writable, `input_json` NULL
-        // or a valid C string and `opts` NULL or readable, for the whole call.
-        let (mut out, input_json, opts) = unsafe {
-            (
-                out!(call, out, pso_run::default())?,
-                opt_c_str!(call, input_json)?,
-                opt_ref!(call, opts),
-            )
-        };
-        let opts = opts.copied().unwrap_or_default();
-        let timing = timing(call, opts.timing)?;
-        let input = match input_json {
-            Some(input_json) => json_arg!(call, input_json)?,
-            None => Value::Null,
-        };
-        let orch = call.orchestrator(o)?;
-        let wf = call.workflow(wf)?;
-        let mut options = RunOptions::with_input(input).timing(timing);
-        if opts.deadline_ms != 0 {
-            options = options.deadline(Duration::from_millis(opts.deadline_ms));
-        }
-        let run = orch.coordinate_systems_with(&wf, options)?;
-        match RUNS.insert(run) {
-            Ok(h) => {
-                out.set(h);
-                Ok(())
-            }
-            Err(run) => {
-                run.cancel();
-                Err(too_many(call, "run"))
-            }
-        }
+        // SAFETY: forwarded from this function's `# Safety`.
+        unsafe { start_run(call, o, wf, input_json, opts, out, false) }
     })
+}
+
+/// Minimalist mode for one task: activates only the closure of the systems
+/// that `wf`'s steps use (what they require and want, in dependency order)
+/// and then starts the run as `pso_coordinate_systems` does. With an idle
+/// timeout set (`pso_set_idle_timeout`) those systems are deactivated again
+/// once idle.
+///
+/// # Errors
+/// `PSO_ERR_HANDLER_FAILED` if a system could not be activated (the message
+/// names it and why; nothing ran; systems activated before it stay
+/// Active); `PSO_ERR_BUSY` from inside a lifecycle handler; otherwise as
+/// `pso_coordinate_systems`.
+///
+/// # Safety
+/// As `pso_coordinate_systems`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pso_run_minimal(
+    o: pso_orchestrator,
+    wf: pso_workflow,
+    input_json: *const c_char,
+    opts: *const pso_run_options,
+    out: *mut pso_run,
+) -> pso_status {
+    ffi_boundary!(pso_run_minimal, |call| {
+        // SAFETY: forwarded from this function's `# Safety`.
+        unsafe { start_run(call, o, wf, input_json, opts, out, true) }
+    })
+}
+
+/// The body of `pso_coordinate_systems` (`minimal` false) and
+/// `pso_run_minimal` (true).
+///
+/// # Safety
+/// As `pso_coordinate_systems`.
+unsafe fn start_run(
+    call: Call,
+    o: pso_orchestrator,
+    wf: pso_workflow,
+    input_json: *const c_char,
+    opts: *const pso_run_options,
+    out: *mut pso_run,
+    minimal: bool,
+) -> Result<(), Failure> {
+    // SAFETY: per `# Safety`, `out` is NULL or writable, `input_json` NULL
+    // or a valid C string and `opts` NULL or readable, for the whole call.
+    let (mut out, input_json, opts) = unsafe {
+        (
+            out!(call, out, pso_run::default())?,
+            opt_c_str!(call, input_json)?,
+            opt_ref!(call, opts),
+        )
+    };
+    let opts = opts.copied().unwrap_or_default();
+    let timing = timing(call, opts.timing)?;
+    let input = match input_json {
+        Some(input_json) => json_arg!(call, input_json)?,
+        None => Value::Null,
+    };
+    let orch = call.orchestrator(o)?;
+    let wf = call.workflow(wf)?;
+    let mut options = RunOptions::with_input(input).timing(timing);
+    if opts.deadline_ms != 0 {
+        options = options.deadline(Duration::from_millis(opts.deadline_ms));
+    }
+    let run = if minimal {
+        orch.run_minimal(&wf, options)?
+    } else {
+        orch.coordinate_systems_with(&wf, options)?
+    };
+    match RUNS.insert(run) {
+        Ok(h) => {
+            out.set(h);
+            Ok(())
+        }
+        Err(run) => {
+            run.cancel();
+            Err(too_many(call, "run"))
+        }
+    }
 }
 
 /// Waits until the run is done and puts its result in `*result_json` (free it
