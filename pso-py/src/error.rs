@@ -11,15 +11,23 @@
 //! `path` (cycles, also of workflow steps), `line`/`column`/`source` (parse
 //! errors of topologies and workflow definitions), `system`/`dimension`/
 //! `requested`/`capacity` (a resource request larger than a capacity) and
-//! `group`/`dimension`/`requested`/`quota` (larger than a group's quota).
+//! `group`/`dimension`/`requested`/`quota` (larger than a group's quota);
+//! hub errors: `token`/`index`/`input`/`syntax`/`reason` (a bad topic or
+//! pattern), `topic` (no responders, timeouts, overflow), `receivers`
+//! (a request every receiver dropped), `subscription`/`pattern`/`capacity`/
+//! `timed_out`/`delivered` (overflow), `system`/`peer`/`reason` (a closed
+//! direct channel), `value` (a direct send that did not happen: the object
+//! handed back); state errors: `key`/`expected`/`current`/`revision` (a
+//! compare-and-set conflict), `requested`/`oldest` (compacted history),
+//! `path` (snapshot files).
 //!
 //! This is the only file that builds Python exceptions from core errors.
 
 #![forbid(unsafe_code)]
 
 use pso_core::{
-    BuildError, ErrorKind, LifecycleError, PsoError, RegistryError, ResourceError, TopologyError,
-    WorkflowError,
+    BuildError, DirectSendError, ErrorKind, HubError, LifecycleError, PsoError, RegistryError,
+    ResourceError, StateError, TopologyError, WorkflowError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -27,6 +35,7 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 
 use crate::lifecycle::PyActivationReport;
 use crate::model::HandlerException;
+use crate::state::PyEntry;
 
 /// The Python name of the class for `kind`: `NOT_FOUND` -> `NotFoundError`.
 /// Two exceptions, as the contract names them: `HANDLER_FAILED` is
@@ -163,6 +172,11 @@ fn raise(
         Ok(PyErr::from_value(exc))
     };
     build().unwrap_or_else(|e| e)
+}
+
+/// The exception of `kind` with `message` (no extra attributes).
+pub(crate) fn of_kind(py: Python<'_>, kind: ErrorKind, message: impl Into<String>) -> PyErr {
+    raise(py, kind, message.into(), Vec::new())
 }
 
 /// `InvalidArgumentError(message)`.
@@ -308,6 +322,133 @@ impl IntoPyErr for ResourceError {
             Err(e) => e,
         }
     }
+}
+
+impl IntoPyErr for HubError {
+    fn into_pyerr(self, py: Python<'_>) -> PyErr {
+        let attrs = || -> PyResult<Vec<(&'static str, Bound<'_, PyAny>)>> {
+            Ok(match &self {
+                HubError::InvalidTopic {
+                    syntax,
+                    input,
+                    token,
+                    index,
+                    reason,
+                } => vec![
+                    ("syntax", syntax.into_pyobject(py)?.into_any()),
+                    ("input", input.into_pyobject(py)?.into_any()),
+                    ("token", token.into_pyobject(py)?.into_any()),
+                    ("index", index.into_pyobject(py)?.into_any()),
+                    ("reason", reason.into_pyobject(py)?.into_any()),
+                ],
+                HubError::NoResponders { topic } | HubError::NotARequest { topic } => {
+                    vec![("topic", topic.into_pyobject(py)?.into_any())]
+                }
+                HubError::Unanswered { topic, receivers } => vec![
+                    ("topic", topic.into_pyobject(py)?.into_any()),
+                    ("receivers", receivers.into_pyobject(py)?.into_any()),
+                ],
+                HubError::Timeout { topic, after } => vec![
+                    ("topic", topic.into_pyobject(py)?.into_any()),
+                    ("timeout", after.as_secs_f64().into_pyobject(py)?.into_any()),
+                ],
+                HubError::Overflow {
+                    topic,
+                    subscription,
+                    pattern,
+                    capacity,
+                    timed_out,
+                    delivered,
+                } => vec![
+                    ("topic", topic.into_pyobject(py)?.into_any()),
+                    ("subscription", subscription.0.into_pyobject(py)?.into_any()),
+                    ("pattern", pattern.into_pyobject(py)?.into_any()),
+                    ("capacity", capacity.into_pyobject(py)?.into_any()),
+                    (
+                        "timed_out",
+                        pyo3::types::PyBool::new(py, *timed_out)
+                            .to_owned()
+                            .into_any(),
+                    ),
+                    ("delivered", delivered.into_pyobject(py)?.into_any()),
+                ],
+                HubError::SubscriptionClosed { id, pattern } => vec![
+                    ("subscription", id.0.into_pyobject(py)?.into_any()),
+                    ("pattern", pattern.into_pyobject(py)?.into_any()),
+                ],
+                HubError::ChannelClosed { a, b, reason } => vec![
+                    ("system", a.into_pyobject(py)?.into_any()),
+                    ("peer", b.into_pyobject(py)?.into_any()),
+                    ("reason", reason.into_pyobject(py)?.into_any()),
+                ],
+                _ => Vec::new(),
+            })
+        };
+        match attrs() {
+            Ok(attrs) => raise(py, self.kind(), self.to_string(), attrs),
+            Err(e) => e,
+        }
+    }
+}
+
+impl IntoPyErr for StateError {
+    fn into_pyerr(self, py: Python<'_>) -> PyErr {
+        let attrs = || -> PyResult<Vec<(&'static str, Bound<'_, PyAny>)>> {
+            Ok(match &self {
+                StateError::Conflict {
+                    key,
+                    expected,
+                    current,
+                } => vec![
+                    ("key", key.into_pyobject(py)?.into_any()),
+                    ("expected", expected.into_pyobject(py)?.into_any()),
+                    (
+                        "current",
+                        match current {
+                            Some(e) => Bound::new(py, PyEntry::from(e.clone()))?.into_any(),
+                            None => py.None().into_bound(py),
+                        },
+                    ),
+                    (
+                        "revision",
+                        current
+                            .as_ref()
+                            .map_or(0, |e| e.revision)
+                            .into_pyobject(py)?
+                            .into_any(),
+                    ),
+                ],
+                StateError::Compacted { requested, oldest } => vec![
+                    ("requested", requested.into_pyobject(py)?.into_any()),
+                    ("oldest", oldest.into_pyobject(py)?.into_any()),
+                ],
+                StateError::Timeout { after } => {
+                    vec![("timeout", after.as_secs_f64().into_pyobject(py)?.into_any())]
+                }
+                StateError::Io { path, .. } | StateError::Parse { path, .. } => {
+                    vec![("path", path.into_pyobject(py)?.into_any())]
+                }
+                _ => Vec::new(),
+            })
+        };
+        match attrs() {
+            Ok(attrs) => raise(py, self.kind(), self.to_string(), attrs),
+            Err(e) => e,
+        }
+    }
+}
+
+/// The exception for a direct send that did not happen; `value` is the
+/// object that was not sent (so the caller can publish it instead).
+pub(crate) fn direct_send_error(
+    py: Python<'_>,
+    e: &DirectSendError,
+    value: &Bound<'_, PyAny>,
+    me: &str,
+    peer: &str,
+) -> PyErr {
+    let message = format!("{e} ({me} -> {peer})");
+    raise(py, e.kind(), message, vec![("value", value.clone())])
 }
 
 impl IntoPyErr for BuildError {

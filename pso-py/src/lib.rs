@@ -8,17 +8,23 @@
 //! handlers), `lifecycle.rs` (reports, plans, transitions), `status.rs`,
 //! `value.rs` (Python objects <-> `Value`), `workflow/` (steps, workflows,
 //! step contexts, runs and results), `allocator/` (resource requests,
-//! leases, status and plans) and `scheduler.rs` (worker threads' Python
-//! thread states, and closing orchestrators at interpreter exit).
+//! leases, status and plans), `hub/` (publish/subscribe, requests, direct
+//! channels, meshes, coordination status), `state/` (the state store and
+//! its watches), `aio.rs` (waiting from threads and asyncio, event loops of
+//! `async def` steps) and `scheduler.rs` (worker threads' Python thread
+//! states, and closing orchestrators at interpreter exit).
 
 #![forbid(unsafe_code)]
 
+mod aio;
 mod allocator;
 mod error;
+mod hub;
 mod lifecycle;
 mod model;
 mod orchestrator;
 mod scheduler;
+mod state;
 mod status;
 mod value;
 mod workflow;
@@ -38,9 +44,26 @@ mod _pso {
         PyWaiterStatus,
     };
     #[pymodule_export]
+    use super::hub::PyHub;
+    #[pymodule_export]
+    use super::hub::direct::{PyDirectEnd, PyMesh};
+    #[pymodule_export]
+    use super::hub::message::PyMessage;
+    #[pymodule_export]
+    use super::hub::status::{
+        PyCoordinationStatus, PyEdgeRate, PyIdleDeactivation, PyMeshStatus, PyMinimalistStatus,
+        PyModeChange, PyPairStatus, PySubscriptionStatus,
+    };
+    #[pymodule_export]
+    use super::hub::subscription::PySubscription;
+    #[pymodule_export]
     use super::lifecycle::{PyActivationReport, PyPlan, PySystemOutcome, PyTransition};
     #[pymodule_export]
     use super::orchestrator::PyOrchestrator;
+    #[pymodule_export]
+    use super::state::watch::PyWatcher;
+    #[pymodule_export]
+    use super::state::{PyEntry, PyEvent, PySnapshotInfo, PyStateStore};
     #[pymodule_export]
     use super::status::PySystemStatus;
     #[pymodule_export]

@@ -25,6 +25,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString};
 
+use crate::aio::RunLoops;
 use crate::error::invalid_argument;
 
 /// The exception a Python handler raised, stored in
@@ -140,6 +141,7 @@ pub(crate) struct SpecArgs<'py> {
     pub(crate) on_deactivate: Option<Bound<'py, PyAny>>,
     pub(crate) operations: Option<Bound<'py, PyAny>>,
     pub(crate) concurrency: Option<Bound<'py, PyAny>>,
+    pub(crate) pinned: bool,
 }
 
 /// The Python operations of one system, by name, as the orchestrator
@@ -147,7 +149,7 @@ pub(crate) struct SpecArgs<'py> {
 pub(crate) type OperationRefs = Vec<(String, Callable)>;
 
 /// The keyword names of `register` (and the keys of a `register_many` dict).
-pub(crate) const SPEC_KEYS: [&str; 15] = [
+pub(crate) const SPEC_KEYS: [&str; 16] = [
     "name",
     "tier",
     "tags",
@@ -163,6 +165,7 @@ pub(crate) const SPEC_KEYS: [&str; 15] = [
     "on_deactivate",
     "operations",
     "concurrency",
+    "pinned",
 ];
 
 impl<'py> SpecArgs<'py> {
@@ -210,6 +213,15 @@ impl<'py> SpecArgs<'py> {
                 "on_deactivate" => args.on_deactivate = opt(),
                 "operations" => args.operations = opt(),
                 "concurrency" => args.concurrency = opt(),
+                "pinned" => {
+                    args.pinned = !none
+                        && value.extract::<bool>().map_err(|_| {
+                            PyTypeError::new_err(format!(
+                                "{at}.pinned must be a bool, got {}",
+                                type_name(&value)
+                            ))
+                        })?
+                }
                 other => {
                     return Err(invalid_argument(
                         py,
@@ -233,8 +245,9 @@ impl<'py> SpecArgs<'py> {
         py: Python<'py>,
         name: String,
         at: &str,
+        loops: &Arc<RunLoops>,
     ) -> PyResult<(SystemSpec, HandlerRefs, OperationRefs)> {
-        let mut spec = SystemSpec::new(name);
+        let mut spec = SystemSpec::new(name).pinned(self.pinned);
         if let Some(tier) = self.tier {
             spec = spec.tier(tier);
         }
@@ -267,7 +280,10 @@ impl<'py> SpecArgs<'py> {
         }
         let operations = operations(self.operations.as_ref(), &field(at, "operations"))?;
         for (op, f) in &operations {
-            spec = spec.operation(op, crate::workflow::context::step_closure(f.clone()));
+            spec = spec.operation(
+                op,
+                crate::workflow::context::step_closure(f.clone(), Some(loops.clone())),
+            );
         }
         let handlers = HandlerRefs {
             activate: callable(self.on_activate, &field(at, "on_activate"))?,

@@ -29,10 +29,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use pso_core::{ExportFormat, Orchestrator, RunOptions, TopologyFormat, Value, Workflow};
 
+use crate::aio::RunLoops;
 use crate::allocator::lease::PyLease;
 use crate::allocator::status::{PyResourcePlan, PyResourceStatus};
 use crate::allocator::{self, RequestOptions};
+use crate::hub::PyHub;
+use crate::hub::status::PyCoordinationStatus;
 use crate::scheduler::{self, OrchCell};
+use crate::state::PyStateStore;
 use pyo3::PyTraverseError;
 use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
@@ -65,12 +69,22 @@ pub(crate) struct PyOrchestrator {
     operations: Mutex<HashMap<String, HashMap<String, Callable>>>,
     /// The process that created the orchestrator.
     owner_pid: u32,
+    /// Loops of runs started from coroutines (`async def` steps run there).
+    loops: Arc<RunLoops>,
 }
 
-impl PyOrchestrator {
+/// What `Hub`, `StateStore` and friends keep of their orchestrator: its cell
+/// and owning process (no Python reference, so nothing for the collector).
+#[derive(Clone)]
+pub(crate) struct OrchHandle {
+    cell: Arc<OrchCell>,
+    owner_pid: u32,
+}
+
+impl OrchHandle {
     /// The core orchestrator, or `ClosedError` if it is closed or belongs to
     /// the parent of this forked process.
-    fn core(&self, py: Python<'_>) -> PyResult<Orchestrator> {
+    pub(crate) fn core(&self, py: Python<'_>) -> PyResult<Orchestrator> {
         let pid = std::process::id();
         if pid != self.owner_pid {
             return Err(closed(
@@ -83,12 +97,89 @@ impl PyOrchestrator {
                 ),
             ));
         }
-        match &*lock(&self.inner) {
+        match &*lock(&self.cell) {
             // pso-core still answers reads after close(); the Python contract
             // is that every call on a closed orchestrator raises ClosedError.
             Some(o) if !o.is_closed() => Ok(o.clone()),
             _ => Err(closed(py, "the orchestrator is closed")),
         }
+    }
+
+    /// Whether the orchestrator is open and of this process (no GIL needed).
+    pub(crate) fn is_open(&self) -> bool {
+        self.in_owner() && lock(&self.cell).as_ref().is_some_and(|o| !o.is_closed())
+    }
+
+    /// Whether this process created the orchestrator.
+    pub(crate) fn in_owner(&self) -> bool {
+        std::process::id() == self.owner_pid
+    }
+}
+
+impl PyOrchestrator {
+    fn handle(&self) -> OrchHandle {
+        OrchHandle {
+            cell: self.inner.clone(),
+            owner_pid: self.owner_pid,
+        }
+    }
+
+    /// The core orchestrator, or `ClosedError` (see [`OrchHandle::core`]).
+    fn core(&self, py: Python<'_>) -> PyResult<Orchestrator> {
+        self.handle().core(py)
+    }
+
+    /// `coordinate_systems` and `run_minimal`: converts the arguments and
+    /// starts the run with the GIL released, recording the loop running
+    /// here (if any) for its `async def` steps (`aio::RunLoops`).
+    fn start_run(
+        &self,
+        py: Python<'_>,
+        workflow: &Bound<'_, PyAny>,
+        input: Option<&Bound<'_, PyAny>>,
+        deadline: Option<&Bound<'_, PyAny>>,
+        timing: bool,
+        minimal: bool,
+    ) -> PyResult<PyRun> {
+        let orch = self.core(py)?;
+        let wf = workflow.cast::<PyWorkflow>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "workflow must be a pso.Workflow (from Orchestrator.workflow or load_workflow), \
+                 got '{}'",
+                workflow
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        let input = match input {
+            Some(i) => extract_value(i, "input")?,
+            None => Value::Null,
+        };
+        let deadline = match deadline.filter(|d| !d.is_none()) {
+            Some(d) => Some(model::seconds(py, d, "deadline")?),
+            None => None,
+        };
+        let options = RunOptions {
+            input,
+            deadline,
+            timing,
+        };
+        let event_loop = crate::aio::running_loop(py)?.map(|l| Arc::new(l.unbind()));
+        let wf = wf.get().core();
+        let loops = &self.loops;
+        py.detach(|| {
+            loops.start(event_loop, || {
+                if minimal {
+                    orch.run_minimal(wf, options)
+                } else {
+                    orch.coordinate_systems_with(wf, options)
+                }
+            })
+        })
+        .map(PyRun::new)
+        .or_raise(py)
     }
 
     fn record_handlers(&self, batch: Vec<(String, HandlerRefs)>) {
@@ -156,15 +247,24 @@ impl PyOrchestrator {
     /// `resource_aging_step` seconds; a preempted lease is revoked
     /// `preemption_grace` seconds after its notice; `optimize_resources`
     /// reclaims leases untouched for `idle_lease_after` seconds.
+    ///
+    /// Coordination: `hub` is a dict of hub settings (`queue_capacity`,
+    /// `overflow`, `block_timeout`, `promote_threshold`, `demote_threshold`,
+    /// `rate_window`, `direct_capacity`, `alert_interval`, `match_cache`);
+    /// `auto_promote` checks pair rates every that many seconds; an
+    /// `idle_timeout` turns minimalist mode on.
     #[new]
     #[pyo3(signature = (
         *, workers = None, transition_timeout = None, resource_aging_step = None,
-        preemption_grace = None, idle_lease_after = None
+        preemption_grace = None, idle_lease_after = None, hub = None, auto_promote = None,
+        idle_timeout = None
     ))]
     #[pyo3(
         text_signature = "(*, workers=None, transition_timeout=30.0, resource_aging_step=1.0, \
-        preemption_grace=1.0, idle_lease_after=60.0)"
+        preemption_grace=1.0, idle_lease_after=60.0, hub=None, auto_promote=None, \
+        idle_timeout=None)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         workers: Option<&Bound<'_, PyAny>>,
@@ -172,8 +272,20 @@ impl PyOrchestrator {
         resource_aging_step: Option<&Bound<'_, PyAny>>,
         preemption_grace: Option<&Bound<'_, PyAny>>,
         idle_lease_after: Option<&Bound<'_, PyAny>>,
+        hub: Option<&Bound<'_, PyAny>>,
+        auto_promote: Option<&Bound<'_, PyAny>>,
+        idle_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let mut builder = Orchestrator::builder().worker_scope(scheduler::worker_scope());
+        if let Some(h) = hub.filter(|h| !h.is_none()) {
+            builder = builder.hub_config(crate::hub::config::hub_config(py, h)?);
+        }
+        if let Some(d) = auto_promote.filter(|d| !d.is_none()) {
+            builder = builder.auto_promote(seconds_arg(py, d, "auto_promote", true)?);
+        }
+        if let Some(d) = idle_timeout.filter(|d| !d.is_none()) {
+            builder = builder.idle_timeout(seconds_arg(py, d, "idle_timeout", true)?);
+        }
         if let Some(d) = resource_aging_step.filter(|d| !d.is_none()) {
             builder = builder.resource_aging_step(seconds_arg(py, d, "resource_aging_step", true)?);
         }
@@ -213,6 +325,7 @@ impl PyOrchestrator {
             handlers: Mutex::new(HashMap::new()),
             operations: Mutex::new(HashMap::new()),
             owner_pid: std::process::id(),
+            loops: Arc::new(RunLoops::default()),
         })
     }
 
@@ -271,12 +384,13 @@ impl PyOrchestrator {
         name, *, tier = None, tags = None, priority = None, resources = None,
         requires = None, wants = None, after = None, conflicts = None, interacts = None,
         timeout = None, on_activate = None, on_deactivate = None, operations = None,
-        concurrency = None
+        concurrency = None, pinned = false
     ))]
     #[pyo3(
         text_signature = "(self, name, *, tier=None, tags=(), priority='normal', \
         resources=None, requires=(), wants=(), after=(), conflicts=(), interacts=(), \
-        timeout=None, on_activate=None, on_deactivate=None, operations=None, concurrency=None)"
+        timeout=None, on_activate=None, on_deactivate=None, operations=None, concurrency=None, \
+        pinned=False)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn register<'py>(
@@ -297,6 +411,7 @@ impl PyOrchestrator {
         on_deactivate: Option<Bound<'py, PyAny>>,
         operations: Option<Bound<'py, PyAny>>,
         concurrency: Option<Bound<'py, PyAny>>,
+        pinned: bool,
     ) -> PyResult<()> {
         let orch = self.core(py)?;
         let args = SpecArgs {
@@ -314,8 +429,9 @@ impl PyOrchestrator {
             on_deactivate,
             operations,
             concurrency,
+            pinned,
         };
-        let (spec, refs, ops) = args.into_spec(py, name.clone(), "")?;
+        let (spec, refs, ops) = args.into_spec(py, name.clone(), "", &self.loops)?;
         py.detach(|| {
             let result = orch.register(spec);
             if result.is_ok() {
@@ -345,7 +461,7 @@ impl PyOrchestrator {
         for (i, item) in iter_list(systems, "systems")?.into_iter().enumerate() {
             let at = format!("systems[{i}]");
             let (name, args) = SpecArgs::from_dict(&item, &at)?;
-            let (spec, handlers, ops) = args.into_spec(py, name.clone(), &at)?;
+            let (spec, handlers, ops) = args.into_spec(py, name.clone(), &at, &self.loops)?;
             specs.push(spec);
             refs.push((name.clone(), handlers));
             op_refs.push((name, ops));
@@ -506,7 +622,7 @@ impl PyOrchestrator {
     ) -> PyResult<()> {
         let orch = self.core(py)?;
         let f = model::operation(r#fn, "fn")?;
-        let core_fn = workflow::context::step_fn(f.clone());
+        let core_fn = workflow::context::step_fn(f.clone(), Some(self.loops.clone()));
         py.detach(|| {
             let result = orch.set_operation_shared(&system, &op, core_fn);
             if result.is_ok() {
@@ -553,7 +669,7 @@ impl PyOrchestrator {
         steps: &Bound<'_, PyAny>,
     ) -> PyResult<PyWorkflow> {
         let orch = self.core(py)?;
-        let specs = workflow::specs(py, steps)?;
+        let specs = workflow::specs(py, steps, &self.loops)?;
         py.detach(|| {
             let mut b = Workflow::builder(name);
             for s in specs {
@@ -589,7 +705,9 @@ impl PyOrchestrator {
     /// their predecessors are done, in parallel on the workers. `input` is
     /// what steps without named inputs receive; `deadline` (seconds) times
     /// out everything unfinished; `timing=False` skips per-step timing.
-    /// Raises `NotActiveError` if a system it uses is not Active.
+    /// Raises `NotActiveError` if a system it uses is not Active. `async
+    /// def` steps run on the loop running here, if any (else on PSO's
+    /// background loop).
     #[pyo3(signature = (workflow, input = None, *, deadline = None, timing = true))]
     fn coordinate_systems(
         &self,
@@ -599,35 +717,93 @@ impl PyOrchestrator {
         deadline: Option<&Bound<'_, PyAny>>,
         timing: bool,
     ) -> PyResult<PyRun> {
+        self.start_run(py, workflow, input, deadline, timing, false)
+    }
+
+    /// Minimalist mode for one task: activates only the systems `workflow`
+    /// uses and what they require and want, then runs it (as
+    /// `coordinate_systems`). Raises `HandlerError` naming the system that
+    /// could not be activated (nothing runs then).
+    #[pyo3(signature = (workflow, input = None, *, deadline = None, timing = true))]
+    fn run_minimal(
+        &self,
+        py: Python<'_>,
+        workflow: &Bound<'_, PyAny>,
+        input: Option<&Bound<'_, PyAny>>,
+        deadline: Option<&Bound<'_, PyAny>>,
+        timing: bool,
+    ) -> PyResult<PyRun> {
+        self.start_run(py, workflow, input, deadline, timing, true)
+    }
+
+    /// The publish/subscribe hub (`pso.Hub`).
+    #[getter]
+    fn hub(&self, py: Python<'_>) -> PyResult<PyHub> {
+        self.core(py)?;
+        Ok(PyHub::new(self.handle()))
+    }
+
+    /// The shared state store (`pso.StateStore`).
+    #[getter]
+    fn state(&self, py: Python<'_>) -> PyResult<PyStateStore> {
+        self.core(py)?;
+        Ok(PyStateStore::new(self.handle()))
+    }
+
+    /// The coordination mode, direct pairs, meshes, per-edge message rates,
+    /// recent mode changes, and minimalist mode's state.
+    fn coordination_status(&self, py: Python<'_>) -> PyResult<PyCoordinationStatus> {
         let orch = self.core(py)?;
-        let wf = workflow.cast::<PyWorkflow>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "workflow must be a pso.Workflow (from Orchestrator.workflow or load_workflow), \
-                 got '{}'",
-                workflow
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            ))
-        })?;
-        let input = match input {
-            Some(i) => extract_value(i, "input")?,
-            None => Value::Null,
-        };
-        let deadline = match deadline.filter(|d| !d.is_none()) {
-            Some(d) => Some(model::seconds(py, d, "deadline")?),
+        Ok(py.detach(|| orch.coordination_status()).into())
+    }
+
+    /// Checks pair message rates every `seconds` (`None`: off): pairs at or
+    /// above the hub's `promote_threshold` get a direct channel, promoted
+    /// pairs below `demote_threshold` go back through the router.
+    fn set_auto_promote(&self, py: Python<'_>, seconds: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let orch = self.core(py)?;
+        let every = match seconds.filter(|s| !s.is_none()) {
+            Some(s) => Some(seconds_arg(py, s, "seconds", true)?),
             None => None,
         };
-        let options = RunOptions {
-            input,
-            deadline,
-            timing,
+        py.detach(|| orch.set_auto_promote(every));
+        Ok(())
+    }
+
+    /// Applies the promotion and demotion candidates now; returns how many
+    /// pairs changed.
+    fn promote_pairs(&self, py: Python<'_>) -> PyResult<usize> {
+        let orch = self.core(py)?;
+        Ok(py.detach(|| orch.promote_pairs()))
+    }
+
+    /// Minimalist mode: with `seconds`, active systems that are not pinned,
+    /// that no live run uses and that hold no lease are deactivated once
+    /// idle that long (with their dependents, if those are idle too);
+    /// `None` turns it off.
+    fn set_idle_timeout(&self, py: Python<'_>, seconds: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let orch = self.core(py)?;
+        let timeout = match seconds.filter(|s| !s.is_none()) {
+            Some(s) => Some(seconds_arg(py, s, "seconds", true)?),
+            None => None,
         };
-        let wf = wf.get().core();
-        py.detach(|| orch.coordinate_systems_with(wf, options))
-            .map(PyRun::new)
-            .or_raise(py)
+        py.detach(|| orch.set_idle_timeout(timeout));
+        Ok(())
+    }
+
+    /// Runs one idle sweep now (minimalist mode must be on); returns the
+    /// systems it deactivated.
+    fn deactivate_idle(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let orch = self.core(py)?;
+        Ok(py.detach(|| orch.deactivate_idle()))
+    }
+
+    /// Pins `name` (or unpins it): a pinned system is never deactivated for
+    /// being idle.
+    #[pyo3(signature = (name, pinned = true))]
+    fn pin_system(&self, py: Python<'_>, name: &str, pinned: bool) -> PyResult<()> {
+        let orch = self.core(py)?;
+        py.detach(|| orch.pin_system(name, pinned)).or_raise(py)
     }
 
     /// Declares (or changes) the capacity of resource dimension `dimension`

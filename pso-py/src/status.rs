@@ -79,6 +79,12 @@ impl PySystemStatus {
         self.inner.resources.clone()
     }
 
+    /// What the system's leases hold now, by dimension (empty if none).
+    #[getter]
+    fn resources_held(&self) -> BTreeMap<String, u64> {
+        self.inner.resources_held.clone()
+    }
+
     /// Systems it requires.
     #[getter]
     fn requires(&self) -> Vec<String> {

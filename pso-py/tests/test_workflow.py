@@ -800,15 +800,22 @@ def test_closing_cancels_runs_in_flight() -> None:
         o.workflow("x", [])
 
 
-def test_an_async_step_function_fails_its_step(o: pso.Orchestrator) -> None:
-    async def coro(ctx: pso.StepContext) -> int:
+def test_an_async_fan_out_child_fails_its_step(o: pso.Orchestrator) -> None:
+    # `async def` steps are tests/test_async_steps.py; a fan-out child cannot
+    # defer its result, so an awaitable there fails it (with no warning about
+    # a coroutine never awaited).
+    async def child(ctx: pso.StepContext) -> int:
         return 1
 
-    wf = o.workflow("async fn", [pso.Step("a", fn=coro)])
-    r = check(o.coordinate_systems(wf).result())
-    assert r.error("a") == (
-        "TypeError: step 'a' returned an awaitable; PSO step functions must be plain "
-        "(synchronous) callables"
+    def parent(ctx: pso.StepContext) -> None:
+        ctx.fan_out([pso.Child(child, 1)])
+
+    wf = o.workflow("async child", [pso.Step("p", fn=parent)])
+    r = check(o.coordinate_systems(wf).result(timeout=BOUND))
+    assert r.state == "failed"
+    assert r.step("p[0]").error == (
+        "TypeError: step 'p[0]' returned an awaitable: a fan-out child cannot be async "
+        "(only a step's own function can)"
     )
 
 

@@ -36,21 +36,26 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use pyo3::{PyTraverseError, intern};
 
+use super::deferred;
+use crate::aio::RunLoops;
 use crate::error::invalid_argument;
 use crate::model::{Callable, raised};
 use crate::value::{extract_value, to_py, to_value};
 
 /// Wraps a Python callable as a core step function (workflow steps, system
-/// operations and fan-out children alike).
-pub(crate) fn step_fn(callable: Callable) -> OpFn {
-    Arc::new(step_closure(callable))
+/// operations and fan-out children alike). `loops` (`None` for fan-out
+/// children, which cannot defer) lets a function that returns an awaitable
+/// run it on its run's loop (`deferred.rs`).
+pub(crate) fn step_fn(callable: Callable, loops: Option<Arc<RunLoops>>) -> OpFn {
+    Arc::new(step_closure(callable, loops))
 }
 
 /// [`step_fn`] as a plain closure (for `SystemSpec::operation`).
 pub(crate) fn step_closure(
     callable: Callable,
+    loops: Option<Arc<RunLoops>>,
 ) -> impl Fn(&StepContext<'_>) -> Result<Value, HandlerError> + Send + Sync + 'static {
-    move |ctx: &StepContext<'_>| call_step(&callable, ctx)
+    move |ctx: &StepContext<'_>| call_step(&callable, ctx, loops.as_deref())
 }
 
 /// Wraps a Python callable as a core condition.
@@ -101,7 +106,11 @@ fn check_condition(callable: &Py<PyAny>, ctx: &StepContext<'_>) -> bool {
     }
 }
 
-fn call_step(callable: &Py<PyAny>, ctx: &StepContext<'_>) -> Result<Value, HandlerError> {
+fn call_step(
+    callable: &Py<PyAny>,
+    ctx: &StepContext<'_>,
+    loops: Option<&RunLoops>,
+) -> Result<Value, HandlerError> {
     if let Some(e) = take_condition_error(ctx) {
         return Err(e);
     }
@@ -111,25 +120,34 @@ fn call_step(callable: &Py<PyAny>, ctx: &StepContext<'_>) -> Result<Value, Handl
         let ret = callable.bind(py).call1((&pyctx,));
         let children = pyctx.get().close();
         let ret = ret.map_err(|e| raised(py, e))?;
-        let output = to_value(&ret).map_err(|u| {
+        let output = match to_value(&ret) {
+            Ok(v) => v,
             // Checked only now, off the common path: `hasattr` on most
             // objects raises and catches an AttributeError.
-            if ret.hasattr(intern!(py, "__await__")).unwrap_or(false) {
-                if ret.hasattr(intern!(py, "close")).unwrap_or(false) {
-                    let _ = ret.call_method0(intern!(py, "close")); // no "never awaited" warning
-                }
-                return type_error(format!(
-                    "step '{}' returned an awaitable; PSO step functions must be plain \
-                         (synchronous) callables",
+            Err(u) if ret.hasattr(intern!(py, "__await__")).unwrap_or(false) => {
+                let why = match loops {
+                    _ if !children.is_empty() => "a step that fans out cannot also be async",
+                    None => "a fan-out child cannot be async (only a step's own function can)",
+                    Some(loops) => {
+                        return deferred::run_awaitable(py, ctx, &ret, loops)
+                            .map(|v| (v, Vec::new()));
+                    }
+                };
+                drop(u);
+                deferred::discard(&ret);
+                return Err(type_error(format!(
+                    "step '{}' returned an awaitable: {why}",
                     ctx.step_name()
-                ));
+                )));
             }
-            HandlerError::Raised {
-                type_name: u.kind.to_owned(),
-                message: u.message(&format!("the output of step '{}'", ctx.step_name())),
-                payload: None,
+            Err(u) => {
+                return Err(HandlerError::Raised {
+                    type_name: u.kind.to_owned(),
+                    message: u.message(&format!("the output of step '{}'", ctx.step_name())),
+                    payload: None,
+                });
             }
-        })?;
+        };
         Ok((output, children))
     })
     .unwrap_or_else(|| Err(shutting_down()))?;
@@ -137,7 +155,7 @@ fn call_step(callable: &Py<PyAny>, ctx: &StepContext<'_>) -> Result<Value, Handl
         let mut core = Vec::with_capacity(children.len());
         for child in children {
             core.push(match child.kind {
-                ChildKind::Func(f) => Child::shared(child.input, step_fn(f)),
+                ChildKind::Func(f) => Child::shared(child.input, step_fn(f, None)),
                 ChildKind::Op { system, op } => ctx.child_op(&system, &op, child.input)?,
             });
         }

@@ -1,6 +1,6 @@
 //! Workflows from Python: `pso.Step` and `pso.Workflow`, mirroring
 //! `pso_core::workflow` (`context.rs`: step functions and their context;
-//! `result.rs`: runs and results).
+//! `deferred.rs`: `async def` steps; `result.rs`: runs and results).
 //!
 //! A `Step` only holds what the user gave; `Orchestrator.workflow()` turns
 //! the steps into core `StepSpec`s and builds them (validation and errors are
@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod context;
+pub(crate) mod deferred;
 pub(crate) mod result;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,6 +31,7 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString};
 
+use crate::aio::RunLoops;
 use crate::error::invalid_argument;
 use crate::model::Callable;
 
@@ -413,7 +415,7 @@ impl PyStep {
 
 impl PyStep {
     /// The core spec, with new references to the Python functions.
-    fn to_spec(&self, py: Python<'_>) -> PyResult<StepSpec> {
+    fn to_spec(&self, py: Python<'_>, loops: &Arc<RunLoops>) -> PyResult<StepSpec> {
         let mut spec = match (&self.system, &self.op) {
             (Some(system), Some(op)) => StepSpec::op(&self.name, system, op),
             _ => {
@@ -423,7 +425,10 @@ impl PyStep {
                     .ok_or_else(|| {
                         invalid_argument(py, format!("step '{}' was cleared", self.name))
                     })?;
-                StepSpec::shared(&self.name, context::step_fn(Arc::new(f)))
+                StepSpec::shared(
+                    &self.name,
+                    context::step_fn(Arc::new(f), Some(loops.clone())),
+                )
             }
         };
         for (input, from) in &self.inputs {
@@ -458,7 +463,11 @@ impl PyStep {
 }
 
 /// The core specs of `steps` (an iterable of `pso.Step`).
-pub(crate) fn specs(py: Python<'_>, steps: &Bound<'_, PyAny>) -> PyResult<Vec<StepSpec>> {
+pub(crate) fn specs(
+    py: Python<'_>,
+    steps: &Bound<'_, PyAny>,
+    loops: &Arc<RunLoops>,
+) -> PyResult<Vec<StepSpec>> {
     if steps.is_instance_of::<PyString>() || steps.is_instance_of::<PyDict>() {
         return Err(PyTypeError::new_err(format!(
             "steps must be a list of pso.Step, got '{}'",
@@ -480,7 +489,7 @@ pub(crate) fn specs(py: Python<'_>, steps: &Bound<'_, PyAny>) -> PyResult<Vec<St
                 type_name(&item)
             ))
         })?;
-        out.push(step.get().to_spec(py)?);
+        out.push(step.get().to_spec(py, loops)?);
     }
     Ok(out)
 }
