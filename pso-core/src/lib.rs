@@ -32,6 +32,7 @@
 mod allocator;
 mod error;
 mod hub;
+mod intelligence;
 mod lifecycle;
 mod model;
 mod orchestrator;
@@ -64,8 +65,13 @@ pub use crate::error::{ErrorKind, PsoError};
 pub use crate::hub::{
     Candidate, CoordinationMode, CoordinationStatus, DirectEnd, DirectOrigin, DirectSendError,
     EdgeRate, Gather, Hub, HubConfig, HubError, IdleDeactivation, Mesh, MeshStatus, Message,
-    MinimalistStatus, ModeChange, Overflow, PairStatus, Recommendation, SubscribeOptions,
-    Subscription, SubscriptionId, SubscriptionStatus,
+    MinimalistStatus, ModeChange, Overflow, PairAction, PairStatus, SubscribeOptions, Subscription,
+    SubscriptionId, SubscriptionStatus,
+};
+pub use crate::intelligence::{
+    Action, ArmStats, Change, CoActivation, Contention, Contributor, CoordinationPlan,
+    CriticalPath, EdgePattern, Evolution, Guardrails, Insights, OperationPattern, PATTERNS_KEY,
+    Patterns, Recommendation, StrategyChange, Trial, TrialMetric,
 };
 pub use crate::lifecycle::{
     ActivationReport, LifecycleError, Outcome, Plan, SystemOutcome, SystemState, Transition,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use pso_core::{
     CoordinationMode, DirectSendError, ErrorKind, Gather, Hub, HubConfig, HubError, Message,
-    Overflow, PsoError, Recommendation, SubscribeOptions, Value,
+    Overflow, PairAction, PsoError, SubscribeOptions, Value,
 };
 
 const LONG: Duration = Duration::from_secs(20);
@@ -658,7 +658,7 @@ fn promotion_candidates_promote_and_demote_with_reasons() {
     assert_eq!(c.len(), 1, "{c:?}");
     assert_eq!(
         (c[0].a.as_str(), c[0].b.as_str(), c[0].action),
-        ("PAES", "PPO", Recommendation::Promote)
+        ("PAES", "PPO", PairAction::Promote)
     );
     assert!(c[0].rate > 1.0);
     let st = hub.coordination_status();
@@ -680,7 +680,7 @@ fn promotion_candidates_promote_and_demote_with_reasons() {
     // With the demotion threshold above any rate, the promoted pair is now a
     // demotion candidate.
     let c = hub.promotion_candidates();
-    assert_eq!(c[0].action, Recommendation::Demote);
+    assert_eq!(c[0].action, PairAction::Demote);
     hub.demote("PAES", "PPO", &c[0].reason).unwrap();
     assert_eq!(
         hub.demote("PAES", "PPO", "again").unwrap_err().kind(),

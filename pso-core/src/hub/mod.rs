@@ -105,7 +105,7 @@ pub use queue::Overflow;
 pub use request::Gather;
 pub use status::{
     Candidate, CoordinationMode, CoordinationStatus, DirectOrigin, EdgeRate, IdleDeactivation,
-    MeshStatus, MinimalistStatus, ModeChange, PairStatus, Recommendation, SubscriptionStatus,
+    MeshStatus, MinimalistStatus, ModeChange, PairAction, PairStatus, SubscriptionStatus,
 };
 
 use deliver::{Callback, Sub, spawn_mailbox};

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use super::direct::{DirectEnd, PairShared};
 use super::status::{
-    Candidate, CoordinationMode, DirectOrigin, MeshStatus, ModeChange, PairStatus, Recommendation,
+    Candidate, CoordinationMode, DirectOrigin, MeshStatus, ModeChange, PairAction, PairStatus,
 };
 use super::{Hub, HubError, HubInner, Map};
 use crate::sync::Arc;
@@ -562,7 +562,7 @@ impl Hub {
                     ),
                     a: a.to_string(),
                     b: b.to_string(),
-                    action: Recommendation::Promote,
+                    action: PairAction::Promote,
                     rate,
                     threshold: cfg.promote_threshold,
                 }),
@@ -574,7 +574,7 @@ impl Hub {
                         ),
                         a: a.to_string(),
                         b: b.to_string(),
-                        action: Recommendation::Demote,
+                        action: PairAction::Demote,
                         rate,
                         threshold: cfg.demote_threshold,
                     }),

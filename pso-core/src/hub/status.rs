@@ -251,7 +251,7 @@ pub struct ModeChange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
-pub enum Recommendation {
+pub enum PairAction {
     /// Give the pair a direct channel.
     Promote,
     /// Close the promoted channel; route through the hub again.
@@ -267,7 +267,7 @@ pub struct Candidate {
     /// The other.
     pub b: String,
     /// Promote or demote.
-    pub action: Recommendation,
+    pub action: PairAction,
     /// Combined rate of both directions (messages/s, EWMA).
     pub rate: f64,
     /// The threshold it crossed.

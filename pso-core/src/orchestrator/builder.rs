@@ -329,6 +329,7 @@ impl OrchestratorBuilder {
         let orch = Orchestrator {
             inner: Arc::new(Inner {
                 sup: Supervisor::new(clock, self.supervisor),
+                intel: Mutex::new(Default::default()),
                 hub,
                 state,
                 coord: Mutex::new(Coord::default()),

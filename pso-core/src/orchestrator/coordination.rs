@@ -31,7 +31,7 @@ use std::sync::Weak;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{Inner, Orchestrator};
-use crate::hub::{CoordinationStatus, Hub, IdleDeactivation, MinimalistStatus, Recommendation};
+use crate::hub::{CoordinationStatus, Hub, IdleDeactivation, MinimalistStatus, PairAction};
 use crate::lifecycle::{ActivationReport, Outcome};
 use crate::model::{EdgeKind, LifecycleAction};
 use crate::registry::RegistryError;
@@ -273,6 +273,14 @@ impl Orchestrator {
     /// direct channels of systems that stopped.
     pub(super) fn after_transaction(&self, report: &ActivationReport) {
         let hub = &self.inner.hub;
+        let activated: Vec<std::sync::Arc<str>> = report
+            .activated()
+            .into_iter()
+            .map(std::sync::Arc::from)
+            .collect();
+        if activated.len() > 1 {
+            self.inner.env.history.co_usage.lock().add(activated.iter());
+        }
         let action = match report.action {
             LifecycleAction::Activate => "activate",
             LifecycleAction::Deactivate => "deactivate",
@@ -379,8 +387,8 @@ fn promote_now(hub: &Hub) -> usize {
     let mut changed = 0;
     for c in hub.promotion_candidates() {
         let done = match c.action {
-            Recommendation::Promote => hub.promote(&c.a, &c.b, &c.reason),
-            Recommendation::Demote => hub.demote(&c.a, &c.b, &c.reason),
+            PairAction::Promote => hub.promote(&c.a, &c.b, &c.reason),
+            PairAction::Demote => hub.demote(&c.a, &c.b, &c.reason),
         };
         if done.is_ok() {
             changed += 1;

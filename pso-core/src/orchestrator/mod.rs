@@ -28,6 +28,7 @@ use crate::workflow::run::STOP_CLOSE;
 
 mod builder;
 mod coordination;
+mod intelligence;
 mod resources;
 mod supervision;
 mod workflows;
@@ -46,6 +47,7 @@ static NEXT_ORCHESTRATOR_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::A
 pub(crate) struct Inner {
     id: u64,
     sup: supervision::Supervisor,
+    intel: Mutex<intelligence::IntelLog>,
     hub: Hub,
     state: StateStore,
     coord: Mutex<coordination::Coord>,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Weak;
 use std::time::Duration;
 
+use super::history::History;
 use super::limits::Waiter;
 use super::plan::{Estimates, SchedulingPolicy};
 use super::run::{RunInner, SLOT_HELD, STEP_MASK, exec_step};
@@ -72,6 +73,8 @@ pub(crate) struct RunEnv {
     pub(crate) runs: Mutex<HashMap<u64, Weak<RunInner>>>,
     pub(crate) next_run: AtomicU64,
     pub(crate) policy: AtomicU8,
+    /// Recent runs (with timing on), for insights.
+    pub(crate) history: History,
 }
 
 impl std::fmt::Debug for RunEnv {
@@ -101,6 +104,7 @@ impl RunEnv {
             runs: Mutex::new(HashMap::new()),
             next_run: AtomicU64::new(1),
             policy: AtomicU8::new(0),
+            history: History::default(),
         }
     }
 

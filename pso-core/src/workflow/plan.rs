@@ -63,14 +63,19 @@ pub struct Estimate {
     pub samples: u64,
 }
 
+/// An exponentially weighted mean and variance, with its sample count.
 #[derive(Debug, Clone, Copy, Default)]
-struct Ewma {
-    mean: f64,
-    var: f64,
-    n: u64,
+pub(crate) struct Ewma {
+    pub(crate) mean: f64,
+    pub(crate) var: f64,
+    pub(crate) n: u64,
 }
 
 impl Ewma {
+    pub(crate) fn from_parts(mean: f64, var: f64, n: u64) -> Self {
+        Ewma { mean, var, n }
+    }
+
     fn add(&mut self, x: f64, alpha: f64) {
         if self.n == 0 {
             self.mean = x;
@@ -117,6 +122,27 @@ impl Estimates {
         let mut map = self.map.lock();
         for (k, ns) in samples {
             map.entry(k).or_default().add(ns as f64, self.alpha);
+        }
+    }
+
+    /// The raw estimates (for saving them).
+    pub(crate) fn raw(&self) -> Vec<(Arc<str>, Ewma)> {
+        self.map
+            .lock()
+            .iter()
+            .map(|(k, e)| (k.clone(), *e))
+            .collect()
+    }
+
+    /// Loads saved estimates; a key measured since keeps the one with more
+    /// samples.
+    pub(crate) fn load(&self, items: Vec<(Arc<str>, Ewma)>) {
+        let mut map = self.map.lock();
+        for (k, e) in items {
+            let slot = map.entry(k).or_default();
+            if e.n > slot.n {
+                *slot = e;
+            }
         }
     }
 

@@ -807,6 +807,7 @@ impl RunInner {
         }
         if self.timing {
             self.learn();
+            self.env.history.record(self);
         }
         self.env.runs.lock().remove(&self.id);
         for s in self.wf.systems.iter() {
