@@ -268,3 +268,150 @@ def resources() -> None:
         lease.on_preempt(lambda: None)  # type: ignore[arg-type,misc]
         st.dimensions = []  # type: ignore[misc]
         lease_id: int = plan.actions[0]["lease"]  # type: ignore[typeddict-item]
+
+
+def use_coordination() -> None:
+    with pso.Orchestrator(
+        workers=2,
+        hub={"queue_capacity": 256, "overflow": "drop_oldest", "promote_threshold": 5000.0},
+        auto_promote=1.0,
+        idle_timeout=30.0,
+    ) as o:
+        o.register("PAES", pinned=True)
+        o.register_many([{"name": "PPO", "pinned": False}])
+        hub: pso.Hub = o.hub
+        delivered: int = hub.publish("engine.build.done", {"ok": True, "n": [1, 2]}, sender="PAES")
+
+        def on_message(m: pso.Message) -> None:
+            fields: tuple[str, Any, str | None, bool] = (m.topic, m.payload, m.sender, m.is_request)
+            if m.is_request:
+                took: bool = m.reply({"echo": m.payload})
+
+        async def on_message_async(m: pso.Message) -> None:
+            await asyncio.sleep(0)
+
+        with hub.subscribe("engine.*.done", on_message, capacity=64, overflow="block", block_timeout=0.5,
+                           group="g", owner="PPO") as sub:
+            status: pso.SubscriptionStatus = sub.status()
+            counters: tuple[int, str, str | None, str | None, str, int, int, str, float | None, int, int, int, bool] = (
+                status.id, status.pattern, status.group, status.owner, status.kind, status.queue_len,
+                status.capacity, status.overflow, status.block_timeout, status.delivered, status.dropped,
+                status.errors, status.closed,
+            )
+        async_sub = hub.subscribe("x", on_message_async)
+        live: bool = async_sub.unsubscribe()
+        pull = hub.subscribe("engine.>")
+        first: pso.Message = pull.recv(timeout=1.0)
+        maybe: pso.Message | None = pull.try_recv()
+        for m in pull:
+            break
+        reply: pso.Message = hub.request("math.double", 21, 2.0, sender="PAES")
+        replies: list[pso.Message] = hub.request_many("census", None, timeout=0.5, max=3, quiet=0.1)
+        every: list[pso.SubscriptionStatus] = hub.subscriptions()
+        gone: bool = hub.unsubscribe(every[0].id)
+
+        async def main() -> None:
+            r: pso.Message = await hub.request_async("math.double", 1)
+            async for m in pull:
+                break
+            with o.state.watch("k") as w:
+                async for ev in w:
+                    break
+
+        asyncio.run(main())
+
+        hub.open_direct("PAES", "PPO", "declared")
+        end: pso.DirectEnd = hub.endpoint("PAES", "PPO")
+        end.send([1, 2], timeout=1.0)
+        sent: bool = end.try_send(None)
+        value: Any = end.recv(timeout=0.5)
+        other: Any = end.try_recv(default=...)
+        facts: tuple[str, str, int, bool] = (end.system, end.peer, end.capacity, end.closed)
+        end.close()
+        hub.promote("a", "b", "hot")
+        hub.demote("a", "b")
+        hub.close_direct("a", "b", reason="done")
+        with hub.mesh(["a", "b", "c"]) as mesh:
+            ab: pso.DirectEnd = mesh.endpoint("a", "b")
+            members: list[str] = mesh.systems
+
+        cs: pso.CoordinationStatus = o.coordination_status()
+        mode: str = cs.mode
+        pair_mode: str = cs.pair_mode("a", "b")
+        every_s: float | None = cs.auto_promote_every
+        for p in cs.direct_pairs:
+            prow: tuple[str, str, str, str, str, datetime.datetime, int, tuple[bool, bool], int | None] = (
+                p.a, p.b, p.mode, p.origin, p.reason, p.since, p.sent_ab, p.endpoints_taken, p.mesh
+            )
+        for ms in cs.meshes:
+            mrow: tuple[int, list[str], datetime.datetime] = (ms.id, ms.systems, ms.since)
+        for e in cs.edges:
+            erow: tuple[str, str, float, int, int, str] = (e.from_, e.to, e.rate, e.routed, e.direct, e.mode)
+        for c in cs.changes:
+            crow: tuple[str, str, str, str, str, datetime.datetime] = (c.a, c.b, c.from_, c.to, c.reason, c.at)
+        if cs.minimalist is not None:
+            mini: tuple[float, list[str], list[tuple[str, float]]] = (
+                cs.minimalist.idle_timeout, cs.minimalist.pinned, cs.minimalist.idle
+            )
+            for d in cs.minimalist.deactivated:
+                drow: tuple[str, float, datetime.datetime] = (d.system, d.idle_secs, d.at)
+        json_text: str = cs.to_json()
+
+        o.set_auto_promote(None)
+        o.set_auto_promote(0.5)
+        changed: int = o.promote_pairs()
+        o.set_idle_timeout(10.0)
+        stopped: list[str] = o.deactivate_idle()
+        o.pin_system("PPO")
+        o.pin_system("PPO", False)
+        wf = o.workflow("w", [pso.Step("s", fn=lambda ctx: None)])
+        run: pso.Run = o.run_minimal(wf, {"x": 1}, deadline=5.0, timing=False)
+        held: dict[str, int] = o.status("PAES").resources_held
+
+        st: pso.StateStore = o.state
+        rev: int = st.put("model.version", 1, writer="PAES")
+        entry: pso.Entry | None = st.get("model.version")
+        if entry is not None:
+            erow2: tuple[str, Any, int, str | None, datetime.datetime] = (
+                entry.key, entry.value, entry.revision, entry.writer, entry.timestamp
+            )
+        listed: list[pso.Entry] = st.list("model.")
+        now: int = st.revision
+        deleted: int | None = st.delete("model.version")
+        try:
+            st.compare_and_set("model.version", rev, 2)
+        except pso.CasConflictError as conflict:
+            current: pso.Entry | None = conflict.current
+            current_rev: int = conflict.revision
+        st.compare_and_delete("model.version", 3)
+        new_rev: int = st.update("counter", lambda v: (v or 0) + 1, writer="PPO")
+        watcher: pso.Watcher = st.watch("jobs.", prefix=True, from_revision=now)
+        ev: pso.Event = watcher.recv(timeout=1.0)
+        erow3: tuple[int, str, Any, bool, str | None, datetime.datetime] = (
+            ev.revision, ev.key, ev.value, ev.is_delete, ev.writer, ev.timestamp
+        )
+        nxt: pso.Event | None = watcher.try_recv()
+        for ev2 in watcher:
+            break
+        watcher.close()
+        info: pso.SnapshotInfo = st.snapshot(pathlib.Path("state.json"))
+        irow: tuple[pathlib.Path, int, int, int] = (info.path, info.revision, info.entries, info.bytes)
+        st.restore("state.json")
+        try:
+            st.watch("k", from_revision=1)
+        except pso.CompactedError as c2:
+            lost: tuple[int, int] = (c2.requested, c2.oldest)
+        except pso.NoRespondersError as nr:
+            t: str = nr.topic
+        except pso.QueueOverflowError as qo:
+            qrow: tuple[str, int, str, int, bool, int] = (
+                qo.topic, qo.subscription, qo.pattern, qo.capacity, qo.timed_out, qo.delivered
+            )
+
+        hub.subscribe("x", overflow="sometimes")  # type: ignore[arg-type]
+        hub.publish("x", object())  # type: ignore[arg-type]
+        hub.subscribe("x", lambda: None)  # type: ignore[arg-type,misc]
+        hub.request_many("x", 1)  # type: ignore[call-arg]
+        pso.Orchestrator(hub={"queue_capacity": "big"})  # type: ignore[arg-type]
+        st.put("k", {1: 2})  # type: ignore[dict-item]
+        cs.mode = "mesh"  # type: ignore[misc]

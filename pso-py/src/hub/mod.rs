@@ -25,6 +25,7 @@ pub(crate) mod message;
 pub(crate) mod status;
 pub(crate) mod subscription;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pso_core::{Gather, Hub, HubError, Message, SubscriptionId, Value};
@@ -187,26 +188,26 @@ impl PyHub {
                 type_name(cb)
             )));
         }
-        let f = GilPy::new(cb.clone().unbind());
-        let (sub, refs) = if is_coroutine_function(cb)? {
+        let (sub, held) = if is_coroutine_function(cb)? {
             let event_loop = match crate::aio::running_loop(py)? {
                 Some(l) => l,
                 None => crate::aio::background_loop(py)?,
             };
             let runner = async_runner(py, &event_loop, cb)?;
-            let closure = async_callback(runner.clone());
-            let sub = py.detach(|| hub.subscribe_with(pattern, opts, closure));
-            (sub, vec![f, runner])
+            let held = Arc::downgrade(&runner);
+            let closure = async_callback(runner);
+            (py.detach(|| hub.subscribe_with(pattern, opts, closure)), held)
         } else {
-            let closure = plain_callback(f.clone());
-            let sub = py.detach(|| hub.subscribe_with(pattern, opts, closure));
-            (sub, vec![f])
+            let f = GilPy::new(cb.clone().unbind());
+            let held = Arc::downgrade(&f);
+            let closure = plain_callback(f);
+            (py.detach(|| hub.subscribe_with(pattern, opts, closure)), held)
         };
         let sub = sub.or_raise(py)?;
         Ok(PySubscription::new(
             sub,
             hub,
-            refs,
+            vec![held],
             false,
             self.orch.clone(),
         ))

@@ -14,13 +14,15 @@
 //! which core counts when the worker's call returns).
 //!
 //! # Releasing the callback
-//! The callable (and runner) are [`GilPy`]s, shared by core's closure and a
-//! mirror here that the garbage collector sees (`__traverse__`). A `GilPy`
+//! The callable (or, for `async def`, the runner that holds it) is a
+//! [`GilPy`] owned by core's closure; a weak mirror here lets the garbage
+//! collector see it (`__traverse__`) without keeping it alive. A `GilPy`
 //! drops its reference with the GIL taken right there, so the callable is
 //! freed as soon as core drops the closure: when `unsubscribe()` returns if
-//! no call is running, else when that call returns. Core drops closures
-//! outside its locks. Unsubscribing an async callback also closes its
-//! runner (queued coroutines are dropped).
+//! no call is running, else when that call returns; also when the
+//! orchestrator closes. Core drops closures outside its locks.
+//! Unsubscribing an async callback also closes its runner (queued
+//! coroutines are dropped).
 //!
 //! # Fork
 //! In a forked child a subscription is inert: dropping it does nothing (the
@@ -29,7 +31,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use pso_core::{ErrorKind, HandlerError, Hub, HubError, Message, Subscription, SubscriptionId};
@@ -235,8 +237,9 @@ pub(crate) struct PySubscription {
     hub: Hub,
     /// Pull subscriptions only (and `None` while being dropped).
     inbox: Option<Arc<Inbox<SubSource>>>,
-    /// The callable (and runner) core's closure holds, for the collector.
-    refs: Mutex<Vec<Arc<GilPy>>>,
+    /// What core's closure holds (the callable or the runner), for the
+    /// collector; weak, so that core's drop releases it.
+    refs: Mutex<Vec<Weak<GilPy>>>,
     orch: OrchHandle,
     unsubscribed: AtomicBool,
 }
@@ -245,7 +248,7 @@ impl PySubscription {
     pub(crate) fn new(
         sub: Subscription,
         hub: Hub,
-        refs: Vec<Arc<GilPy>>,
+        refs: Vec<Weak<GilPy>>,
         pull: bool,
         orch: OrchHandle,
     ) -> Self {
@@ -429,8 +432,10 @@ impl PySubscription {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // try_lock: never wait in a GC pass (skipping a visit is conservative).
+        // A temporary strong reference that turns out to be the last one is
+        // released through pyo3's deferred pool (no GIL during a GC pass).
         if let Ok(refs) = self.refs.try_lock() {
-            for r in refs.iter() {
+            for r in refs.iter().filter_map(Weak::upgrade) {
                 if let Some(obj) = r.get() {
                     visit.call(obj)?;
                 }
