@@ -196,12 +196,18 @@ impl PyHub {
             let runner = async_runner(py, &event_loop, cb)?;
             let held = Arc::downgrade(&runner);
             let closure = async_callback(runner);
-            (py.detach(|| hub.subscribe_with(pattern, opts, closure)), held)
+            (
+                py.detach(|| hub.subscribe_with(pattern, opts, closure)),
+                held,
+            )
         } else {
             let f = GilPy::new(cb.clone().unbind());
             let held = Arc::downgrade(&f);
             let closure = plain_callback(f);
-            (py.detach(|| hub.subscribe_with(pattern, opts, closure)), held)
+            (
+                py.detach(|| hub.subscribe_with(pattern, opts, closure)),
+                held,
+            )
         };
         let sub = sub.or_raise(py)?;
         Ok(PySubscription::new(
