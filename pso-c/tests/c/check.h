@@ -1,5 +1,5 @@
 /*
- * Shared helpers of the C test programs (test_pso.c, test_workflow.c): checks
+ * Shared helpers of the C test programs (test_pso.c, test_workflow.c, ...): checks
  * that count passes and failures (thread-safe: they may be used inside
  * callbacks on PSO worker threads), and small utilities. One test program
  * includes it once.
