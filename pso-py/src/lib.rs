@@ -10,9 +10,15 @@
 //! step contexts, runs and results), `allocator/` (resource requests,
 //! leases, status and plans), `hub/` (publish/subscribe, requests, direct
 //! channels, meshes, coordination status), `state/` (the state store and
-//! its watches), `aio.rs` (waiting from threads and asyncio, event loops of
+//! its watches), `supervise.rs` (health checks, supervision, the virtual
+//! clock), `intelligence/` (learned patterns, insights, recommendations,
+//! optimization and evolution), `aio.rs` (waiting from threads and asyncio, event loops of
 //! `async def` steps) and `scheduler.rs` (worker threads' Python thread
 //! states, and closing orchestrators at interpreter exit).
+//!
+//! `Orchestrator`'s methods are spread over several `#[pymethods]` blocks
+//! (pyo3's `multiple-pymethods`): the ones of a concept live in the file of
+//! that concept (`supervise.rs`, `intelligence/mod.rs`).
 
 #![forbid(unsafe_code)]
 
@@ -20,12 +26,14 @@ mod aio;
 mod allocator;
 mod error;
 mod hub;
+mod intelligence;
 mod lifecycle;
 mod model;
 mod orchestrator;
 mod scheduler;
 mod state;
 mod status;
+mod supervise;
 mod value;
 mod workflow;
 
@@ -57,6 +65,12 @@ mod _pso {
     #[pymodule_export]
     use super::hub::subscription::PySubscription;
     #[pymodule_export]
+    use super::intelligence::report::{
+        PyArmStats, PyChange, PyCoActivation, PyContention, PyContributor, PyCoordinationPlan,
+        PyCriticalPath, PyEdgePattern, PyEvolution, PyInsights, PyOperationPattern, PyPatterns,
+        PyRecommendation,
+    };
+    #[pymodule_export]
     use super::lifecycle::{PyActivationReport, PyPlan, PySystemOutcome, PyTransition};
     #[pymodule_export]
     use super::orchestrator::PyOrchestrator;
@@ -66,6 +80,12 @@ mod _pso {
     use super::state::{PyEntry, PyEvent, PySnapshotInfo, PyStateStore};
     #[pymodule_export]
     use super::status::PySystemStatus;
+    #[pymodule_export]
+    use super::supervise::clock::PyVirtualClock;
+    #[pymodule_export]
+    use super::supervise::info::{PyHealthInfo, PySupervisionInfo};
+    #[pymodule_export]
+    use super::supervise::{PyHealthCheck, PyHealthReport, PySupervision};
     #[pymodule_export]
     use super::workflow::context::{PyChild, PyStepContext};
     #[pymodule_export]

@@ -40,6 +40,9 @@ pub(crate) type Callable = Arc<Py<PyAny>>;
 pub(crate) struct HandlerRefs {
     pub(crate) activate: Option<Callable>,
     pub(crate) deactivate: Option<Callable>,
+    /// The health probe (`supervise.rs`), set by `register` and
+    /// `set_health_check`; `set_handlers` leaves it alone.
+    pub(crate) probe: Option<Callable>,
 }
 
 impl HandlerRefs {
@@ -51,7 +54,7 @@ impl HandlerRefs {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.activate.is_none() && self.deactivate.is_none()
+        self.activate.is_none() && self.deactivate.is_none() && self.probe.is_none()
     }
 
     /// The Python objects held, for `__traverse__`.
@@ -59,6 +62,7 @@ impl HandlerRefs {
         self.activate
             .iter()
             .chain(self.deactivate.iter())
+            .chain(self.probe.iter())
             .map(|c| &**c)
     }
 }
@@ -142,6 +146,8 @@ pub(crate) struct SpecArgs<'py> {
     pub(crate) operations: Option<Bound<'py, PyAny>>,
     pub(crate) concurrency: Option<Bound<'py, PyAny>>,
     pub(crate) pinned: bool,
+    pub(crate) health: Option<Bound<'py, PyAny>>,
+    pub(crate) supervise: Option<Bound<'py, PyAny>>,
 }
 
 /// The Python operations of one system, by name, as the orchestrator
@@ -149,7 +155,7 @@ pub(crate) struct SpecArgs<'py> {
 pub(crate) type OperationRefs = Vec<(String, Callable)>;
 
 /// The keyword names of `register` (and the keys of a `register_many` dict).
-pub(crate) const SPEC_KEYS: [&str; 16] = [
+pub(crate) const SPEC_KEYS: [&str; 18] = [
     "name",
     "tier",
     "tags",
@@ -166,6 +172,8 @@ pub(crate) const SPEC_KEYS: [&str; 16] = [
     "operations",
     "concurrency",
     "pinned",
+    "health",
+    "supervise",
 ];
 
 impl<'py> SpecArgs<'py> {
@@ -213,6 +221,8 @@ impl<'py> SpecArgs<'py> {
                 "on_deactivate" => args.on_deactivate = opt(),
                 "operations" => args.operations = opt(),
                 "concurrency" => args.concurrency = opt(),
+                "health" => args.health = opt(),
+                "supervise" => args.supervise = opt(),
                 "pinned" => {
                     args.pinned = !none
                         && value.extract::<bool>().map_err(|_| {
@@ -285,9 +295,19 @@ impl<'py> SpecArgs<'py> {
                 crate::workflow::context::step_closure(f.clone(), Some(loops.clone())),
             );
         }
+        let mut probe = None;
+        if let Some(h) = self.health.as_ref().filter(|h| !h.is_none()) {
+            let (check, p) = crate::supervise::health_check(h, &field(at, "health"))?;
+            spec = spec.health_check(check);
+            probe = p;
+        }
+        if let Some(s) = self.supervise.as_ref().filter(|s| !s.is_none()) {
+            spec = spec.supervise(crate::supervise::supervision(s, &field(at, "supervise"))?);
+        }
         let handlers = HandlerRefs {
             activate: callable(self.on_activate, &field(at, "on_activate"))?,
             deactivate: callable(self.on_deactivate, &field(at, "on_deactivate"))?,
+            probe,
         };
         Ok((spec.handlers(handlers.to_core()), handlers, operations))
     }

@@ -16,7 +16,8 @@
 //! # Garbage collection
 //! Handlers often refer back to their orchestrator (a closure over it). The
 //! `handlers` and `operations` mirrors hold the single Python reference to
-//! each handler and operation function that core's closures share, so
+//! each handler, health probe and operation function that core's closures
+//! share, so
 //! `__traverse__` can report it and `__clear__` can break such cycles by
 //! dropping the core orchestrator (which joins its workers first, so no
 //! operation runs after that).
@@ -51,7 +52,7 @@ use crate::value::extract_value;
 use crate::workflow::result::{PyEstimate, PyRun};
 use crate::workflow::{self, PyWorkflow, seconds_arg};
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while these locks are held; never let poisoning escalate.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -125,7 +126,7 @@ impl PyOrchestrator {
     }
 
     /// The core orchestrator, or `ClosedError` (see [`OrchHandle::core`]).
-    fn core(&self, py: Python<'_>) -> PyResult<Orchestrator> {
+    pub(crate) fn core(&self, py: Python<'_>) -> PyResult<Orchestrator> {
         self.handle().core(py)
     }
 
@@ -182,14 +183,28 @@ impl PyOrchestrator {
         .or_raise(py)
     }
 
+    /// Mirrors new handlers; a system's probe is kept unless `refs` has one.
     fn record_handlers(&self, batch: Vec<(String, HandlerRefs)>) {
         let mut mirror = lock(&self.handlers);
-        for (name, refs) in batch {
+        for (name, mut refs) in batch {
+            if refs.probe.is_none() {
+                refs.probe = mirror.get(&name).and_then(|old| old.probe.clone());
+            }
             if refs.is_empty() {
                 mirror.remove(&name);
             } else {
                 mirror.insert(name, refs);
             }
+        }
+    }
+
+    /// Mirrors `system`'s new probe (`None`: it has none now).
+    pub(crate) fn record_probe(&self, system: String, probe: Option<Callable>) {
+        let mut mirror = lock(&self.handlers);
+        let refs = mirror.entry(system.clone()).or_default();
+        refs.probe = probe;
+        if refs.is_empty() {
+            mirror.remove(&system);
         }
     }
 
@@ -253,16 +268,22 @@ impl PyOrchestrator {
     /// `rate_window`, `direct_capacity`, `alert_interval`, `match_cache`);
     /// `auto_promote` checks pair rates every that many seconds; an
     /// `idle_timeout` turns minimalist mode on.
+    ///
+    /// Supervision: `flap_threshold` health or state changes within
+    /// `flap_window` seconds mark a system flapping; an alert goes out at
+    /// most once per (system, kind) every `alert_interval` seconds; a
+    /// `pso.VirtualClock` as `clock` makes supervision time virtual.
     #[new]
     #[pyo3(signature = (
         *, workers = None, transition_timeout = None, resource_aging_step = None,
         preemption_grace = None, idle_lease_after = None, hub = None, auto_promote = None,
-        idle_timeout = None
+        idle_timeout = None, flap_threshold = None, flap_window = None, alert_interval = None,
+        clock = None
     ))]
     #[pyo3(
         text_signature = "(*, workers=None, transition_timeout=30.0, resource_aging_step=1.0, \
         preemption_grace=1.0, idle_lease_after=60.0, hub=None, auto_promote=None, \
-        idle_timeout=None)"
+        idle_timeout=None, flap_threshold=5, flap_window=60.0, alert_interval=10.0, clock=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -275,8 +296,20 @@ impl PyOrchestrator {
         hub: Option<&Bound<'_, PyAny>>,
         auto_promote: Option<&Bound<'_, PyAny>>,
         idle_timeout: Option<&Bound<'_, PyAny>>,
+        flap_threshold: Option<&Bound<'_, PyAny>>,
+        flap_window: Option<&Bound<'_, PyAny>>,
+        alert_interval: Option<&Bound<'_, PyAny>>,
+        clock: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let mut builder = Orchestrator::builder().worker_scope(scheduler::worker_scope());
+        builder = crate::supervise::clock::configure(
+            py,
+            builder,
+            flap_threshold,
+            flap_window,
+            alert_interval,
+            clock,
+        )?;
         if let Some(h) = hub.filter(|h| !h.is_none()) {
             builder = builder.hub_config(crate::hub::config::hub_config(py, h)?);
         }
@@ -384,13 +417,13 @@ impl PyOrchestrator {
         name, *, tier = None, tags = None, priority = None, resources = None,
         requires = None, wants = None, after = None, conflicts = None, interacts = None,
         timeout = None, on_activate = None, on_deactivate = None, operations = None,
-        concurrency = None, pinned = false
+        concurrency = None, pinned = false, health = None, supervise = None
     ))]
     #[pyo3(
         text_signature = "(self, name, *, tier=None, tags=(), priority='normal', \
         resources=None, requires=(), wants=(), after=(), conflicts=(), interacts=(), \
         timeout=None, on_activate=None, on_deactivate=None, operations=None, concurrency=None, \
-        pinned=False)"
+        pinned=False, health=None, supervise=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn register<'py>(
@@ -412,6 +445,8 @@ impl PyOrchestrator {
         operations: Option<Bound<'py, PyAny>>,
         concurrency: Option<Bound<'py, PyAny>>,
         pinned: bool,
+        health: Option<Bound<'py, PyAny>>,
+        supervise: Option<Bound<'py, PyAny>>,
     ) -> PyResult<()> {
         let orch = self.core(py)?;
         let args = SpecArgs {
@@ -430,6 +465,8 @@ impl PyOrchestrator {
             operations,
             concurrency,
             pinned,
+            health,
+            supervise,
         };
         let (spec, refs, ops) = args.into_spec(py, name.clone(), "", &self.loops)?;
         py.detach(|| {
@@ -505,6 +542,7 @@ impl PyOrchestrator {
         let refs = HandlerRefs {
             activate: model::callable(on_activate, "on_activate")?,
             deactivate: model::callable(on_deactivate, "on_deactivate")?,
+            probe: None, // kept by record_handlers
         };
         py.detach(|| {
             let result = orch.set_handlers(&name, refs.to_core());

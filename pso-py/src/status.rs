@@ -1,5 +1,5 @@
 //! The Python view of pso-core's `SystemStatus`: a frozen snapshot of one
-//! system, converted on access.
+//! system (with its health and supervision), converted on access.
 
 #![forbid(unsafe_code)]
 
@@ -10,6 +10,7 @@ use pso_core::SystemStatus;
 use pyo3::prelude::*;
 
 use crate::lifecycle::{PyTransition, isoformat, py_repr};
+use crate::supervise::info::{PyHealthInfo, PySupervisionInfo};
 
 /// A snapshot of one system: its state, why, and its relations.
 #[pyclass(name = "SystemStatus", module = "pso", frozen)]
@@ -31,7 +32,8 @@ impl PySystemStatus {
         &self.inner.name
     }
 
-    /// `Registered`, `Activating`, `Active`, `Deactivating`, `Inactive` or `Failed`.
+    /// `Registered`, `Activating`, `Active`, `Deactivating`, `Inactive`,
+    /// `Failed` or `GaveUp` (its supervisor stopped restarting it).
     #[getter]
     fn state(&self) -> &'static str {
         self.inner.state.name()
@@ -131,6 +133,25 @@ impl PySystemStatus {
     #[getter]
     fn has_deactivate_handler(&self) -> bool {
         self.inner.has_deactivate_handler
+    }
+
+    /// Its limit on concurrently running workflow steps, or `None`.
+    #[getter]
+    fn concurrency(&self) -> Option<u32> {
+        self.inner.concurrency
+    }
+
+    /// Its health (`pso.HealthInfo`), or `None` without a health check.
+    #[getter]
+    fn health(&self) -> Option<PyHealthInfo> {
+        self.inner.health.clone().map(PyHealthInfo::from)
+    }
+
+    /// Its supervision (`pso.SupervisionInfo`: restarts, the next attempt,
+    /// failures left before giving up), or `None` if it is not supervised.
+    #[getter]
+    fn supervision(&self) -> Option<PySupervisionInfo> {
+        self.inner.supervision.clone().map(PySupervisionInfo::from)
     }
 
     /// Recent transitions, oldest first (bounded).

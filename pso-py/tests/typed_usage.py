@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import pathlib
-from typing import Any
+from typing import Any, Literal
 
 import pso
 
@@ -415,3 +415,93 @@ def use_coordination() -> None:
         pso.Orchestrator(hub={"queue_capacity": "big"})  # type: ignore[arg-type]
         st.put("k", {1: 2})  # type: ignore[dict-item]
         cs.mode = "mesh"  # type: ignore[misc]
+
+
+def probe(system: str) -> tuple[Literal["degraded"], str] | pso.HealthReport:
+    return ("degraded", "slow") if system == "db" else pso.HealthReport.healthy()
+
+
+def supervision_and_intelligence() -> None:
+    clock = pso.VirtualClock()
+    with pso.Orchestrator(clock=clock, flap_threshold=4, flap_window=20.0, alert_interval=0) as o:
+        check = pso.HealthCheck(probe, interval=1.0, timeout=0.5, failures_before_unhealthy=2, watchdog=None)
+        sup = pso.Supervision(
+            "on_failure",
+            strategy="rest_for_one",
+            backoff=1.0,
+            max_backoff=8.0,
+            jitter=False,
+            reset_after=30.0,
+            max_restarts=3,
+            within=60.0,
+        )
+        o.register("db", health=check, supervise=sup)
+        o.register_many([{"name": "api", "health": pso.HealthCheck(watchdog=5.0), "supervise": None}])
+        o.set_health_check("db", pso.HealthCheck(lambda s: "healthy"))
+        o.set_health_check("db", None)
+        o.set_supervision("db", pso.Supervision("always"))
+        o.check_in("api")
+        o.report_failure("db", "segfault")
+        clock.advance(1.5)
+        elapsed: float = clock.elapsed
+        pending: int = clock.pending
+        st = o.status("db")
+        state: Literal["GaveUp", "Active", "Failed"] | str = st.state
+        if st.health is not None:
+            hrow: tuple[str, str, int, int, float | None, bool] = (
+                st.health.status, st.health.detail, st.health.consecutive_failures,
+                st.health.probes, st.health.since_check_in, st.health.flapping,
+            )
+        if st.supervision is not None:
+            srow: tuple[str, str, int, int, int, float | None, int, bool] = (
+                st.supervision.policy, st.supervision.strategy, st.supervision.restarts,
+                st.supervision.recent_failures, st.supervision.failures_left,
+                st.supervision.next_attempt_in, st.supervision.attempt, st.supervision.gave_up,
+            )
+        report: pso.HealthReport = pso.HealthReport("unhealthy", "down")
+        same: bool = report == pso.HealthReport.unhealthy("down")
+
+        p: pso.Patterns = o.learn_patterns()
+        for op in p.operations:
+            orow: tuple[str, float, float, int, int, int, float] = (
+                op.key, op.mean, op.stddev, op.samples, op.recent_steps, op.recent_failures, op.failure_rate
+            )
+        erow: list[tuple[str, str, float, int]] = [(e.from_, e.to, e.rate, e.messages) for e in p.edges]
+        crow: list[tuple[str, str, int]] = [(c.a, c.b, c.together) for c in p.co_activation]
+        o.snapshot("snap.json")
+        o.restore(pathlib.Path("snap.json"))
+        i: pso.Insights = o.coordination_insights()
+        paths: list[list[tuple[str, float]]] = [cp.steps for cp in i.critical_paths]
+        waits: list[float] = [c.waiting for c in i.contributors] + [c.longest_wait for c in i.contention]
+        names: list[str] = i.unhealthy + i.flapping + i.gave_up
+        for r in o.optimization_recommendations():
+            a = r.action
+            if a["kind"] == "promote_to_direct":
+                pair: tuple[str, str] = (a["a"], a["b"])
+            elif a["kind"] == "set_concurrency_limit":
+                limit: int | None = a["to"]
+            elif a["kind"] == "pre_activate":
+                systems: list[str] = a["systems"]
+            rrow: tuple[str, str, str, float, int] = (r.target, r.evidence, r.expected_gain, r.confidence, r.samples)
+        plan: pso.CoordinationPlan = o.optimize_coordination(True, min_samples=10, min_confidence=0.5, idle_after=60.0)
+        skipped: list[tuple[pso.Recommendation, str]] = plan.skipped
+        for ch in plan.changes + o.coordination_log():
+            crow2: tuple[int, str, bool, str | None] = (ch.id, ch.reason, ch.reverted, ch.error)
+            undone: pso.Change = o.revert_change(ch.id)
+
+        def workload(orch: pso.Orchestrator) -> None:
+            orch.system_status()
+
+        ev: pso.Evolution = o.evolve_coordination(("scheduling_policy", "fifo"), workload, rounds=3, metric="p99", margin=0.1)
+        o.evolve_coordination(("concurrency_limit", "db", None), workload)
+        arms: tuple[int, float, float, float] = (ev.trial.rounds, ev.trial.median, ev.trial.p99, ev.baseline.error_rate)
+        kept: bool = ev.kept and ev.improvement > 0
+        log: list[pso.Evolution] = o.evolution_log()
+
+        pso.HealthReport("ok")  # type: ignore[arg-type]
+        pso.Supervision("sometimes")  # type: ignore[arg-type]
+        pso.HealthCheck(lambda s: 1)  # type: ignore[arg-type,return-value]
+        o.evolve_coordination(("scheduling_policy", "lifo"), workload)  # type: ignore[arg-type]
+        o.evolve_coordination(("concurrency_limit", "db"), workload)  # type: ignore[arg-type]
+        o.optimize_coordination(min_confidence="high")  # type: ignore[arg-type]
+        pso.Orchestrator(clock=clock.elapsed)  # type: ignore[arg-type]

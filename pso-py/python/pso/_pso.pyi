@@ -24,27 +24,40 @@ __version__: str
 __all__ = [
     "ActivationReport",
     "AlreadyExistsError",
+    "ArmStats",
     "BusyError",
     "CancelledError",
     "CasConflictError",
+    "Change",
     "Child",
     "ClosedError",
+    "CoActivation",
     "CompactedError",
     "ConflictError",
+    "Contention",
+    "Contributor",
+    "CoordinationPlan",
     "CoordinationStatus",
+    "CriticalPath",
     "CycleError",
     "DimensionStatus",
     "DirectEnd",
+    "EdgePattern",
     "EdgeRate",
     "Entry",
     "Estimate",
     "Event",
+    "Evolution",
     "ExceedsCapacityError",
     "ExceedsQuotaError",
     "GroupStatus",
     "HandlerError",
+    "HealthCheck",
+    "HealthInfo",
+    "HealthReport",
     "Hub",
     "IdleDeactivation",
+    "Insights",
     "InternalError",
     "InvalidArgumentError",
     "InvalidUtf8Error",
@@ -60,13 +73,16 @@ __all__ = [
     "NotActiveError",
     "NotFoundError",
     "NullPointerError",
+    "OperationPattern",
     "Orchestrator",
     "PairStatus",
     "ParseError",
+    "Patterns",
     "Plan",
     "PreemptNotice",
     "PsoError",
     "QueueOverflowError",
+    "Recommendation",
     "ResourcePlan",
     "ResourceRequest",
     "ResourceStatus",
@@ -82,10 +98,13 @@ __all__ = [
     "StepRecord",
     "Subscription",
     "SubscriptionStatus",
+    "Supervision",
+    "SupervisionInfo",
     "SystemOutcome",
     "SystemStatus",
     "TimeoutError",
     "Transition",
+    "VirtualClock",
     "WaiterStatus",
     "Watcher",
     "Workflow",
@@ -98,7 +117,7 @@ _Handler: TypeAlias = Callable[[str], object]
 _Priority: TypeAlias = Literal["critical", "high", "normal", "low", "background"]
 _EdgeKind: TypeAlias = Literal["requires", "wants", "after", "conflicts", "interacts"]
 _State: TypeAlias = Literal[
-    "Registered", "Activating", "Active", "Deactivating", "Inactive", "Failed"
+    "Registered", "Activating", "Active", "Deactivating", "Inactive", "Failed", "GaveUp"
 ]
 _Outcome: TypeAlias = Literal[
     "activated", "deactivated", "already_active", "not_active", "failed", "timed_out", "blocked"
@@ -197,6 +216,70 @@ _ResizeConcurrency = TypedDict(
 _ResourceAction: TypeAlias = _ReclaimExpired | _ReclaimIdle | _Rebalance | _ResizeConcurrency
 """One action of a `ResourcePlan`; `action` tells which."""
 
+_HealthStatus: TypeAlias = Literal["healthy", "degraded", "unhealthy"]
+_ProbeResult: TypeAlias = _HealthStatus | tuple[_HealthStatus, str | None] | HealthReport
+_Probe: TypeAlias = Callable[[str], _ProbeResult]
+"""A health probe: called with the system name on a PSO thread (or inside
+`VirtualClock.advance`); raising is a failed probe with the exception as detail."""
+
+_Policy: TypeAlias = Literal["never", "on_failure", "always"]
+_Strategy: TypeAlias = Literal["one_for_one", "rest_for_one", "one_for_all"]
+_SchedulingPolicy: TypeAlias = Literal["critical_path", "fifo"]
+_TrialMetric: TypeAlias = Literal["makespan", "p99", "error_rate"]
+_StrategyChange: TypeAlias = (
+    tuple[Literal["scheduling_policy"], _SchedulingPolicy]
+    | tuple[Literal["concurrency_limit"], str, int | None]
+)
+"""What `evolve_coordination` tries."""
+
+class _PromoteToDirect(TypedDict):
+    """Give the pair a direct channel."""
+
+    kind: Literal["promote_to_direct"]
+    a: str
+    b: str
+
+class _DemoteDirect(TypedDict):
+    """Route the pair through the hub again."""
+
+    kind: Literal["demote_direct"]
+    a: str
+    b: str
+
+_SetConcurrencyLimit = TypedDict(
+    "_SetConcurrencyLimit",
+    {"kind": Literal["set_concurrency_limit"], "system": str, "from": int | None, "to": int | None},
+)
+"""Change a system's concurrency limit for workflow steps (None: unlimited)."""
+
+class _DeactivateIdle(TypedDict):
+    """Deactivate an idle system."""
+
+    kind: Literal["deactivate_idle"]
+    system: str
+
+class _PreActivate(TypedDict):
+    """Activate systems usually used with an Active one."""
+
+    kind: Literal["pre_activate"]
+    systems: list[str]
+
+_SetSchedulingPolicy = TypedDict(
+    "_SetSchedulingPolicy",
+    {"kind": Literal["set_scheduling_policy"], "from": _SchedulingPolicy, "to": _SchedulingPolicy},
+)
+"""Order ready steps differently."""
+
+_Action: TypeAlias = (
+    _PromoteToDirect
+    | _DemoteDirect
+    | _SetConcurrencyLimit
+    | _DeactivateIdle
+    | _PreActivate
+    | _SetSchedulingPolicy
+)
+"""A coordination change (`Recommendation.action`, `Change.action`); `kind` tells which."""
+
 class _SystemDict(TypedDict):
     """One entry of `Orchestrator.register_many`: `register`'s keywords plus `name`."""
 
@@ -216,6 +299,8 @@ class _SystemDict(TypedDict):
     operations: NotRequired[Mapping[str, _StepFn] | None]
     concurrency: NotRequired[int | None]
     pinned: NotRequired[bool]
+    health: NotRequired[HealthCheck | None]
+    supervise: NotRequired[Supervision | None]
 
 @final
 class Orchestrator:
@@ -233,6 +318,10 @@ class Orchestrator:
         hub: _HubSettings | None = None,
         auto_promote: float | None = None,
         idle_timeout: float | None = None,
+        flap_threshold: int | None = 5,
+        flap_window: float | None = 60.0,
+        alert_interval: float | None = 10.0,
+        clock: VirtualClock | None = None,
     ) -> Self: ...
     def close(self) -> None: ...
     def __enter__(self) -> Self: ...
@@ -265,6 +354,8 @@ class Orchestrator:
         operations: Mapping[str, _StepFn] | None = None,
         concurrency: int | None = None,
         pinned: bool = False,
+        health: HealthCheck | None = None,
+        supervise: Supervision | None = None,
     ) -> None: ...
     def register_many(
         self,
@@ -293,6 +384,35 @@ class Orchestrator:
     def set_operation(self, system: str, op: str, fn: _StepFn) -> None: ...
     def set_concurrency_limit(self, system: str, limit: int | None) -> None: ...
     def estimates(self) -> list[Estimate]: ...
+    def set_health_check(self, system: str, check: HealthCheck | None) -> None: ...
+    def set_supervision(self, system: str, supervision: Supervision | None) -> None: ...
+    def check_in(self, system: str) -> None: ...
+    def report_failure(self, system: str, message: str) -> None: ...
+    def learn_patterns(self) -> Patterns: ...
+    def snapshot(self, path: str | os.PathLike[str]) -> SnapshotInfo: ...
+    def restore(self, path: str | os.PathLike[str]) -> SnapshotInfo: ...
+    def coordination_insights(self) -> Insights: ...
+    def optimization_recommendations(self) -> list[Recommendation]: ...
+    def optimize_coordination(
+        self,
+        apply: bool = False,
+        *,
+        min_samples: int | None = 20,
+        min_confidence: float | None = 0.6,
+        idle_after: float | None = None,
+    ) -> CoordinationPlan: ...
+    def coordination_log(self) -> list[Change]: ...
+    def revert_change(self, id: int) -> Change: ...
+    def evolve_coordination(
+        self,
+        change: _StrategyChange,
+        workload: Callable[[Orchestrator], object],
+        *,
+        rounds: int | None = 5,
+        metric: _TrialMetric = "makespan",
+        margin: float | None = 0.05,
+    ) -> Evolution: ...
+    def evolution_log(self) -> list[Evolution]: ...
     def workflow(self, name: str, steps: Iterable[Step]) -> Workflow: ...
     def load_workflow(self, path: str | os.PathLike[str]) -> Workflow: ...
     def load_workflow_str(self, text: str, format: Literal["toml", "json"] = "toml") -> Workflow: ...
@@ -675,6 +795,12 @@ class SystemStatus:
     def has_deactivate_handler(self) -> bool: ...
     @property
     def history(self) -> list[Transition]: ...
+    @property
+    def concurrency(self) -> int | None: ...
+    @property
+    def health(self) -> HealthInfo | None: ...
+    @property
+    def supervision(self) -> SupervisionInfo | None: ...
 
 @final
 class ResourceRequest:
@@ -1285,3 +1411,329 @@ class ExceedsQuotaError(PsoError):
 
 class CancelledError(PsoError):
     """The pending request was cancelled (not `asyncio.CancelledError`)."""
+
+@final
+class HealthReport:
+    """What a health probe found: a status and a detail."""
+
+    def __new__(cls, status: _HealthStatus, detail: str = "") -> Self: ...
+    @staticmethod
+    def healthy(detail: str = "") -> HealthReport: ...
+    @staticmethod
+    def degraded(detail: str) -> HealthReport: ...
+    @staticmethod
+    def unhealthy(detail: str) -> HealthReport: ...
+    @property
+    def status(self) -> _HealthStatus: ...
+    @property
+    def detail(self) -> str: ...
+    def __eq__(self, other: object, /) -> bool: ...
+
+@final
+class HealthCheck:
+    """How a system's health is checked: a probe every `interval` seconds, and/or a watchdog."""
+
+    def __new__(
+        cls,
+        probe: _Probe | None = None,
+        *,
+        interval: float | None = 10.0,
+        timeout: float | None = 5.0,
+        failures_before_unhealthy: int | None = 3,
+        successes_before_healthy: int | None = 1,
+        watchdog: float | None = None,
+    ) -> Self: ...
+    @property
+    def probe(self) -> _Probe | None: ...
+    @property
+    def interval(self) -> float: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def failures_before_unhealthy(self) -> int: ...
+    @property
+    def successes_before_healthy(self) -> int: ...
+    @property
+    def watchdog(self) -> float | None: ...
+
+@final
+class Supervision:
+    """How a system is supervised: restart policy, strategy, backoff, intensity."""
+
+    def __new__(
+        cls,
+        policy: _Policy = "on_failure",
+        *,
+        strategy: _Strategy = "one_for_one",
+        backoff: float | None = 0.1,
+        max_backoff: float | None = 30.0,
+        jitter: bool = True,
+        reset_after: float | None = 60.0,
+        max_restarts: int | None = 5,
+        within: float | None = 60.0,
+    ) -> Self: ...
+    @property
+    def policy(self) -> _Policy: ...
+    @property
+    def strategy(self) -> _Strategy: ...
+    @property
+    def backoff(self) -> float: ...
+    @property
+    def max_backoff(self) -> float: ...
+    @property
+    def jitter(self) -> bool: ...
+    @property
+    def reset_after(self) -> float: ...
+    @property
+    def max_restarts(self) -> int: ...
+    @property
+    def within(self) -> float: ...
+
+@final
+class VirtualClock:
+    """A clock that moves only on `advance`: deterministic supervision tests."""
+
+    def __new__(cls) -> Self: ...
+    def advance(self, seconds: float) -> None: ...
+    @property
+    def elapsed(self) -> float: ...
+    @property
+    def pending(self) -> int: ...
+
+@final
+class HealthInfo:
+    """A system's health (`SystemStatus.health`)."""
+
+    @property
+    def status(self) -> _HealthStatus: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def consecutive_failures(self) -> int: ...
+    @property
+    def probes(self) -> int: ...
+    @property
+    def since_check_in(self) -> float | None: ...
+    @property
+    def flapping(self) -> bool: ...
+
+@final
+class SupervisionInfo:
+    """A system's supervision (`SystemStatus.supervision`)."""
+
+    @property
+    def policy(self) -> _Policy: ...
+    @property
+    def strategy(self) -> _Strategy: ...
+    @property
+    def restarts(self) -> int: ...
+    @property
+    def recent_failures(self) -> int: ...
+    @property
+    def failures_left(self) -> int: ...
+    @property
+    def next_attempt_in(self) -> float | None: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def gave_up(self) -> bool: ...
+
+@final
+class OperationPattern:
+    """What was learned about one operation (`system.operation`)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def mean(self) -> float: ...
+    @property
+    def stddev(self) -> float: ...
+    @property
+    def samples(self) -> int: ...
+    @property
+    def recent_steps(self) -> int: ...
+    @property
+    def recent_failures(self) -> int: ...
+    @property
+    def failure_rate(self) -> float: ...
+
+@final
+class EdgePattern:
+    """Traffic on one edge (`from_` -> `to`)."""
+
+    @property
+    def from_(self) -> str: ...
+    @property
+    def to(self) -> str: ...
+    @property
+    def rate(self) -> float: ...
+    @property
+    def messages(self) -> int: ...
+
+@final
+class CoActivation:
+    """Two systems used together."""
+
+    @property
+    def a(self) -> str: ...
+    @property
+    def b(self) -> str: ...
+    @property
+    def together(self) -> int: ...
+    @property
+    def a_count(self) -> int: ...
+    @property
+    def b_count(self) -> int: ...
+
+@final
+class Patterns:
+    """What `learn_patterns` returns."""
+
+    @property
+    def operations(self) -> list[OperationPattern]: ...
+    @property
+    def edges(self) -> list[EdgePattern]: ...
+    @property
+    def co_activation(self) -> list[CoActivation]: ...
+    def to_json(self) -> str: ...
+
+@final
+class CriticalPath:
+    """The longest chain of a workflow's latest run by measured time."""
+
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def steps(self) -> list[tuple[str, float]]: ...
+    @property
+    def length(self) -> float: ...
+    @property
+    def makespan(self) -> float: ...
+
+@final
+class Contributor:
+    """Time spent by one operation over recent runs (seconds)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def waiting(self) -> float: ...
+    @property
+    def working(self) -> float: ...
+    @property
+    def steps(self) -> int: ...
+
+@final
+class Contention:
+    """Pressure on one resource dimension."""
+
+    @property
+    def dimension(self) -> str: ...
+    @property
+    def utilization(self) -> float: ...
+    @property
+    def waiters(self) -> int: ...
+    @property
+    def longest_wait(self) -> float: ...
+
+@final
+class Insights:
+    """What `coordination_insights` returns."""
+
+    @property
+    def runs(self) -> int: ...
+    @property
+    def critical_paths(self) -> list[CriticalPath]: ...
+    @property
+    def contributors(self) -> list[Contributor]: ...
+    @property
+    def hot_edges(self) -> list[EdgePattern]: ...
+    @property
+    def idle_direct_pairs(self) -> list[tuple[str, str]]: ...
+    @property
+    def contention(self) -> list[Contention]: ...
+    @property
+    def unhealthy(self) -> list[str]: ...
+    @property
+    def flapping(self) -> list[str]: ...
+    @property
+    def gave_up(self) -> list[str]: ...
+    def to_json(self) -> str: ...
+
+@final
+class Recommendation:
+    """A suggested change with its evidence."""
+
+    @property
+    def target(self) -> str: ...
+    @property
+    def action(self) -> _Action: ...
+    @property
+    def evidence(self) -> str: ...
+    @property
+    def expected_gain(self) -> str: ...
+    @property
+    def confidence(self) -> float: ...
+    @property
+    def samples(self) -> int: ...
+
+@final
+class Change:
+    """A change PSO made to its coordination (`coordination_log`)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def action(self) -> _Action: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def reverted(self) -> bool: ...
+    @property
+    def error(self) -> str | None: ...
+
+@final
+class CoordinationPlan:
+    """What `optimize_coordination` planned and, with `apply=True`, did."""
+
+    @property
+    def actions(self) -> list[Recommendation]: ...
+    @property
+    def skipped(self) -> list[tuple[Recommendation, str]]: ...
+    @property
+    def applied(self) -> bool: ...
+    @property
+    def changes(self) -> list[Change]: ...
+    def to_json(self) -> str: ...
+
+@final
+class ArmStats:
+    """One arm of an evolution trial."""
+
+    @property
+    def rounds(self) -> int: ...
+    @property
+    def median(self) -> float: ...
+    @property
+    def p99(self) -> float: ...
+    @property
+    def error_rate(self) -> float: ...
+
+@final
+class Evolution:
+    """A finished evolution trial."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def change(self) -> str: ...
+    @property
+    def baseline(self) -> ArmStats: ...
+    @property
+    def trial(self) -> ArmStats: ...
+    @property
+    def improvement(self) -> float: ...
+    @property
+    def kept(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...

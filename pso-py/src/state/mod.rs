@@ -162,6 +162,12 @@ pub(crate) struct PySnapshotInfo {
     inner: SnapshotInfo,
 }
 
+impl From<SnapshotInfo> for PySnapshotInfo {
+    fn from(inner: SnapshotInfo) -> Self {
+        PySnapshotInfo { inner }
+    }
+}
+
 #[pymethods]
 impl PySnapshotInfo {
     /// The file.
