@@ -515,3 +515,20 @@ def test_real_time_probes_run_on_workers_and_time_out() -> None:
             time.sleep(0.01)
         release.set()
 
+
+
+def test_advancing_the_clock_from_a_probe_is_busy_not_a_deadlock(
+    vorch: pso.Orchestrator, clock: pso.VirtualClock
+) -> None:
+    def probe(system: str) -> Literal["healthy"]:
+        clock.advance(1)  # inside advance: refused
+        return "healthy"
+
+    vorch.register("p", health=pso.HealthCheck(probe, interval=1, failures_before_unhealthy=1))
+    vorch.activate_system("p")
+    clock.advance(1)
+    h = vorch.status("p").health
+    assert h is not None and h.status == "unhealthy"
+    assert "BusyError" in h.detail and "advanced already" in h.detail
+    clock.advance(0)  # the clock works again afterwards
+    assert clock.elapsed == 1.0

@@ -3,17 +3,22 @@
 //!
 //! `advance` releases the GIL for the whole advance: probes, supervisor
 //! restarts and the handlers they wait for run inside it and take the GIL
-//! themselves (on this thread or on workers).
+//! themselves (on this thread or on workers). Core serializes advances with
+//! a lock, so an advance from inside one (a probe on this thread, a handler
+//! on a worker that the advance waits for) would deadlock: one flag per
+//! clock refuses any advance while another runs, with `BusyError`.
 
 #![forbid(unsafe_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pso_core::{OrchestratorBuilder, VirtualClock};
+use pso_core::{ErrorKind, OrchestratorBuilder, VirtualClock};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
 use super::{count_u32, type_name};
+use crate::error::of_kind;
 use crate::workflow::seconds_arg;
 
 /// A clock that moves only when `advance` is called: give it to
@@ -23,6 +28,17 @@ use crate::workflow::seconds_arg;
 #[pyclass(name = "VirtualClock", module = "pso", frozen)]
 pub(crate) struct PyVirtualClock {
     inner: VirtualClock,
+    /// Set while an `advance` runs (see [`Advancing`]).
+    advancing: AtomicBool,
+}
+
+/// Clears `PyVirtualClock::advancing` when the advance ends.
+struct Advancing<'a>(&'a AtomicBool);
+
+impl Drop for Advancing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 #[pymethods]
@@ -31,14 +47,28 @@ impl PyVirtualClock {
     fn new() -> Self {
         PyVirtualClock {
             inner: VirtualClock::new(),
+            advancing: AtomicBool::new(false),
         }
     }
 
     /// Moves time forward by `seconds` (0 runs what is due now), running
     /// every probe, timer and supervisor action that falls due on the way,
     /// in order. The GIL is released meanwhile (probes and handlers take it).
+    /// Raises `BusyError` while another `advance` of this clock runs: a
+    /// probe or handler that advanced the clock it runs under would wait
+    /// for itself forever.
     fn advance(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
         let by = seconds_arg(py, seconds, "seconds", false)?;
+        if self.advancing.swap(true, Ordering::AcqRel) {
+            return Err(of_kind(
+                py,
+                ErrorKind::Busy,
+                "the VirtualClock is being advanced already (by another thread, or this call \
+                 comes from a probe or handler run inside advance); advance it from one \
+                 thread, outside PSO's callbacks",
+            ));
+        }
+        let _done = Advancing(&self.advancing);
         let clock = self.inner.clone();
         py.detach(move || clock.advance(by));
         Ok(())
