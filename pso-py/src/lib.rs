@@ -4,8 +4,8 @@
 //! every core error to the Python exception of its kind (`error.rs`), and
 //! manages the GIL: it is released around every call into core and taken back
 //! on worker threads only to call a Python handler or step function. Files
-//! mirror the core modules they wrap: `orchestrator.rs`, `model.rs` (specs and
-//! handlers), `lifecycle.rs` (reports, plans, transitions), `status.rs`,
+//! mirror the core modules they wrap: `orchestrator/` (its verbs by
+//! concept), `model.rs` (specs and handlers), `lifecycle.rs` (reports, plans, transitions), `status.rs`,
 //! `value.rs` (Python objects <-> `Value`), `workflow/` (steps, workflows,
 //! step contexts, runs and results), `allocator/` (resource requests,
 //! leases, status and plans), `hub/` (publish/subscribe, requests, direct

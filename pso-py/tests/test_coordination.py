@@ -227,8 +227,15 @@ def test_run_minimal_activates_only_what_it_needs_and_idle_systems_stop() -> Non
         assert topics(events, 2) == ["pso.lifecycle.index.deactivated", "pso.lifecycle.store.deactivated"]
         assert time.monotonic() - started >= 0.08
         assert o.status("cache").state == "Active"  # pinned
-        m = o.coordination_status().minimalist
-        assert m is not None
+        # The sweep records its deactivations after the lifecycle events
+        # went out: wait for the record too.
+        deadline = time.monotonic() + BOUND
+        while True:
+            m = o.coordination_status().minimalist
+            assert m is not None
+            if len(m.deactivated) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         assert [d.system for d in m.deactivated] == ["index", "store"]
         assert all(d.idle_secs >= 0.08 and d.at.tzinfo is not None for d in m.deactivated)
         o.set_idle_timeout(None)

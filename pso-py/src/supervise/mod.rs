@@ -269,10 +269,10 @@ pub(crate) struct PyHealthCheck {
 impl PyHealthCheck {
     /// The core check and the probe callable it calls.
     pub(crate) fn to_core(&self) -> (HealthCheck, Option<Callable>) {
-        let mut check = match (&self.probe, self.watchdog) {
-            (Some(p), _) => HealthCheck::probe_shared(probe_fn(p.clone())),
-            (None, Some(d)) => HealthCheck::watchdog_only(d),
-            (None, None) => unreachable!("validated in HealthCheck()"),
+        // `HealthCheck()` refuses a check with neither a probe nor a watchdog.
+        let mut check = match &self.probe {
+            Some(p) => HealthCheck::probe_shared(probe_fn(p.clone())),
+            None => HealthCheck::watchdog_only(self.watchdog.unwrap_or(self.interval)),
         };
         check = check
             .interval(self.interval)

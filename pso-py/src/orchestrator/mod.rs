@@ -1,5 +1,10 @@
 //! `pso.Orchestrator`: pso-core's `Orchestrator` behind the GIL rules.
 //!
+//! This file has construction, registration, lifecycle, workflows and the
+//! garbage-collection support; the verbs of other concepts are in
+//! `#[pymethods]` blocks beside it (`resources.rs`, `coordination.rs`) or in
+//! the concept's own file (`supervise/`, `intelligence/`).
+//!
 //! # Threads and the GIL
 //! Every call into core runs inside `py.detach` (the GIL released): lifecycle
 //! calls wait for handlers that need the GIL on worker threads, and even a
@@ -24,6 +29,9 @@
 
 #![forbid(unsafe_code)]
 
+mod coordination;
+mod resources;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,13 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use pso_core::{ExportFormat, Orchestrator, RunOptions, TopologyFormat, Value, Workflow};
 
 use crate::aio::RunLoops;
-use crate::allocator::lease::PyLease;
-use crate::allocator::status::{PyResourcePlan, PyResourceStatus};
-use crate::allocator::{self, RequestOptions};
-use crate::hub::PyHub;
-use crate::hub::status::PyCoordinationStatus;
 use crate::scheduler::{self, OrchCell};
-use crate::state::PyStateStore;
 use pyo3::PyTraverseError;
 use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
@@ -118,7 +120,7 @@ impl OrchHandle {
 }
 
 impl PyOrchestrator {
-    fn handle(&self) -> OrchHandle {
+    pub(super) fn handle(&self) -> OrchHandle {
         OrchHandle {
             cell: self.inner.clone(),
             owner_pid: self.owner_pid,
@@ -772,284 +774,6 @@ impl PyOrchestrator {
         timing: bool,
     ) -> PyResult<PyRun> {
         self.start_run(py, workflow, input, deadline, timing, true)
-    }
-
-    /// The publish/subscribe hub (`pso.Hub`).
-    #[getter]
-    fn hub(&self, py: Python<'_>) -> PyResult<PyHub> {
-        self.core(py)?;
-        Ok(PyHub::new(self.handle()))
-    }
-
-    /// The shared state store (`pso.StateStore`).
-    #[getter]
-    fn state(&self, py: Python<'_>) -> PyResult<PyStateStore> {
-        self.core(py)?;
-        Ok(PyStateStore::new(self.handle()))
-    }
-
-    /// The coordination mode, direct pairs, meshes, per-edge message rates,
-    /// recent mode changes, and minimalist mode's state.
-    fn coordination_status(&self, py: Python<'_>) -> PyResult<PyCoordinationStatus> {
-        let orch = self.core(py)?;
-        Ok(py.detach(|| orch.coordination_status()).into())
-    }
-
-    /// Checks pair message rates every `seconds` (`None`: off): pairs at or
-    /// above the hub's `promote_threshold` get a direct channel, promoted
-    /// pairs below `demote_threshold` go back through the router.
-    fn set_auto_promote(&self, py: Python<'_>, seconds: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let orch = self.core(py)?;
-        let every = match seconds.filter(|s| !s.is_none()) {
-            Some(s) => Some(seconds_arg(py, s, "seconds", true)?),
-            None => None,
-        };
-        py.detach(|| orch.set_auto_promote(every));
-        Ok(())
-    }
-
-    /// Applies the promotion and demotion candidates now; returns how many
-    /// pairs changed.
-    fn promote_pairs(&self, py: Python<'_>) -> PyResult<usize> {
-        let orch = self.core(py)?;
-        Ok(py.detach(|| orch.promote_pairs()))
-    }
-
-    /// Minimalist mode: with `seconds`, active systems that are not pinned,
-    /// that no live run uses and that hold no lease are deactivated once
-    /// idle that long (with their dependents, if those are idle too);
-    /// `None` turns it off.
-    fn set_idle_timeout(&self, py: Python<'_>, seconds: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let orch = self.core(py)?;
-        let timeout = match seconds.filter(|s| !s.is_none()) {
-            Some(s) => Some(seconds_arg(py, s, "seconds", true)?),
-            None => None,
-        };
-        py.detach(|| orch.set_idle_timeout(timeout));
-        Ok(())
-    }
-
-    /// Runs one idle sweep now (minimalist mode must be on); returns the
-    /// systems it deactivated.
-    fn deactivate_idle(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        let orch = self.core(py)?;
-        Ok(py.detach(|| orch.deactivate_idle()))
-    }
-
-    /// Pins `name` (or unpins it): a pinned system is never deactivated for
-    /// being idle.
-    #[pyo3(signature = (name, pinned = true))]
-    fn pin_system(&self, py: Python<'_>, name: &str, pinned: bool) -> PyResult<()> {
-        let orch = self.core(py)?;
-        py.detach(|| orch.pin_system(name, pinned)).or_raise(py)
-    }
-
-    /// Declares (or changes) the capacity of resource dimension `dimension`
-    /// (`cpu`, `memory`, or any counter). Raising it grants waiters at once.
-    fn set_capacity(
-        &self,
-        py: Python<'_>,
-        dimension: &str,
-        capacity: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let orch = self.core(py)?;
-        let capacity = allocator::amount(py, capacity, "capacity")?;
-        py.detach(|| orch.set_capacity(dimension, capacity))
-            .or_raise(py)
-    }
-
-    /// Sets (or with `None` removes) the hard quota of `group` on
-    /// `dimension`: the group's leases never hold more together.
-    fn set_group_quota(
-        &self,
-        py: Python<'_>,
-        group: &str,
-        dimension: &str,
-        quota: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let orch = self.core(py)?;
-        let quota = match quota.filter(|q| !q.is_none()) {
-            Some(q) => Some(allocator::amount(py, q, "quota")?),
-            None => None,
-        };
-        py.detach(|| orch.set_group_quota(group, dimension, quota))
-            .or_raise(py)
-    }
-
-    /// Sets `system`'s weight in dominant-resource fairness (default 1.0): a
-    /// system of weight 2 is served as if its share were half.
-    fn set_resource_weight(
-        &self,
-        py: Python<'_>,
-        system: &str,
-        weight: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let orch = self.core(py)?;
-        if weight.is_instance_of::<pyo3::types::PyBool>() {
-            return Err(PyTypeError::new_err("weight must be a number, got 'bool'"));
-        }
-        let weight: f64 = weight.extract().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "weight must be a number, got '{}'",
-                weight
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            ))
-        })?;
-        py.detach(|| orch.set_resource_weight(system, weight))
-            .or_raise(py)
-    }
-
-    /// Leases `amounts` (dimension -> amount) for `system`, waiting with the
-    /// GIL released until they fit in policy order (at most `wait` seconds,
-    /// if given; `wait=0` answers at once). Ctrl-C withdraws the request.
-    /// Raises `ExceedsCapacityError`/`ExceedsQuotaError` (it could never
-    /// fit), `TimeoutError` (saying what it waited for), `NotFoundError`.
-    #[pyo3(signature = (
-        system, amounts, *, priority = None, group = None, preemptible = false, ttl = None,
-        wait = None
-    ))]
-    #[pyo3(
-        text_signature = "(self, system, amounts, *, priority=None, group=None, \
-        preemptible=False, ttl=None, wait=None)"
-    )]
-    #[allow(clippy::too_many_arguments)]
-    fn allocate_resources(
-        &self,
-        py: Python<'_>,
-        system: String,
-        amounts: &Bound<'_, PyAny>,
-        priority: Option<&str>,
-        group: Option<String>,
-        preemptible: bool,
-        ttl: Option<&Bound<'_, PyAny>>,
-        wait: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyLease> {
-        let orch = self.core(py)?;
-        let opts = RequestOptions {
-            priority,
-            group,
-            preemptible,
-            ttl,
-            wait,
-        };
-        let req = allocator::request(py, amounts, opts)?;
-        let pending = allocator::queue(py, &orch, &[(system, req)])?;
-        drop(orch);
-        let mut leases = allocator::wait_blocking(py, pending)?;
-        let lease = leases
-            .pop()
-            .ok_or_else(|| crate::error::invalid_argument(py, "no lease was granted"))?;
-        Ok(PyLease::new(lease))
-    }
-
-    /// `allocate_resources` for asyncio: returns a coroutine that waits
-    /// without blocking the event loop. Cancelling its task withdraws the
-    /// request. Bad arguments raise at once; rejections when awaited.
-    #[pyo3(signature = (
-        system, amounts, *, priority = None, group = None, preemptible = false, ttl = None,
-        wait = None
-    ))]
-    #[pyo3(
-        text_signature = "(self, system, amounts, *, priority=None, group=None, \
-        preemptible=False, ttl=None, wait=None)"
-    )]
-    #[allow(clippy::too_many_arguments)]
-    fn allocate_resources_async<'py>(
-        &self,
-        py: Python<'py>,
-        system: String,
-        amounts: &Bound<'py, PyAny>,
-        priority: Option<&str>,
-        group: Option<String>,
-        preemptible: bool,
-        ttl: Option<&Bound<'py, PyAny>>,
-        wait: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let orch = self.core(py)?;
-        let opts = RequestOptions {
-            priority,
-            group,
-            preemptible,
-            ttl,
-            wait,
-        };
-        let req = allocator::request(py, amounts, opts)?;
-        allocator::coroutine(py, orch, vec![(system, req)])
-    }
-
-    /// Leases several parts (`pso.ResourceRequest`s) all or nothing: while
-    /// the gang waits, no part is held. Served at the highest priority among
-    /// the parts; waits at most the shortest `wait`. One lease per part.
-    fn allocate_gang(&self, py: Python<'_>, requests: &Bound<'_, PyAny>) -> PyResult<Vec<PyLease>> {
-        let orch = self.core(py)?;
-        let parts = allocator::gang_parts(requests)?;
-        let pending = allocator::queue(py, &orch, &parts)?;
-        drop(orch);
-        let leases = allocator::wait_blocking(py, pending)?;
-        Ok(leases.into_iter().map(PyLease::new).collect())
-    }
-
-    /// Sets (or with `None` removes) what each workflow step of `system`
-    /// leases while it runs: asked for when the step is ready to run,
-    /// released when its attempt ends. A rejected request fails the step.
-    #[pyo3(signature = (
-        system, amounts, *, priority = None, group = None, preemptible = false, ttl = None,
-        wait = None
-    ))]
-    #[pyo3(
-        text_signature = "(self, system, amounts, *, priority=None, group=None, \
-        preemptible=False, ttl=None, wait=None)"
-    )]
-    #[allow(clippy::too_many_arguments)]
-    fn set_step_resources(
-        &self,
-        py: Python<'_>,
-        system: &str,
-        amounts: Option<&Bound<'_, PyAny>>,
-        priority: Option<&str>,
-        group: Option<String>,
-        preemptible: bool,
-        ttl: Option<&Bound<'_, PyAny>>,
-        wait: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let orch = self.core(py)?;
-        let req = match amounts.filter(|a| !a.is_none()) {
-            Some(a) => Some(allocator::request(
-                py,
-                a,
-                RequestOptions {
-                    priority,
-                    group,
-                    preemptible,
-                    ttl,
-                    wait,
-                },
-            )?),
-            None => None,
-        };
-        py.detach(|| orch.set_step_resources(system, req))
-            .or_raise(py)
-    }
-
-    /// Capacity, allocated and free per dimension; group quotas; every lease;
-    /// every waiter with why it waits, in policy order.
-    fn resource_status(&self, py: Python<'_>) -> PyResult<PyResourceStatus> {
-        let orch = self.core(py)?;
-        Ok(py.detach(|| orch.resource_status()).into())
-    }
-
-    /// Plans (and with `apply=True`, carries out): reclaiming expired and idle
-    /// leases, rebalancing toward fair shares, resizing per-system
-    /// concurrency limits. A dry run changes nothing.
-    #[pyo3(signature = (apply = false))]
-    fn optimize_resources(&self, py: Python<'_>, apply: bool) -> PyResult<PyResourcePlan> {
-        let orch = self.core(py)?;
-        py.detach(|| orch.optimize_resources(apply))
-            .map(PyResourcePlan::from)
-            .or_raise(py)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
