@@ -98,3 +98,9 @@ export interface StepContext {
 
 /** A step function or operation: runs on the JS thread; may return a Promise. */
 export type StepFn = (ctx: StepContext) => ValueInput | void | PromiseLike<ValueInput | void>
+
+/** What a full subscription queue does with a new message. */
+export type Overflow = 'block' | 'dropOldest' | 'dropNewest' | 'error'
+
+/** How a pair of systems exchanges messages. */
+export type CoordinationMode = 'hierarchical' | 'direct' | 'mesh'

@@ -99,6 +99,12 @@ export interface StepContext {
 /** A step function or operation: runs on the JS thread; may return a Promise. */
 export type StepFn = (ctx: StepContext) => ValueInput | void | PromiseLike<ValueInput | void>
 
+/** What a full subscription queue does with a new message. */
+export type Overflow = 'block' | 'dropOldest' | 'dropNewest' | 'error'
+
+/** How a pair of systems exchanges messages. */
+export type CoordinationMode = 'hierarchical' | 'direct' | 'mesh'
+
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
@@ -106,6 +112,101 @@ export type StepFn = (ctx: StepContext) => ValueInput | void | PromiseLike<Value
  * can point the loader at a WASI artifact this package does not build itself.
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
+
+/** One side of a direct channel: `send(v)` and `recv()` return Promises. */
+export declare class DirectEnd {
+  /** This side's system. */
+  get system(): string
+  /** The other side's system. */
+  get peer(): string
+  /** Whether the channel is closed. */
+  get closed(): boolean
+  /**
+   * Sends `value` to the peer. Resolves once it is in the ring; rejects
+   * with `PSO_TIMEOUT` if the ring stayed full for `timeoutMs` (default:
+   * wait as long as it takes), `PSO_CLOSED` if the channel is closed
+   * (publish through the hub instead).
+   */
+  send(value: ValueInput, options?: { timeoutMs?: number }): Promise<void>
+  /**
+   * Resolves with the next value from the peer. Rejects with
+   * `PSO_TIMEOUT` after `timeoutMs` (default: wait as long as it takes),
+   * `PSO_CLOSED` once the channel is closed and drained.
+   */
+  recv(options?: { timeoutMs?: number }): Promise<Value>
+  /** Closes the channel (both ends). Idempotent. */
+  close(): void
+  /** Same as `close()`, for `using end = hub.endpoint(...)`. */
+  [globalThis.Symbol.dispose](): void
+}
+export type JsDirectEnd = DirectEnd
+
+/**
+ * The orchestrator's hub: publish/subscribe on dot-separated topics
+ * (`*` one token, `>` the rest), queue groups, request/reply, direct
+ * channels and meshes. Get it as `o.hub`.
+ */
+export declare class Hub {
+  /**
+   * Publishes `payload` on `topic`. Resolves with the number of
+   * subscriptions that queued it (0 when nobody listens). Rejects with
+   * `PSO_INVALID_ARGUMENT` (a bad topic, naming the token), `PSO_OVERFLOW`
+   * (a subscription with the `error` policy, or `block` after its
+   * timeout, refused it; the others still got it), `PSO_CLOSED`.
+   */
+  publish(topic: string, payload?: ValueInput, options?: PublishOptions): Promise<number>
+  /**
+   * Subscribes to `pattern`. With a callback: `callback(message)` runs
+   * on the event loop for each message, one at a time in publish order
+   * (a returned Promise is awaited first). Without one: a pull
+   * subscription, read with `recv()` or `for await (const m of sub)`.
+   * `PSO_INVALID_ARGUMENT` for a bad pattern (naming the token) or bad
+   * options.
+   */
+  subscribe(pattern: string, callbackOrOptions?: ((message: Message) => void | Promise<void>) | SubscribeOptions, options?: SubscribeOptions): Subscription
+  /**
+   * Sends a request and resolves with the first reply (a `Message`).
+   * Rejects at once with `PSO_NO_RESPONDERS` when no subscription
+   * matches (or every receiver dropped it unanswered), with
+   * `PSO_TIMEOUT` when nobody replied within `timeoutMs` (default 1000).
+   */
+  request(topic: string, payload?: ValueInput, options?: RequestOptions): Promise<Message>
+  /**
+   * Sends a request and gathers replies until `max` replies, `timeoutMs`,
+   * or a quiet gap of `quietMs` after a reply. Resolves with the replies
+   * (maybe none, at the deadline). Rejects with `PSO_NO_RESPONDERS` at
+   * once when no subscription matches.
+   */
+  requestMany(topic: string, payload: ValueInput, options: RequestManyOptions): Promise<Array<Message>>
+  /**
+   * Status of every live subscription, by id: queue length and capacity,
+   * policy, and the `delivered`, `dropped` and `errors` counts.
+   */
+  subscriptions(): Array<SubscriptionStatus>
+  /** Gives the pair `a`–`b` a direct channel (declared), with `reason`. */
+  openDirect(a: string, b: string, reason?: string | undefined | null): void
+  /** Promotes the pair to a direct channel (recorded as a promotion). */
+  promote(a: string, b: string, reason?: string | undefined | null): void
+  /**
+   * Closes a promoted or declared pair's channel; routing reverts to the
+   * hub (`PSO_NOT_FOUND` without one, `PSO_INVALID_ARGUMENT` for a mesh
+   * pair).
+   */
+  demote(a: string, b: string, reason?: string | undefined | null): void
+  /** Closes the pair's channel (`PSO_NOT_FOUND` without one). */
+  closeDirect(a: string, b: string, reason?: string | undefined | null): void
+  /**
+   * Takes `me`'s end of the channel to `peer` (`PSO_NOT_FOUND` if the
+   * pair has none, `PSO_ALREADY_EXISTS` if that end was taken).
+   */
+  endpoint(me: string, peer: string): DirectEnd
+  /**
+   * Opens a mesh scope over `systems` (at least two): every pair gets a
+   * direct channel until the mesh is closed.
+   */
+  mesh(systems: Array<string>): Mesh
+}
+export type JsHub = Hub
 
 /**
  * Resources held by a system (from `allocateResources` or `allocateGang`)
@@ -150,6 +251,51 @@ export declare class Lease {
   [globalThis.Symbol.dispose](): void
 }
 export type JsLease = Lease
+
+/**
+ * A mesh scope: every pair of its systems has a direct channel until
+ * `close()` (or the end of a `using` block); then routing reverts to the
+ * hub for the pairs it opened.
+ */
+export declare class Mesh {
+  /** Its id (as in `coordinationStatus().meshes`). */
+  get id(): number
+  /** Its systems. */
+  get systems(): Array<string>
+  /** Whether it was closed. */
+  get closed(): boolean
+  /** Takes `me`'s end of the channel to `peer`. */
+  endpoint(me: string, peer: string): DirectEnd
+  /** Closes the scope: the channels it opened close. Idempotent. */
+  close(): void
+  /** Same as `close()`, for `using m = hub.mesh([...])`. */
+  [globalThis.Symbol.dispose](): void
+}
+export type JsMesh = Mesh
+
+/**
+ * A message on the hub: `topic`, `payload`, `sender`, `isRequest`, and
+ * `reply(payload)` for requests.
+ */
+export declare class Message {
+  /** The topic it was published on. */
+  get topic(): string
+  /** The payload, as a fresh JS value. */
+  get payload(): Value
+  /** The sending system, if the publisher named one. */
+  get sender(): string | null
+  /** Whether it is a request (it can be replied to). */
+  get isRequest(): boolean
+  /**
+   * Replies to a request. Returns false if the requester no longer waits
+   * (it timed out or already has its replies). `PSO_INVALID_ARGUMENT` if
+   * it is not a request or the payload cannot be carried.
+   */
+  reply(payload: ValueInput): boolean
+  /** `"Message(topic)"`. */
+  toString(): string
+}
+export type JsMessage = Message
 
 /**
  * Registers systems and their relations, activates them in dependency order
@@ -324,6 +470,47 @@ export declare class Orchestrator {
    * leases, rebalancing toward fair shares, resizing concurrency limits.
    */
   optimizeResources(apply?: boolean): ResourcePlan
+  /**
+   * The current coordination mode, direct pairs, meshes, per-edge rates,
+   * recent mode changes, and minimalist mode's settings.
+   */
+  coordinationStatus(): CoordinationStatus
+  /**
+   * Checks every `ms` milliseconds whether a pair's message rate crossed
+   * the promotion (or demotion) threshold, and promotes (or demotes) it;
+   * `null` turns it off.
+   */
+  setAutoPromote(ms: number | null): void
+  /**
+   * Promotes hot pairs and demotes cooled ones now; returns how many
+   * changed.
+   */
+  promotePairs(): number
+  /**
+   * Minimalist mode: deactivates active systems that are not pinned and
+   * have been idle for `ms` milliseconds; `null` turns it off.
+   */
+  setIdleTimeout(ms: number | null): void
+  /**
+   * Pins a system (or unpins it, with `false`): a pinned system is never
+   * deactivated for being idle.
+   */
+  pinSystem(name: string, pinned?: boolean): void
+  /**
+   * Runs one idle sweep now (with an idle timeout set). Resolves with the
+   * systems it deactivated (their handlers run on the event loop).
+   */
+  deactivateIdle(): Promise<Array<string>>
+  /**
+   * Minimalist mode for one task: activates only the systems `workflow`
+   * uses (and what they require and want), then runs it. Resolves with
+   * the `Run`.
+   */
+  runMinimal(workflow: Workflow, options?: RunOptions): Promise<Run>
+  /** The communication hub (`PSO_CLOSED` once closed). */
+  get hub(): Hub
+  /** The shared state store (`PSO_CLOSED` once closed). */
+  get state(): StateStore
 }
 export type JsOrchestrator = Orchestrator
 
@@ -354,6 +541,142 @@ export declare class Run {
   progress(): RunProgress
 }
 export type JsRun = Run
+
+/**
+ * The orchestrator's shared state store: versioned keys with
+ * compare-and-set, watches and snapshots. Get it as `o.state`.
+ */
+export declare class StateStore {
+  /** The latest revision (0 before the first write). */
+  get revision(): number
+  /** The current entry of `key`, or `null`. */
+  get(key: string): Entry | null
+  /**
+   * Every present entry whose key starts with `prefix` (default: all),
+   * sorted by key.
+   */
+  list(prefix?: string): Array<Entry>
+  /** Sets `key`; returns the new revision. */
+  put(key: string, value: ValueInput, options?: { writer?: string }): number
+  /**
+   * Deletes `key`; returns the delete's revision, or `null` if it was
+   * absent.
+   */
+  delete(key: string, options?: { writer?: string }): number | null
+  /**
+   * Sets `key` only if its revision is `expected` (0: only if absent);
+   * returns the new revision. Throws `PSO_CAS_CONFLICT` with `current`
+   * (Entry or null) and `revision` otherwise.
+   */
+  compareAndSet(key: string, expected: number, value: ValueInput, options?: { writer?: string }): number
+  /**
+   * Deletes `key` only if its revision is `expected`; returns the
+   * delete's revision (`PSO_CAS_CONFLICT` otherwise).
+   */
+  compareAndDelete(key: string, expected: number, options?: { writer?: string }): number
+  /**
+   * Read-modify-write through compare-and-set, retried on conflict:
+   * `fn(current)` (`undefined` when absent) returns the new value.
+   * Returns the new revision.
+   */
+  update(key: string, fn: (current: Value | undefined) => ValueInput, options?: { writer?: string }): number
+  /**
+   * Watches `key` (or every key starting with it, with `prefix: true`):
+   * each change after `fromRevision` (default 0: everything retained),
+   * exactly once, in order. With a callback, it is called with each
+   * event on the event loop until `close()`; else read the watcher with
+   * `recv()` or `for await`. `PSO_COMPACTED` (on the first read) when
+   * those changes are no longer all retained.
+   */
+  watch(key: string, options?: WatchOptions, callback?: (event: StateEvent) => void | Promise<void>): Watcher
+  /**
+   * Writes the present entries to `path` atomically (a crash mid-write
+   * leaves the previous snapshot intact).
+   */
+  snapshot(path: string): SnapshotInfo
+  /**
+   * Replaces the contents with a snapshot. Live watches end with
+   * `PSO_CLOSED`.
+   */
+  restore(path: string): SnapshotInfo
+}
+export type JsStateStore = StateStore
+
+/**
+ * A live subscription. A pull subscription (no callback) is read with
+ * `recv()` or `for await (const m of sub)`; end either kind with
+ * `unsubscribe()` or `using`.
+ */
+export declare class Subscription {
+  /** Its id (as in `hub.subscriptions()`). */
+  get id(): number
+  /** The pattern it listens to. */
+  get pattern(): string
+  /** `'callback'` or `'pull'`. */
+  get kind(): 'callback' | 'pull'
+  /** Whether it ended (unsubscribed, or the orchestrator closed). */
+  get closed(): boolean
+  /** Its queue and counters now. */
+  status(): SubscriptionStatus
+  /**
+   * Stops delivery; returns whether it was still live. Queued messages
+   * are dropped; pending reads end (`{ done: true }`; `recv()` rejects
+   * with `PSO_CLOSED`); a callback is not called again.
+   */
+  unsubscribe(): boolean
+  /** Same as `unsubscribe()`, for `using sub = hub.subscribe(...)`. */
+  [globalThis.Symbol.dispose](): void
+  /**
+   * Resolves with the next message. Rejects with `PSO_TIMEOUT` if none
+   * came within `timeoutMs` (0: only one already queued; default: wait
+   * as long as it takes), `PSO_CLOSED` once unsubscribed or closed.
+   * Never blocks the event loop.
+   */
+  recv(options?: { timeoutMs?: number }): Promise<Message>
+  /**
+   * The async iterator protocol: the next message as `{ value, done }`;
+   * `done` once unsubscribed or closed.
+   */
+  next(): Promise<IteratorResult<Message, undefined>>
+  /** Ends the iteration (`break` in `for await`): unsubscribes. */
+  return(): Promise<IteratorResult<Message, undefined>>
+  /** `for await (const m of sub)`. */
+  [globalThis.Symbol.asyncIterator](): AsyncIterator<Message, undefined>
+}
+export type JsSubscription = Subscription
+
+/**
+ * A live state watch: each change after its starting revision, exactly
+ * once, in revision order. Read it with `recv()` or `for await`, or give
+ * `watch` a callback; end it with `close()` or `using`.
+ */
+export declare class Watcher {
+  /** Whether it ended (closed, or its source ended). */
+  get closed(): boolean
+  /** Callback watches: how many calls threw or rejected. */
+  get errors(): number
+  /**
+   * Ends the watch: pending reads end (`{ done: true }`; `recv()`
+   * rejects with `PSO_CLOSED`); a callback is not called again.
+   */
+  close(): void
+  /** Same as `close()`, for `using w = store.watch(...)`. */
+  [globalThis.Symbol.dispose](): void
+  /**
+   * Resolves with the next event; `PSO_TIMEOUT` after `timeoutMs`
+   * (default: wait as long as it takes), `PSO_COMPACTED` if the changes
+   * are no longer retained, `PSO_CLOSED` once closed (or the store was
+   * restored from a snapshot).
+   */
+  recv(options?: { timeoutMs?: number }): Promise<StateEvent>
+  /** The async iterator protocol: `{ value, done }`. */
+  next(): Promise<IteratorResult<StateEvent, undefined>>
+  /** Ends the iteration (`break` in `for await`): closes the watch. */
+  return(): Promise<IteratorResult<StateEvent, undefined>>
+  /** `for await (const e of watcher)`. */
+  [globalThis.Symbol.asyncIterator](): AsyncIterator<StateEvent, undefined>
+}
+export type JsWatcher = Watcher
 
 /**
  * A built workflow: validated against the orchestrator's systems and
@@ -414,6 +737,29 @@ export interface AllocateOptions {
   signal?: AbortSignal
 }
 
+/** `coordinationStatus()`. */
+export interface CoordinationStatus {
+  /**
+   * `'minimalist'` if an idle timeout is set, else `'mesh'` if a mesh is
+   * live, else `'direct'` if a pair has a channel, else `'hierarchical'`.
+   */
+  mode: 'hierarchical' | 'direct' | 'mesh' | 'minimalist'
+  /** Minimalist mode's settings, or `null` when it is off. */
+  minimalist: MinimalistStatus | null
+  /** How often pairs are checked for automatic promotion (ms), or `null`. */
+  autoPromoteEveryMs: number | null
+  /** Pairs with a direct channel. */
+  directPairs: Array<PairStatus>
+  /** Live meshes. */
+  meshes: Array<MeshStatus>
+  /** Measured rates per edge. */
+  edges: Array<EdgeRate>
+  /** Recent mode changes, oldest first. */
+  changes: Array<ModeChange>
+  /** Number of subscriptions. */
+  subscriptions: number
+}
+
 /** One dimension of `resourceStatus()`. */
 export interface DimensionStatus {
   /** Its name (`cpu`, `memory`, `gpu`, ...). */
@@ -426,6 +772,22 @@ export interface DimensionStatus {
   free: number
 }
 
+/** The measured message rate of one edge. */
+export interface EdgeRate {
+  /** The sending system. */
+  from: string
+  /** The receiving system. */
+  to: string
+  /** Messages per second (EWMA). */
+  rate: number
+  /** Messages routed through the hub so far. */
+  routed: number
+  /** Messages sent on direct channels so far. */
+  direct: number
+  /** The pair's mode now. */
+  mode: CoordinationMode
+}
+
 /** A relation `from <kind> to`: `registerMany(systems, edges)`. */
 export interface EdgeSpec {
   /** The system the relation starts from (`A` in `A requires B`). */
@@ -434,6 +796,20 @@ export interface EdgeSpec {
   kind: 'requires' | 'wants' | 'after' | 'conflicts' | 'interacts'
   /** The system it points to. */
   to: string
+}
+
+/** The current value of a key. */
+export interface Entry {
+  /** The key. */
+  key: string
+  /** The value. */
+  value: Value
+  /** The revision of the write that set it. */
+  revision: number
+  /** The system that wrote it, if named. */
+  writer: string | null
+  /** When it was written. */
+  timestamp: Date
 }
 
 /** One row of the error table: how a pso-core error kind appears in JS. */
@@ -505,6 +881,42 @@ export interface Handlers {
   onDeactivate?: (system: string) => void | Promise<void>
 }
 
+/** `new Orchestrator({ hub })`: hub settings. */
+export interface HubOptions {
+  /** Default queue capacity of a subscription (default 1024). */
+  queueCapacity?: number
+  /** Default overflow policy (default `'block'`, 1000 ms). */
+  overflow?: Overflow
+  /** With `'block'`: the default publisher wait, in ms. */
+  blockTimeoutMs?: number
+  /** A pair is promoted above this many messages/s (default 10000). */
+  promoteThreshold?: number
+  /** A promoted pair is demoted below this many messages/s (default 1000). */
+  demoteThreshold?: number
+  /** The window of the rate average, in ms (default 10000). */
+  rateWindowMs?: number
+  /** Capacity of each direction of a direct channel (default 1024). */
+  directCapacity?: number
+}
+
+/** A system minimalist mode deactivated. */
+export interface IdleDeactivation {
+  /** The system. */
+  system: string
+  /** How long it had been idle, in milliseconds. */
+  idleMs: number
+  /** When. */
+  at: Date
+}
+
+/** An active system and how long it has been idle. */
+export interface IdleSystem {
+  /** The system. */
+  system: string
+  /** Milliseconds since it was last used (0 while a run uses it). */
+  idleMs: number
+}
+
 /** One lease of `resourceStatus()`. */
 export interface LeaseStatus {
   /** Its id (as `lease.id`). */
@@ -527,6 +939,44 @@ export interface LeaseStatus {
   ttlRemainingMs: number | null
   /** Chosen for preemption: revoked when the grace period ends. */
   revoking: boolean
+}
+
+/** A live mesh scope. */
+export interface MeshStatus {
+  /** Its id. */
+  id: number
+  /** Its systems. */
+  systems: Array<string>
+  /** When it was opened. */
+  since: Date
+}
+
+/** Minimalist mode's settings and what it did. */
+export interface MinimalistStatus {
+  /** The idle timeout, in milliseconds. */
+  idleTimeoutMs: number
+  /** Pinned systems (never deactivated for being idle). */
+  pinned: Array<string>
+  /** Active systems with how long each has been idle. */
+  idle: Array<IdleSystem>
+  /** Recent deactivations for idleness, oldest first. */
+  deactivated: Array<IdleDeactivation>
+}
+
+/** A recorded mode change of a pair. */
+export interface ModeChange {
+  /** One system. */
+  a: string
+  /** The other. */
+  b: string
+  /** The mode before. */
+  from: CoordinationMode
+  /** The mode after. */
+  to: CoordinationMode
+  /** Why. */
+  reason: string
+  /** When. */
+  at: Date
 }
 
 /** Settings of `new Orchestrator(options)`. */
@@ -553,6 +1003,40 @@ export interface OrchestratorOptions {
    * `optimizeResources` proposes reclaiming it (default 60000).
    */
   idleLeaseAfterMs?: number
+  /** Hub settings (queues, overflow, promotion thresholds). */
+  hub?: HubOptions
+  /** Check pair rates for automatic promotion every this many ms. */
+  autoPromoteMs?: number
+  /** Minimalist mode: deactivate idle, unpinned systems after this many ms. */
+  idleTimeoutMs?: number
+}
+
+/** A pair with a direct channel. */
+export interface PairStatus {
+  /** One system (`a` < `b` by name). */
+  a: string
+  /** The other system. */
+  b: string
+  /** `'direct'` or `'mesh'`. */
+  mode: CoordinationMode
+  /** How the channel came to be. */
+  origin: 'declared' | 'promoted' | 'mesh'
+  /** The reason recorded when it was opened. */
+  reason: string
+  /** When it was opened. */
+  since: Date
+  /** Messages sent `a -> b` on the channel. */
+  sentAb: number
+  /** Messages sent `b -> a`. */
+  sentBa: number
+  /** Messages waiting `a -> b`. */
+  queuedAb: number
+  /** Messages waiting `b -> a`. */
+  queuedBa: number
+  /** Whether each side's endpoint was taken (`[a, b]`). */
+  endpointsTaken: Array<boolean>
+  /** The mesh it belongs to, if any. */
+  mesh?: number
 }
 
 /** What `activateSystem(target)` would do, computed without running anything. */
@@ -573,6 +1057,30 @@ export interface PreemptNotice {
   system: string
   /** Time left before the lease is revoked, in milliseconds. */
   graceMs: number
+}
+
+/** `publish(topic, payload, options)`. */
+export interface PublishOptions {
+  /** The sending system (receivers see it; counts on edge rates). */
+  sender?: string
+}
+
+/** `requestMany(topic, payload, options)`. */
+export interface RequestManyOptions {
+  /** Gather replies for at most this long (required). */
+  timeoutMs: number
+  /** Stop after this many replies. */
+  max?: number
+  /** Stop when no reply came for this long after the last one. */
+  quietMs?: number
+}
+
+/** `request(topic, payload, options)`. */
+export interface RequestOptions {
+  /** How long to wait for the reply (default 1000). */
+  timeoutMs?: number
+  /** The requesting system. */
+  sender?: string
 }
 
 /**
@@ -664,6 +1172,34 @@ export interface RunResult {
   elapsedMs: number
   /** One record per step, then per fan-out child. */
   steps: Array<StepRecord>
+}
+
+/** What `snapshot(path)` wrote or `restore(path)` read. */
+export interface SnapshotInfo {
+  /** The file. */
+  path: string
+  /** The store's revision in the snapshot. */
+  revision: number
+  /** Number of entries. */
+  entries: number
+  /** File size in bytes. */
+  bytes: number
+}
+
+/** One change, as a watch delivers it. */
+export interface StateEvent {
+  /** The change's revision. */
+  revision: number
+  /** The key. */
+  key: string
+  /** The new value, or `null` for a delete. */
+  value: Value
+  /** Whether it deleted the key. */
+  deleted: boolean
+  /** The system that wrote it, if named. */
+  writer: string | null
+  /** When. */
+  timestamp: Date
 }
 
 /**
@@ -758,6 +1294,58 @@ export interface StepSpec {
   when?: string | ((ctx: StepContext) => unknown)
 }
 
+/** `subscribe(pattern, options)`. */
+export interface SubscribeOptions {
+  /** Queue capacity (default: the hub's `queueCapacity`, 1024). */
+  capacity?: number
+  /** What a full queue does (default: the hub's, `'block'`). */
+  overflow?: Overflow
+  /** With `'block'`: how long a publisher waits for room (default 1000). */
+  blockTimeoutMs?: number
+  /** Queue group: each message goes to one member of the group. */
+  group?: string
+  /** The receiving system (edge rates, `pso.alert.<owner>.dropped`). */
+  owner?: string
+  /**
+   * Callback subscriptions: called with what the callback threw (and the
+   * message); default: a process warning.
+   */
+  onError?: (error: unknown, message: Message | null) => void
+}
+
+/**
+ * One subscription's queue and counters (`hub.subscriptions()`,
+ * `sub.status()`).
+ */
+export interface SubscriptionStatus {
+  /** Its id. */
+  id: number
+  /** The pattern it listens to. */
+  pattern: string
+  /** Its queue group, if any. */
+  group?: string
+  /** Its owning system, if any. */
+  owner?: string
+  /** `'callback'` or `'pull'`. */
+  kind: 'callback' | 'pull'
+  /** Messages queued now. */
+  queueLen: number
+  /** Queue capacity. */
+  capacity: number
+  /** Overflow policy. */
+  overflow: Overflow
+  /** With `'block'`: how long a publisher waits for room. */
+  blockTimeoutMs?: number
+  /** Messages handed to the callback or to a reader. */
+  delivered: number
+  /** Messages dropped or refused by the overflow policy. */
+  dropped: number
+  /** Callback calls that threw or rejected. */
+  errors: number
+  /** Whether it was unsubscribed. */
+  closed: boolean
+}
+
 /** What happened to one system in a lifecycle call. */
 export interface SystemOutcome {
   /** The system. */
@@ -821,6 +1409,8 @@ export interface SystemSpec {
    * default: no limit).
    */
   concurrency?: number
+  /** Never deactivated for being idle in minimalist mode (default false). */
+  pinned?: boolean
 }
 
 /** A snapshot of one system: state, why, and its relations. */
@@ -893,4 +1483,17 @@ export interface WaiterStatus {
   ahead: number
   /** Why it waits: "needs 2048 memory, 512 free; 3 requests ahead". */
   reason: string
+}
+
+/** `watch(key, options)`. */
+export interface WatchOptions {
+  /** Watch every key starting with `key`. */
+  prefix?: boolean
+  /**
+   * Deliver the changes after this revision (default 0: everything
+   * retained; `store.revision` for "from now on").
+   */
+  fromRevision?: number
+  /** Callback watches: called with what the callback threw. */
+  onError?: (error: unknown, event: StateEvent | null) => void
 }

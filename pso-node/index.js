@@ -835,12 +835,26 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.DirectEnd = nativeBinding.DirectEnd
+module.exports.JsDirectEnd = nativeBinding.JsDirectEnd
+module.exports.Hub = nativeBinding.Hub
+module.exports.JsHub = nativeBinding.JsHub
 module.exports.Lease = nativeBinding.Lease
 module.exports.JsLease = nativeBinding.JsLease
+module.exports.Mesh = nativeBinding.Mesh
+module.exports.JsMesh = nativeBinding.JsMesh
+module.exports.Message = nativeBinding.Message
+module.exports.JsMessage = nativeBinding.JsMessage
 module.exports.Orchestrator = nativeBinding.Orchestrator
 module.exports.JsOrchestrator = nativeBinding.JsOrchestrator
 module.exports.Run = nativeBinding.Run
 module.exports.JsRun = nativeBinding.JsRun
+module.exports.StateStore = nativeBinding.StateStore
+module.exports.JsStateStore = nativeBinding.JsStateStore
+module.exports.Subscription = nativeBinding.Subscription
+module.exports.JsSubscription = nativeBinding.JsSubscription
+module.exports.Watcher = nativeBinding.Watcher
+module.exports.JsWatcher = nativeBinding.JsWatcher
 module.exports.Workflow = nativeBinding.Workflow
 module.exports.JsWorkflow = nativeBinding.JsWorkflow
 module.exports.errorCodes = nativeBinding.errorCodes

@@ -85,7 +85,7 @@ pub(crate) fn js_code(kind: ErrorKind) -> String {
 /// Builds the JS error object and hands it to napi-rs. If building fails (the
 /// environment is going away), falls back to a plain napi error with the
 /// same message.
-fn make(
+pub(crate) fn make(
     env: &Env,
     kind: ErrorKind,
     message: &str,
@@ -109,6 +109,11 @@ pub(crate) fn invalid(env: &Env, message: impl Display) -> napi::Error {
         &message.to_string(),
         |_, _| Ok(()),
     )
+}
+
+/// An error of `kind` with this message and no extra properties.
+pub(crate) fn of_kind(env: &Env, kind: ErrorKind, message: &str) -> napi::Error {
+    make(env, kind, message, |_, _| Ok(()))
 }
 
 /// A thread could not be started (the same kind pso-core uses for that).

@@ -26,6 +26,10 @@ mod workflow;
 // After `orchestrator`: napi-rs names the class that an `#[napi] impl
 // JsOrchestrator` block extends after the struct, as far as it has expanded.
 mod allocator;
+mod coordination;
+mod hub;
+mod pump;
+mod state;
 
 pub use crate::allocator::lease::{JsLease, JsPreemptNotice};
 pub use crate::allocator::status::{
@@ -33,9 +37,22 @@ pub use crate::allocator::status::{
 };
 pub use crate::allocator::{JsAllocateOptions, JsGangPart, JsResourceOptions};
 pub use crate::error::{JsErrorCode, error_codes};
+pub use crate::hub::direct::{JsDirectEnd, JsMesh};
+pub use crate::hub::message::JsMessage;
+pub use crate::hub::status::{
+    JsCoordinationStatus, JsEdgeRate, JsIdleDeactivation, JsIdleSystem, JsMeshStatus,
+    JsMinimalistStatus, JsModeChange, JsPairStatus, JsSubscriptionStatus,
+};
+pub use crate::hub::subscription::JsSubscription;
+pub use crate::hub::{
+    JsHub, JsHubOptions, JsPublishOptions, JsRequestManyOptions, JsRequestOptions,
+    JsSubscribeOptions,
+};
 pub use crate::lifecycle::{JsActivationReport, JsPlan, JsSystemOutcome};
 pub use crate::model::{JsEdgeSpec, JsHandlers, JsOrchestratorOptions, JsSystemSpec};
 pub use crate::orchestrator::JsOrchestrator;
+pub use crate::state::watch::{JsWatchOptions, JsWatcher};
+pub use crate::state::{JsEntry, JsEvent, JsSnapshotInfo, JsStateStore};
 pub use crate::status::{JsSystemStatus, JsTransition};
 pub use crate::workflow::result::{
     JsEstimate, JsRunProgress, JsRunResult, JsStepCounts, JsStepRecord,

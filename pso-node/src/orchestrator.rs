@@ -130,6 +130,15 @@ impl JsOrchestrator {
             if let Some(d) = opts.idle_lease_after {
                 builder = builder.idle_lease_after(d);
             }
+            if let Some(h) = opts.hub {
+                builder = builder.hub_config(h);
+            }
+            if let Some(d) = opts.auto_promote {
+                builder = builder.auto_promote(d);
+            }
+            if let Some(d) = opts.idle_timeout {
+                builder = builder.idle_timeout(d);
+            }
             let core = builder.build().map_err(|e| error::plain(&env, &e))?;
             Ok(JsOrchestrator {
                 core,
@@ -139,6 +148,11 @@ impl JsOrchestrator {
                 bridge: RefCell::new(None),
             })
         })
+    }
+
+    /// Ties binding-side state (the hub's) to this orchestrator.
+    pub(crate) fn id(&self) -> u32 {
+        self.id
     }
 
     pub(crate) fn open(&self, env: &Env) -> napi::Result<&Orchestrator> {
@@ -466,6 +480,7 @@ impl JsOrchestrator {
         if self.closed.replace(true) {
             return;
         }
+        crate::hub::forget(self.id);
         // The runs are cancelled first, so that the steps failed next end
         // `cancelled`. Steps in flight on the JS side fail now (their signals
         // abort), so waiting workers are free to stop: pso-core's close then

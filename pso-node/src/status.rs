@@ -101,7 +101,7 @@ impl std::fmt::Debug for JsSystemStatus<'_> {
     }
 }
 
-fn date(env: &Env, t: SystemTime) -> napi::Result<JsDate<'_>> {
+pub(crate) fn date(env: &Env, t: SystemTime) -> napi::Result<JsDate<'_>> {
     let ms = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_secs_f64() * 1000.0,
         Err(before) => -(before.duration().as_secs_f64() * 1000.0),

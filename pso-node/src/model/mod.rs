@@ -74,6 +74,8 @@ pub struct JsSystemSpec {
     /// How many workflow steps of this system may run at once (at least 1;
     /// default: no limit).
     pub concurrency: Option<u32>,
+    /// Never deactivated for being idle in minimalist mode (default false).
+    pub pinned: Option<bool>,
 }
 
 /// A relation `from <kind> to`: `registerMany(systems, edges)`.
@@ -134,9 +136,17 @@ pub struct JsOrchestratorOptions {
     /// A lease untouched this long (milliseconds) is idle:
     /// `optimizeResources` proposes reclaiming it (default 60000).
     pub idle_lease_after_ms: Option<f64>,
+    /// Hub settings (queues, overflow, promotion thresholds).
+    #[napi(ts_type = "HubOptions")]
+    pub hub: Option<()>,
+    /// Check pair rates for automatic promotion every this many ms.
+    pub auto_promote_ms: Option<f64>,
+    /// Minimalist mode: deactivate idle, unpinned systems after this many ms.
+    pub idle_timeout_ms: Option<f64>,
 }
 
-const SPEC_KEYS: [&str; 15] = [
+const SPEC_KEYS: [&str; 16] = [
+    "pinned",
     "name",
     "tier",
     "tags",
@@ -155,7 +165,10 @@ const SPEC_KEYS: [&str; 15] = [
 ];
 const EDGE_KEYS: [&str; 3] = ["from", "kind", "to"];
 const HANDLER_KEYS: [&str; 2] = ["onActivate", "onDeactivate"];
-const OPTION_KEYS: [&str; 5] = [
+const OPTION_KEYS: [&str; 8] = [
+    "hub",
+    "autoPromoteMs",
+    "idleTimeoutMs",
     "workers",
     "transitionTimeoutMs",
     "resourceAgingStepMs",
@@ -171,6 +184,9 @@ pub(crate) struct Options {
     pub(crate) resource_aging_step: Option<Duration>,
     pub(crate) preemption_grace: Option<Duration>,
     pub(crate) idle_lease_after: Option<Duration>,
+    pub(crate) hub: Option<pso_core::HubConfig>,
+    pub(crate) auto_promote: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 /// A positive number of milliseconds.
@@ -221,6 +237,9 @@ pub(crate) fn options(env: &Env, v: Option<Unknown<'_>>) -> napi::Result<Options
             "options.idleLeaseAfterMs",
             false,
         )?,
+        hub: crate::hub::hub_config(env, get(&obj, "hub")?)?,
+        auto_promote: millis(env, get(&obj, "autoPromoteMs")?, "options.autoPromoteMs")?,
+        idle_timeout: millis(env, get(&obj, "idleTimeoutMs")?, "options.idleTimeoutMs")?,
     })
 }
 
@@ -282,6 +301,9 @@ pub(crate) fn system_spec(
             error::invalid(env, format!("{} is too large: {n}", field("concurrency")))
         })?;
         spec = spec.concurrency(n);
+    }
+    if let Some(p) = js::opt_bool(env, get(&obj, "pinned")?, &field("pinned"))? {
+        spec = spec.pinned(p);
     }
     Ok(spec.handlers(handlers_of(env, owner, &obj, &what)?))
 }

@@ -237,7 +237,7 @@ fn settled(env: &Env, make_result: &JsFn, result: RunResult) -> napi::Result<Obj
 }
 
 /// The `Workflow` passed to `coordinateSystems`.
-fn workflow_arg(env: &Env, v: Unknown<'_>) -> napi::Result<Workflow> {
+pub(crate) fn workflow_arg(env: &Env, v: Unknown<'_>) -> napi::Result<Workflow> {
     if v.get_type()? == napi::ValueType::Object
         && JsWorkflow::instance_of(env, &v)?
         && let Ok(wf) = ClassInstance::<JsWorkflow>::from_unknown(v)

@@ -1,0 +1,812 @@
+//! The hub: the Node column of docs/API.md, "Hub, coordination modes and
+//! state" (pso-core `hub/`). `o.hub` is a `Hub` over the orchestrator's
+//! pso-core hub.
+//!
+//! # Never blocking the JS thread
+//! * `publish` may wait (a full queue with the `block` policy), so it runs
+//!   on the hub's publisher thread (`pso-node-publish`, one per
+//!   orchestrator, started on first use): publishes from JS are carried out
+//!   one at a time in call order, so per-topic order is the call order. The
+//!   returned Promise settles with the number of subscriptions that queued
+//!   the message.
+//! * `request` and `requestMany` wait for replies on a thread of their own
+//!   (`pso-node-request`), one per call; the Promise settles from it.
+//! * Every subscription is a pso-core *pull* subscription read through an
+//!   [`Inbox`](crate::pump::Inbox): `recv()` and the async iterator settle
+//!   Promises from the inbox. A callback subscription is the same inbox
+//!   drained by a small JS loop (`CALLBACK_LOOP`) that calls the callback
+//!   with each message on the JS thread and awaits a returned Promise before
+//!   the next one. So no pso-core worker ever waits for JS, messages reach
+//!   the callback one at a time in publish order, and the bounded queue and
+//!   its overflow policy apply while the callback is busy.
+//!
+//! # Callback errors
+//! A throw or rejection of a callback is counted in the subscription's
+//! `errors` (this binding keeps that count, since pso-core sees a pull
+//! receiver) and reported: to `options.onError(err, msg)` if given, else as
+//! a process warning (`process.emitWarning`, name `PsoCallbackError`, code
+//! `PSO_HANDLER_FAILED`, `cause` the thrown value). It never crashes the
+//! process, and delivery goes on.
+//!
+//! # Lifetimes
+//! A callback subscription keeps the event loop alive (its pending read
+//! does) until `unsubscribe()`, `[Symbol.dispose]()` or the orchestrator's
+//! `close()`; it is not ended by garbage collection (the callback is still
+//! wanted). A pull subscription keeps the loop alive only while a read is
+//! pending, and ends when collected.
+
+pub(crate) mod message;
+pub(crate) mod status;
+pub(crate) mod subscription;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::thread;
+use std::time::Duration;
+
+use napi::bindgen_prelude::{Function, JsObjectValue, Object, Unknown};
+use napi::{Env, JsDeferred, ValueType};
+use napi_derive::napi;
+use pso_core::{Gather, HubError, Orchestrator, Overflow, SubscribeOptions, Value};
+
+use self::message::JsMessage;
+use self::status::JsSubscriptionStatus;
+use self::subscription::JsSubscription;
+use crate::error;
+use crate::model::js::{self, check_keys, get};
+use crate::orchestrator::{JsOrchestrator, guard};
+
+/// `subscribe(pattern, options)`.
+#[napi(
+    object,
+    js_name = "SubscribeOptions",
+    object_to_js = false,
+    object_from_js = false
+)]
+#[derive(Debug)]
+pub struct JsSubscribeOptions {
+    /// Queue capacity (default: the hub's `queueCapacity`, 1024).
+    pub capacity: Option<u32>,
+    /// What a full queue does (default: the hub's, `'block'`).
+    #[napi(ts_type = "Overflow")]
+    pub overflow: Option<String>,
+    /// With `'block'`: how long a publisher waits for room (default 1000).
+    pub block_timeout_ms: Option<f64>,
+    /// Queue group: each message goes to one member of the group.
+    pub group: Option<String>,
+    /// The receiving system (edge rates, `pso.alert.<owner>.dropped`).
+    pub owner: Option<String>,
+    /// Callback subscriptions: called with what the callback threw (and the
+    /// message); default: a process warning.
+    #[napi(ts_type = "(error: unknown, message: Message | null) => void")]
+    pub on_error: Option<()>,
+}
+
+/// `publish(topic, payload, options)`.
+#[napi(
+    object,
+    js_name = "PublishOptions",
+    object_to_js = false,
+    object_from_js = false
+)]
+#[derive(Debug)]
+pub struct JsPublishOptions {
+    /// The sending system (receivers see it; counts on edge rates).
+    pub sender: Option<String>,
+}
+
+/// `request(topic, payload, options)`.
+#[napi(
+    object,
+    js_name = "RequestOptions",
+    object_to_js = false,
+    object_from_js = false
+)]
+#[derive(Debug)]
+pub struct JsRequestOptions {
+    /// How long to wait for the reply (default 1000).
+    pub timeout_ms: Option<f64>,
+    /// The requesting system.
+    pub sender: Option<String>,
+}
+
+/// `requestMany(topic, payload, options)`.
+#[napi(
+    object,
+    js_name = "RequestManyOptions",
+    object_to_js = false,
+    object_from_js = false
+)]
+#[derive(Debug)]
+pub struct JsRequestManyOptions {
+    /// Gather replies for at most this long (required).
+    pub timeout_ms: f64,
+    /// Stop after this many replies.
+    pub max: Option<u32>,
+    /// Stop when no reply came for this long after the last one.
+    pub quiet_ms: Option<f64>,
+}
+
+/// `new Orchestrator({ hub })`: hub settings.
+#[napi(
+    object,
+    js_name = "HubOptions",
+    object_to_js = false,
+    object_from_js = false
+)]
+#[derive(Debug)]
+pub struct JsHubOptions {
+    /// Default queue capacity of a subscription (default 1024).
+    pub queue_capacity: Option<u32>,
+    /// Default overflow policy (default `'block'`, 1000 ms).
+    #[napi(ts_type = "Overflow")]
+    pub overflow: Option<String>,
+    /// With `'block'`: the default publisher wait, in ms.
+    pub block_timeout_ms: Option<f64>,
+    /// A pair is promoted above this many messages/s (default 10000).
+    pub promote_threshold: Option<f64>,
+    /// A promoted pair is demoted below this many messages/s (default 1000).
+    pub demote_threshold: Option<f64>,
+    /// The window of the rate average, in ms (default 10000).
+    pub rate_window_ms: Option<f64>,
+    /// Capacity of each direction of a direct channel (default 1024).
+    pub direct_capacity: Option<u32>,
+}
+
+const HUB_KEYS: [&str; 7] = [
+    "queueCapacity",
+    "overflow",
+    "blockTimeoutMs",
+    "promoteThreshold",
+    "demoteThreshold",
+    "rateWindowMs",
+    "directCapacity",
+];
+
+fn positive_count(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<Option<usize>> {
+    match js::opt_number(env, v, what)? {
+        None => Ok(None),
+        Some(n) => {
+            let n = js::count(env, n, what)?;
+            if n == 0 {
+                return Err(error::invalid(env, format!("{what} must be at least 1")));
+            }
+            Ok(Some(usize::try_from(n).unwrap_or(usize::MAX)))
+        }
+    }
+}
+
+fn rate(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<Option<f64>> {
+    match js::opt_number(env, v, what)? {
+        Some(r) if r < 0.0 => Err(error::invalid(
+            env,
+            format!("{what} must be a non-negative rate, got {r}"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Reads `options.hub`.
+pub(crate) fn hub_config(env: &Env, v: Unknown<'_>) -> napi::Result<Option<pso_core::HubConfig>> {
+    let Some(obj) = js::opt_object(env, Some(v), "options.hub")? else {
+        return Ok(None);
+    };
+    check_keys(env, &obj, &HUB_KEYS, "hub options")?;
+    let mut c = pso_core::HubConfig::new();
+    if let Some(n) = positive_count(env, get(&obj, "queueCapacity")?, "hub.queueCapacity")? {
+        c = c.queue_capacity(n);
+    }
+    let block = js::duration_ms(
+        env,
+        get(&obj, "blockTimeoutMs")?,
+        "hub.blockTimeoutMs",
+        false,
+    )?;
+    match js::opt_string(env, get(&obj, "overflow")?, "hub.overflow")? {
+        Some(name) => c = c.overflow(overflow(env, &name, block, "hub.overflow")?),
+        None => {
+            if let Some(b) = block {
+                c = c.overflow(Overflow::Block(b));
+            }
+        }
+    }
+    if let Some(r) = rate(env, get(&obj, "promoteThreshold")?, "hub.promoteThreshold")? {
+        c = c.promote_threshold(r);
+    }
+    if let Some(r) = rate(env, get(&obj, "demoteThreshold")?, "hub.demoteThreshold")? {
+        c = c.demote_threshold(r);
+    }
+    if let Some(d) = js::duration_ms(env, get(&obj, "rateWindowMs")?, "hub.rateWindowMs", true)? {
+        c = c.rate_window(d);
+    }
+    if let Some(n) = positive_count(env, get(&obj, "directCapacity")?, "hub.directCapacity")? {
+        c = c.direct_capacity(n);
+    }
+    Ok(Some(c))
+}
+
+const SUB_KEYS: [&str; 6] = [
+    "capacity",
+    "overflow",
+    "blockTimeoutMs",
+    "group",
+    "owner",
+    "onError",
+];
+
+/// The default of `request`'s `timeoutMs` (as Python's `timeout=1.0`).
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// What every `Hub` object of one orchestrator shares.
+pub(crate) struct HubShared {
+    pub(crate) core: Orchestrator,
+    publisher: Mutex<Option<Sender<Job>>>,
+    /// Errors of callback subscriptions, by subscription id.
+    pub(crate) callbacks: Mutex<HashMap<u64, Arc<AtomicU64>>>,
+    /// What `close()` must end that pso-core does not: state watches (the
+    /// store outlives the orchestrator).
+    pub(crate) on_close: Mutex<Vec<Weak<dyn Stop>>>,
+}
+
+/// Something `close()` ends.
+pub(crate) trait Stop: Send + Sync {
+    fn stop(&self);
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Shared hub state by orchestrator id; removed on `close()`.
+fn registry() -> &'static Mutex<HashMap<u32, Arc<HubShared>>> {
+    static HUBS: OnceLock<Mutex<HashMap<u32, Arc<HubShared>>>> = OnceLock::new();
+    HUBS.get_or_init(Default::default)
+}
+
+/// The shared hub state of orchestrator `id`.
+pub(crate) fn shared(id: u32, core: &Orchestrator) -> Arc<HubShared> {
+    lock(registry())
+        .entry(id)
+        .or_insert_with(|| {
+            Arc::new(HubShared {
+                core: core.clone(),
+                publisher: Mutex::new(None),
+                callbacks: Mutex::new(HashMap::new()),
+                on_close: Mutex::new(Vec::new()),
+            })
+        })
+        .clone()
+}
+
+/// Forgets orchestrator `id` (its `close()`): the publisher thread ends
+/// once its queued publishes are done.
+pub(crate) fn forget(id: u32) {
+    let gone = lock(registry()).remove(&id);
+    if let Some(s) = gone {
+        lock(&s.publisher).take();
+        let stops = std::mem::take(&mut *lock(&s.on_close));
+        for s in stops.iter().filter_map(Weak::upgrade) {
+            s.stop();
+        }
+    }
+}
+
+impl HubShared {
+    /// Queues `job` on the publisher thread (started on first use).
+    fn publish_job(&self, job: Job) -> Result<(), String> {
+        let mut p = lock(&self.publisher);
+        if let Some(tx) = p.as_ref() {
+            return tx
+                .send(job)
+                .map_err(|_| "the publisher thread is gone".to_owned());
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("pso-node-publish".to_owned())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            })
+            .map_err(|e| format!("cannot start the publisher thread: {e}"))?;
+        tx.send(job)
+            .map_err(|_| "the publisher thread is gone".to_owned())?;
+        *p = Some(tx);
+        Ok(())
+    }
+}
+
+/// A hub error as a JS error: `topic` where it names one; `token`, `index`
+/// and `input` for a bad topic or pattern; `subscription`, `pattern`,
+/// `capacity`, `timedOut`, `delivered` for an overflow.
+pub(crate) fn hub_error(env: &Env, e: &HubError) -> napi::Error {
+    error::make(
+        env,
+        pso_core::PsoError::kind(e),
+        &e.to_string(),
+        |_, obj| {
+            match e {
+                HubError::InvalidTopic {
+                    input,
+                    token,
+                    index,
+                    ..
+                } => {
+                    obj.set_named_property("input", input.as_str())?;
+                    obj.set_named_property("token", token.as_str())?;
+                    obj.set_named_property("index", *index as u32)?;
+                }
+                HubError::NoResponders { topic }
+                | HubError::Timeout { topic, .. }
+                | HubError::NotARequest { topic } => {
+                    obj.set_named_property("topic", topic.as_str())?;
+                }
+                HubError::Unanswered { topic, receivers } => {
+                    obj.set_named_property("topic", topic.as_str())?;
+                    obj.set_named_property("receivers", *receivers as u32)?;
+                }
+                HubError::Overflow {
+                    topic,
+                    subscription,
+                    pattern,
+                    capacity,
+                    timed_out,
+                    delivered,
+                } => {
+                    obj.set_named_property("topic", topic.as_str())?;
+                    obj.set_named_property("subscription", subscription.0 as f64)?;
+                    obj.set_named_property("pattern", pattern.as_str())?;
+                    obj.set_named_property("capacity", *capacity as f64)?;
+                    obj.set_named_property("timedOut", *timed_out)?;
+                    obj.set_named_property("delivered", *delivered as f64)?;
+                }
+                _ => {}
+            }
+            Ok(())
+        },
+    )
+}
+
+/// A JS value as a payload (`what` names it in the error).
+pub(crate) fn payload(env: &Env, v: Unknown<'_>, what: &str) -> napi::Result<Value> {
+    crate::value::from_js(env, v, &|| take_exception(env))
+        .map_err(|bad| error::invalid(env, bad.message(what)))
+}
+
+/// Clears an exception a throwing getter left pending, describing it.
+pub(crate) fn take_exception(env: &Env) -> Option<String> {
+    // Calling any function reports (and clears) a pending exception.
+    let f: Function<'_, (), ()> = env
+        .create_function_from_closure("pso_noop", |_| Ok(()))
+        .ok()?;
+    match f.call(()) {
+        Ok(()) => None,
+        Err(e) => Some(e.reason),
+    }
+}
+
+/// Reads an overflow policy name (camelCase or snake_case).
+pub(crate) fn overflow(
+    env: &Env,
+    name: &str,
+    block: Option<Duration>,
+    what: &str,
+) -> napi::Result<Overflow> {
+    let p = match name {
+        "block" => Overflow::Block(block.unwrap_or(Duration::from_secs(1))),
+        "dropOldest" | "drop_oldest" => Overflow::DropOldest,
+        "dropNewest" | "drop_newest" => Overflow::DropNewest,
+        "error" => Overflow::Error,
+        other => {
+            return Err(error::invalid(
+                env,
+                format!(
+                    "{what} must be 'block', 'dropOldest', 'dropNewest' or 'error', got '{other}'"
+                ),
+            ));
+        }
+    };
+    if block.is_some() && !matches!(p, Overflow::Block(_)) {
+        return Err(error::invalid(
+            env,
+            format!("blockTimeoutMs applies only to the 'block' policy, not '{name}'"),
+        ));
+    }
+    Ok(p)
+}
+
+/// The JS name of a policy.
+pub(crate) fn overflow_name(p: &Overflow) -> &'static str {
+    match p {
+        Overflow::Block(_) => "block",
+        Overflow::DropOldest => "dropOldest",
+        Overflow::DropNewest => "dropNewest",
+        _ => "error",
+    }
+}
+
+/// Parsed `subscribe` options.
+pub(crate) struct SubOptions<'e> {
+    pub(crate) core: SubscribeOptions,
+    pub(crate) on_error: Option<Unknown<'e>>,
+}
+
+fn sub_options<'e>(env: &Env, v: Option<Unknown<'e>>) -> napi::Result<SubOptions<'e>> {
+    let mut opts = SubscribeOptions::new();
+    let Some(obj) = js::opt_object(env, v, "options")? else {
+        return Ok(SubOptions {
+            core: opts,
+            on_error: None,
+        });
+    };
+    check_keys(env, &obj, &SUB_KEYS, "subscribe options")?;
+    if let Some(n) = js::opt_number(env, get(&obj, "capacity")?, "options.capacity")? {
+        let n = js::count(env, n, "options.capacity")?;
+        if n == 0 {
+            return Err(error::invalid(env, "options.capacity must be at least 1"));
+        }
+        opts = opts.capacity(usize::try_from(n).unwrap_or(usize::MAX));
+    }
+    let block = js::duration_ms(
+        env,
+        get(&obj, "blockTimeoutMs")?,
+        "options.blockTimeoutMs",
+        false,
+    )?;
+    match js::opt_string(env, get(&obj, "overflow")?, "options.overflow")? {
+        Some(name) => opts = opts.overflow(overflow(env, &name, block, "options.overflow")?),
+        None if block.is_some() => opts = opts.overflow(Overflow::Block(block.unwrap_or_default())),
+        None => {}
+    }
+    if let Some(g) = js::opt_string(env, get(&obj, "group")?, "options.group")? {
+        opts = opts.queue_group(g);
+    }
+    if let Some(o) = js::opt_string(env, get(&obj, "owner")?, "options.owner")? {
+        opts = opts.owner(o);
+    }
+    let on_error: Unknown<'e> = get(&obj, "onError")?;
+    let on_error = if js::is_nullish(&on_error) {
+        None
+    } else if on_error.get_type()? == ValueType::Function {
+        Some(on_error)
+    } else {
+        return Err(error::invalid(
+            env,
+            format!(
+                "options.onError must be a function, got {}",
+                js::type_of(&on_error)
+            ),
+        ));
+    };
+    Ok(SubOptions {
+        core: opts,
+        on_error,
+    })
+}
+
+/// The orchestrator's hub: publish/subscribe on dot-separated topics
+/// (`*` one token, `>` the rest), queue groups, request/reply, direct
+/// channels and meshes. Get it as `o.hub`.
+#[napi(js_name = "Hub")]
+pub struct JsHub {
+    pub(crate) shared: Arc<HubShared>,
+}
+
+impl std::fmt::Debug for JsHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl JsHub {
+    /// The core orchestrator, or `PSO_CLOSED`.
+    pub(crate) fn core(&self, env: &Env) -> napi::Result<&Orchestrator> {
+        if self.shared.core.is_closed() {
+            Err(error::closed(env))
+        } else {
+            Ok(&self.shared.core)
+        }
+    }
+}
+
+type MessageResolver = Box<dyn FnOnce(Env) -> napi::Result<JsMessage> + Send>;
+type ManyResolver = Box<dyn FnOnce(Env) -> napi::Result<Vec<JsMessage>> + Send>;
+type CountResolver = Box<dyn FnOnce(Env) -> napi::Result<f64> + Send>;
+
+/// Runs `f` on a thread of its own, then settles `deferred` with
+/// `settle(result)` on the JS thread.
+fn on_thread<T: Send + 'static, D: napi::bindgen_prelude::ToNapiValue + 'static>(
+    env: &Env,
+    deferred: JsDeferred<D, Box<dyn FnOnce(Env) -> napi::Result<D> + Send>>,
+    f: impl FnOnce() -> T + Send + 'static,
+    settle: impl FnOnce(&Env, T) -> napi::Result<D> + Send + 'static,
+) {
+    let slot = Arc::new(Mutex::new(Some(deferred)));
+    let thread_slot = slot.clone();
+    let spawned = thread::Builder::new()
+        .name("pso-node-request".to_owned())
+        .spawn(move || {
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            if let Some(d) = lock(&thread_slot).take() {
+                d.resolve(Box::new(move |env: Env| match out {
+                    Ok(v) => settle(&env, v),
+                    Err(panic) => Err(error::internal(&env, panic)),
+                }));
+            }
+        });
+    if let Err(e) = spawned
+        && let Some(d) = lock(&slot).take()
+    {
+        d.reject(error::io(
+            env,
+            format!("cannot start a request thread: {e}"),
+        ));
+    }
+}
+
+fn sender_opt(
+    env: &Env,
+    options: Option<Unknown<'_>>,
+    keys: &[&str],
+) -> napi::Result<Option<String>> {
+    let Some(obj) = js::opt_object(env, options, "options")? else {
+        return Ok(None);
+    };
+    check_keys(env, &obj, keys, "options")?;
+    js::opt_string(env, get(&obj, "sender")?, "options.sender")
+}
+
+#[napi]
+impl JsHub {
+    /// Publishes `payload` on `topic`. Resolves with the number of
+    /// subscriptions that queued it (0 when nobody listens). Rejects with
+    /// `PSO_INVALID_ARGUMENT` (a bad topic, naming the token), `PSO_OVERFLOW`
+    /// (a subscription with the `error` policy, or `block` after its
+    /// timeout, refused it; the others still got it), `PSO_CLOSED`.
+    #[napi(
+        ts_args_type = "topic: string, payload?: ValueInput, options?: PublishOptions",
+        ts_return_type = "Promise<number>"
+    )]
+    pub fn publish<'e>(
+        &self,
+        env: &'e Env,
+        topic: Unknown<'_>,
+        payload_arg: Option<Unknown<'_>>,
+        options: Option<Unknown<'_>>,
+    ) -> napi::Result<Object<'e>> {
+        let (deferred, promise) = env.create_deferred::<f64, CountResolver>()?;
+        let prepared = guard(env, || {
+            let core = self.core(env)?.clone();
+            let topic = js::string(env, topic, "topic")?;
+            let v = match payload_arg {
+                Some(p) => payload(env, p, "the payload")?,
+                None => Value::Null,
+            };
+            let sender = sender_opt(env, options, &["sender"])?;
+            Ok((core, topic, v, sender))
+        });
+        let (core, topic, v, sender) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                deferred.reject(e);
+                return Ok(promise);
+            }
+        };
+        let slot = Arc::new(Mutex::new(Some(deferred)));
+        let job_slot = slot.clone();
+        let job: Job = Box::new(move || {
+            let hub = core.hub();
+            let r = match &sender {
+                Some(s) => hub.publish_from(s, &topic, v),
+                None => hub.publish(&topic, v),
+            };
+            if let Some(d) = lock(&job_slot).take() {
+                d.resolve(Box::new(move |env: Env| {
+                    r.map(|n| n as f64).map_err(|e| hub_error(&env, &e))
+                }));
+            }
+        });
+        if let Err(m) = self.shared.publish_job(job)
+            && let Some(d) = lock(&slot).take()
+        {
+            d.reject(error::io(env, m));
+        }
+        Ok(promise)
+    }
+
+    /// Subscribes to `pattern`. With a callback: `callback(message)` runs
+    /// on the event loop for each message, one at a time in publish order
+    /// (a returned Promise is awaited first). Without one: a pull
+    /// subscription, read with `recv()` or `for await (const m of sub)`.
+    /// `PSO_INVALID_ARGUMENT` for a bad pattern (naming the token) or bad
+    /// options.
+    #[napi(
+        ts_args_type = "pattern: string, callbackOrOptions?: ((message: Message) => void | Promise<void>) | SubscribeOptions, options?: SubscribeOptions"
+    )]
+    pub fn subscribe(
+        &self,
+        env: &Env,
+        pattern: Unknown<'_>,
+        callback_or_options: Option<Unknown<'_>>,
+        options: Option<Unknown<'_>>,
+    ) -> napi::Result<JsSubscription> {
+        guard(env, || {
+            let core = self.core(env)?;
+            let pattern = js::string(env, pattern, "pattern")?;
+            let (callback, opts) = match callback_or_options {
+                Some(c) if c.get_type()? == ValueType::Function => (Some(c), options),
+                Some(o) if options.is_none() || options.is_some_and(|v| js::is_nullish(&v)) => {
+                    (None, Some(o))
+                }
+                Some(c) if js::is_nullish(&c) => (None, options),
+                Some(c) => {
+                    return Err(error::invalid(
+                        env,
+                        format!("the callback must be a function, got {}", js::type_of(&c)),
+                    ));
+                }
+                None => (None, None),
+            };
+            let opts = sub_options(env, opts)?;
+            if callback.is_none() && opts.on_error.is_some() {
+                return Err(error::invalid(
+                    env,
+                    "options.onError applies only to callback subscriptions",
+                ));
+            }
+            let sub = core
+                .hub()
+                .subscribe_pull_with(&pattern, opts.core)
+                .map_err(|e| hub_error(env, &e))?;
+            JsSubscription::start(env, self.shared.clone(), sub, callback, opts.on_error)
+        })
+    }
+
+    /// Sends a request and resolves with the first reply (a `Message`).
+    /// Rejects at once with `PSO_NO_RESPONDERS` when no subscription
+    /// matches (or every receiver dropped it unanswered), with
+    /// `PSO_TIMEOUT` when nobody replied within `timeoutMs` (default 1000).
+    #[napi(
+        ts_args_type = "topic: string, payload?: ValueInput, options?: RequestOptions",
+        ts_return_type = "Promise<Message>"
+    )]
+    pub fn request<'e>(
+        &self,
+        env: &'e Env,
+        topic: Unknown<'_>,
+        payload_arg: Option<Unknown<'_>>,
+        options: Option<Unknown<'_>>,
+    ) -> napi::Result<Object<'e>> {
+        let (deferred, promise) = env.create_deferred::<JsMessage, MessageResolver>()?;
+        let prepared = guard(env, || {
+            let core = self.core(env)?.clone();
+            let topic = js::string(env, topic, "topic")?;
+            let v = match payload_arg {
+                Some(p) => payload(env, p, "the payload")?,
+                None => Value::Null,
+            };
+            let mut timeout = DEFAULT_REQUEST_TIMEOUT;
+            let mut sender = None;
+            if let Some(obj) = js::opt_object(env, options, "options")? {
+                check_keys(env, &obj, &["timeoutMs", "sender"], "request options")?;
+                if let Some(t) =
+                    js::duration_ms(env, get(&obj, "timeoutMs")?, "options.timeoutMs", false)?
+                {
+                    timeout = t;
+                }
+                sender = js::opt_string(env, get(&obj, "sender")?, "options.sender")?;
+            }
+            Ok((core, topic, v, timeout, sender))
+        });
+        match prepared {
+            Ok((core, topic, v, timeout, sender)) => on_thread(
+                env,
+                deferred,
+                move || match &sender {
+                    Some(s) => core.hub().request_from(s, &topic, v, timeout),
+                    None => core.hub().request(&topic, v, timeout),
+                },
+                |env, r| r.map(JsMessage::new).map_err(|e| hub_error(env, &e)),
+            ),
+            Err(e) => deferred.reject(e),
+        }
+        Ok(promise)
+    }
+
+    /// Sends a request and gathers replies until `max` replies, `timeoutMs`,
+    /// or a quiet gap of `quietMs` after a reply. Resolves with the replies
+    /// (maybe none, at the deadline). Rejects with `PSO_NO_RESPONDERS` at
+    /// once when no subscription matches.
+    #[napi(
+        ts_args_type = "topic: string, payload: ValueInput, options: RequestManyOptions",
+        ts_return_type = "Promise<Array<Message>>"
+    )]
+    pub fn request_many<'e>(
+        &self,
+        env: &'e Env,
+        topic: Unknown<'_>,
+        payload_arg: Unknown<'_>,
+        options: Unknown<'_>,
+    ) -> napi::Result<Object<'e>> {
+        let (deferred, promise) = env.create_deferred::<Vec<JsMessage>, ManyResolver>()?;
+        let prepared = guard(env, || {
+            let core = self.core(env)?.clone();
+            let topic = js::string(env, topic, "topic")?;
+            let v = payload(env, payload_arg, "the payload")?;
+            let obj = js::object(env, options, "options")?;
+            check_keys(
+                env,
+                &obj,
+                &["timeoutMs", "max", "quietMs"],
+                "requestMany options",
+            )?;
+            let timeout =
+                js::duration_ms(env, get(&obj, "timeoutMs")?, "options.timeoutMs", false)?
+                    .ok_or_else(|| error::invalid(env, "options.timeoutMs is required"))?;
+            let mut gather = Gather::new(timeout);
+            if let Some(n) = js::opt_number(env, get(&obj, "max")?, "options.max")? {
+                let n = js::count(env, n, "options.max")?;
+                if n == 0 {
+                    return Err(error::invalid(env, "options.max must be at least 1"));
+                }
+                gather = gather.max(usize::try_from(n).unwrap_or(usize::MAX));
+            }
+            if let Some(q) = js::duration_ms(env, get(&obj, "quietMs")?, "options.quietMs", true)? {
+                gather = gather.quiet(q);
+            }
+            Ok((core, topic, v, gather))
+        });
+        match prepared {
+            Ok((core, topic, v, gather)) => on_thread(
+                env,
+                deferred,
+                move || core.hub().request_many(&topic, v, gather),
+                |env, r| {
+                    r.map(|ms| ms.into_iter().map(JsMessage::new).collect())
+                        .map_err(|e| hub_error(env, &e))
+                },
+            ),
+            Err(e) => deferred.reject(e),
+        }
+        Ok(promise)
+    }
+
+    /// Status of every live subscription, by id: queue length and capacity,
+    /// policy, and the `delivered`, `dropped` and `errors` counts.
+    #[napi]
+    pub fn subscriptions(&self, env: &Env) -> napi::Result<Vec<JsSubscriptionStatus>> {
+        guard(env, || {
+            let core = self.core(env)?;
+            let callbacks = lock(&self.shared.callbacks);
+            Ok(core
+                .hub()
+                .subscriptions()
+                .into_iter()
+                .map(|s| {
+                    let errors = callbacks.get(&s.id.0).cloned();
+                    status::subscription(s, errors.as_deref())
+                })
+                .collect())
+        })
+    }
+}
+
+#[napi]
+impl JsOrchestrator {
+    /// The communication hub (`PSO_CLOSED` once closed).
+    #[napi(getter)]
+    pub fn hub(&self, env: &Env) -> napi::Result<JsHub> {
+        let core = self.open(env)?;
+        Ok(JsHub {
+            shared: shared(self.id(), core),
+        })
+    }
+}
+
+// Last: napi-rs attaches an `#[napi] impl JsHub` block to the class as far
+// as it has expanded, so the block in `direct` comes after the struct.
+pub(crate) mod direct;
