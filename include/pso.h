@@ -14,20 +14,23 @@
  *    generation), not pointers: using one after it was closed, freed or
  *    released gives PSO_ERR_STALE_HANDLE, never undefined behaviour. All
  *    functions are thread-safe; a handle may be used from any thread, and
- *    released while other threads use it. A const pso_step_ctx * and a
- *    const pso_message * are checked the same way: each is valid only inside
- *    its callback, on that callback's thread.
+ *    released while other threads use it. A const pso_step_ctx *, a
+ *    const pso_message * and a const pso_probe_ctx * are checked the same
+ *    way: each is valid only inside its callback, on that callback's thread.
  *  - NULL for a required pointer gives PSO_ERR_NULL_POINTER, a string that is
  *    not UTF-8 gives PSO_ERR_INVALID_UTF8; the message names the argument.
  *    Out-parameters are the last arguments; each is set (to NULL or 0 at
  *    least) whenever it is not NULL itself, whatever the status.
  *  - Strings returned through char ** belong to the caller: free them with
  *    pso_string_free. Enum-like arguments are uint32_t and are validated.
- *  - Lifecycle handlers, workflow operations and subscription callbacks run
- *    on PSO worker threads (see pso_lifecycle_fn, pso_op_fn,
- *    pso_message_fn); state watch callbacks on a thread of their watch
- *    (pso_event_fn); preemption callbacks on the thread that caused the
- *    preemption (see pso_preempt_fn).
+ *  - Lifecycle handlers, workflow operations, subscription callbacks and
+ *    health probes run on PSO worker threads (see pso_lifecycle_fn,
+ *    pso_op_fn, pso_message_fn, pso_probe_fn; probes of an orchestrator
+ *    with a virtual clock run inside pso_clock_advance); state watch
+ *    callbacks on a thread of their watch (pso_event_fn); preemption
+ *    callbacks on the thread that caused the preemption (see
+ *    pso_preempt_fn); evolution workloads on the thread calling
+ *    pso_evolve_coordination (pso_workload_fn).
  *  - Timeouts are uint64_t milliseconds; 0 means "do not wait" and
  *    PSO_WAIT_FOREVER "no limit" where a function says so. JSON arguments
  *    that are not JSON give PSO_ERR_PARSE naming the argument, line and
@@ -312,6 +315,103 @@ typedef uint32_t pso_overflow;
 #endif // __cplusplus
 
 /**
+ * Values a `pso_probe_fn` returns (as `int32_t`).
+ */
+enum pso_health_status
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Working.
+     */
+    PSO_HEALTH_HEALTHY = 0,
+    /**
+     * Working, with a problem worth reporting (not a failure).
+     */
+    PSO_HEALTH_DEGRADED = 1,
+    /**
+     * Not working: counts as a failed probe.
+     */
+    PSO_HEALTH_UNHEALTHY = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum pso_health_status pso_health_status;
+#else
+typedef int32_t pso_health_status;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Restart policies (`pso_supervision.policy`, a `uint32_t`).
+ */
+enum pso_restart_policy
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The default: `PSO_RESTART_ON_FAILURE`.
+     */
+    PSO_RESTART_DEFAULT = 0,
+    /**
+     * Never restart; failures are recorded and alerted.
+     */
+    PSO_RESTART_NEVER = 1,
+    /**
+     * Restart after a failed activation, a reported crash, an Unhealthy
+     * verdict or a missed watchdog deadline.
+     */
+    PSO_RESTART_ON_FAILURE = 2,
+    /**
+     * As on-failure, and bring the system back when a system it requires
+     * returns after stopping it.
+     */
+    PSO_RESTART_ALWAYS = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum pso_restart_policy pso_restart_policy;
+#else
+typedef uint32_t pso_restart_policy;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Restart strategies (`pso_supervision.strategy`, a `uint32_t`).
+ */
+enum pso_restart_strategy
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The default: `PSO_STRATEGY_ONE_FOR_ONE`.
+     */
+    PSO_STRATEGY_DEFAULT = 0,
+    /**
+     * The failed system alone (with the dependents that stopped with it).
+     */
+    PSO_STRATEGY_ONE_FOR_ONE = 1,
+    /**
+     * Every Active system connected to it by requires/wants edges.
+     */
+    PSO_STRATEGY_ONE_FOR_ALL = 2,
+    /**
+     * It and every system that requires or wants it, in dependency order.
+     */
+    PSO_STRATEGY_REST_FOR_ONE = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum pso_restart_strategy pso_restart_strategy;
+#else
+typedef uint32_t pso_restart_strategy;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A message delivered to a subscription callback. Opaque: use it only
  * through the `pso_message_*` functions, only on the thread running the
  * callback, and only until the callback returns (afterwards, or on another
@@ -319,6 +419,14 @@ typedef uint32_t pso_overflow;
  * dereferenced, so this is never undefined behaviour).
  */
 typedef struct pso_message pso_message;
+
+/**
+ * The context of one probe call, passed to a `pso_probe_fn`. Opaque: use it
+ * only with `pso_probe_set_detail`, only on the thread running the probe,
+ * and only until it returns (afterwards, or on another thread, it gives
+ * `PSO_ERR_STALE_HANDLE`; it is a key, never dereferenced).
+ */
+typedef struct pso_probe_ctx pso_probe_ctx;
 
 /**
  * The context of one step attempt, passed to a `pso_op_fn`. Opaque: use it
@@ -406,6 +514,29 @@ typedef struct pso_options {
      * Capacity of each direction of a direct channel (messages). 0: 1024.
      */
     size_t hub_direct_capacity;
+    /**
+     * Flap detection: a system with this many health or state changes
+     * within `flap_window_ms` is Flapping (its repeated alerts are
+     * suppressed until a window passes quietly). 0: 5.
+     */
+    uint32_t flap_threshold;
+    /**
+     * The flap-detection window, in milliseconds. 0: 60 000.
+     */
+    uint64_t flap_window_ms;
+    /**
+     * The same alert (system and kind) is published at most once per this
+     * many milliseconds (repeats are counted in the next one). 0: 10 000;
+     * `UINT64_MAX`: no deduplication, every alert is published.
+     */
+    uint64_t alert_interval_ms;
+    /**
+     * true: probes, watchdogs, restart backoff, restart intensity, flap
+     * windows and alert deduplication run on a virtual clock that moves
+     * only with `pso_clock_advance` (deterministic tests); supervisor
+     * actions then run inside `pso_clock_advance`. false: real time.
+     */
+    bool virtual_clock;
 } pso_options;
 
 /**
@@ -669,6 +800,16 @@ typedef struct pso_subscription {
 } pso_subscription;
 
 /**
+ * One round of an evolution workload (`pso_evolve_coordination`): does
+ * representative work on `o` (for instance runs a workflow and waits for
+ * it) and returns 0, or non-zero for a failed round.
+ *
+ * Called on the thread that called `pso_evolve_coordination`, inside that
+ * call, with its `user_data`; it may call any PSO function.
+ */
+typedef int32_t (*pso_workload_fn)(void *user_data, struct pso_orchestrator o);
+
+/**
  * A state watch callback (`pso_state_watch`).
  *
  * Called on the watch's own PSO thread, one event at a time, in revision
@@ -697,6 +838,108 @@ typedef struct pso_watch {
      */
     uint64_t id;
 } pso_watch;
+
+/**
+ * A health probe: returns a `pso_health_status` value.
+ *
+ * Runs on a PSO worker thread every `interval_ms` while the system is
+ * Active (with `pso_options.virtual_clock`: on the thread calling
+ * `pso_clock_advance`, inside that call). Probes of different systems may
+ * run at once, and a probe that outlives its timeout keeps running while
+ * the next one of the same system starts, so the callback and `user_data`
+ * must be thread-safe. `system` is the system's name, valid
+ * during the call. It may describe what it saw with
+ * `pso_probe_set_detail(ctx, ...)`. Any other return value than the three
+ * `pso_health_status` values counts as a failed probe (`probe returned
+ * <n>`, or the detail), as does taking longer than `timeout_ms` (the late
+ * answer is ignored).
+ */
+typedef int32_t (*pso_probe_fn)(void *user_data, const char *system, const struct pso_probe_ctx *ctx);
+
+/**
+ * How a system's health is checked, for `pso_set_health_check`. Zero means
+ * "the default" for every number.
+ */
+typedef struct pso_health_check {
+    /**
+     * The probe (nullable: a watchdog only; then `watchdog_ms` is required).
+     */
+    pso_probe_fn probe;
+    /**
+     * Passed to `probe`; owned by PSO once `pso_set_health_check` succeeds.
+     */
+    void *user_data;
+    /**
+     * Frees `user_data` (nullable); see `pso_set_health_check`.
+     */
+    pso_free_fn free_user_data;
+    /**
+     * How often the probe runs, in milliseconds. 0: 10 000.
+     */
+    uint64_t interval_ms;
+    /**
+     * How long a probe may take before it counts as failed, in
+     * milliseconds. 0: 5 000.
+     */
+    uint64_t timeout_ms;
+    /**
+     * Failed probes in a row before the system is Unhealthy. 0: 3.
+     */
+    uint32_t failures_before_unhealthy;
+    /**
+     * Good probes in a row before an Unhealthy system is Healthy. 0: 1.
+     */
+    uint32_t successes_before_healthy;
+    /**
+     * Watchdog: the system must `pso_check_in` at least this often while
+     * Active, in milliseconds. 0: no watchdog.
+     */
+    uint64_t watchdog_ms;
+} pso_health_check;
+
+/**
+ * How a system is supervised, for `pso_set_supervision`. Zero means "the
+ * default" for every field, so `pso_supervision s = {0};` restarts on
+ * failure, one-for-one, backoff 100 ms doubling to 30 s with jitter, reset
+ * after 60 s up, giving up after 5 restarts within 60 s.
+ */
+typedef struct pso_supervision {
+    /**
+     * A `pso_restart_policy` value.
+     */
+    uint32_t policy;
+    /**
+     * A `pso_restart_strategy` value.
+     */
+    uint32_t strategy;
+    /**
+     * First restart delay, in milliseconds (doubling per attempt). 0: 100.
+     */
+    uint64_t backoff_ms;
+    /**
+     * Longest restart delay, in milliseconds. 0: 30 000.
+     */
+    uint64_t max_backoff_ms;
+    /**
+     * true: exact delays; false (the default): equal jitter (half fixed,
+     * half random).
+     */
+    bool no_jitter;
+    /**
+     * Up this long (and not unhealthy), the backoff starts over, in
+     * milliseconds. 0: 60 000.
+     */
+    uint64_t reset_after_ms;
+    /**
+     * More failures than this within `within_ms` give up (the system is
+     * `GaveUp` until activated by hand). 0: 5.
+     */
+    uint32_t max_restarts;
+    /**
+     * The restart-intensity window, in milliseconds. 0: 60 000.
+     */
+    uint64_t within_ms;
+} pso_supervision;
 
 #ifdef __cplusplus
 extern "C" {
@@ -2081,6 +2324,187 @@ enum pso_status pso_request_many(struct pso_orchestrator o,
 enum pso_status pso_hub_subscriptions(struct pso_orchestrator o, char **json);
 
 /**
+ * Folds history into estimates and puts them, with their sample counts, in
+ * `*json` (free it with `pso_string_free`): `operations` ({`key`, `mean`,
+ * `stddev`, `samples`, `recent_steps`, `recent_failures`,
+ * `failure_rate`}), `edges` ({`from`, `to`, `rate`, `messages`}),
+ * `co_activation` ({`a`, `b`, `together`, `a_count`, `b_count`}); seconds.
+ * They are also saved in the state store (key `pso.patterns`), so
+ * `pso_snapshot` carries them.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`json`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_learn_patterns(struct pso_orchestrator o, char **json);
+
+/**
+ * Where coordination time goes, in `*json` (free it with
+ * `pso_string_free`): `runs`, `critical_paths` ({`workflow`, `steps`
+ * [[name, seconds]], `length`, `makespan`}), `contributors` ({`key`,
+ * `waiting`, `working`, `steps`}), `hot_edges`, `idle_direct_pairs`,
+ * `contention` ({`dimension`, `utilization`, `waiters`, `longest_wait`}),
+ * `unhealthy`, `flapping`, `gave_up`.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`json`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_coordination_insights(struct pso_orchestrator o, char **json);
+
+/**
+ * Typed suggestions, most confident first, as a JSON array in `*json`
+ * (free it with `pso_string_free`); each has `target`, `action` (`kind`:
+ * `promote_to_direct`, `demote_direct`, `set_concurrency_limit`,
+ * `deactivate_idle`, `pre_activate`, `set_scheduling_policy`, and its
+ * fields), `evidence`, `expected_gain`, `confidence` (0 to 1), `samples`.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`json`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_optimization_recommendations(struct pso_orchestrator o, char **json);
+
+/**
+ * The recommendations that pass the guardrails, as a plan in `*json` (free
+ * it with `pso_string_free`): `actions` (recommendations), `skipped`
+ * ([[recommendation, why]]), `applied`, `changes` ({`id`, `action`,
+ * `reason`, `reverted`, `error`}). With `apply`, carries the actions out
+ * and logs each change (`pso_coordination_log`; undo with
+ * `pso_revert_change`).
+ *
+ * `guardrails_json` (nullable: the defaults) is an object with any of
+ * `min_samples` (default 20), `min_confidence` (0 to 1, default 0.6) and
+ * `idle_after_ms` (how long a system must be unused before deactivating it
+ * is suggested; default: the idle timeout if set, else 5 minutes).
+ *
+ * # Errors
+ * `PSO_ERR_PARSE` (`guardrails_json` is not JSON), `PSO_ERR_INVALID_ARGUMENT`
+ * (an unknown field, a wrong type, a confidence outside 0 to 1),
+ * `PSO_ERR_NULL_POINTER` (`json`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `guardrails_json` is NULL or a NUL-terminated string; `json` is NULL or
+ * points to a writable `char *`.
+ */
+enum pso_status pso_optimize_coordination(struct pso_orchestrator o,
+                                          bool apply,
+                                          const char *guardrails_json,
+                                          char **json);
+
+/**
+ * Every change `pso_optimize_coordination` and `pso_evolve_coordination`
+ * made, oldest first (the last 256), as a JSON array in `*json` (free it
+ * with `pso_string_free`): {`id`, `action`, `reason`, `reverted`, `error`}.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`json`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_coordination_log(struct pso_orchestrator o, char **json);
+
+/**
+ * Undoes logged change `id` (restores what it replaced) and puts the change,
+ * now `"reverted": true`, in `*json` (nullable; free it with
+ * `pso_string_free`).
+ *
+ * # Errors
+ * `PSO_ERR_NOT_FOUND` (no such change in the log),
+ * `PSO_ERR_INVALID_ARGUMENT` (already reverted, never applied, or undoing
+ * it failed; the message says which), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_revert_change(struct pso_orchestrator o, uint64_t id, char **json);
+
+/**
+ * Tries one strategy change on a bounded trial: alternates `rounds` calls
+ * of `workload` with the change and as many without it, compares `metric`,
+ * keeps the change only if it improved by `margin`, and restores the old
+ * setting otherwise. The trial (kept or not) goes to `pso_evolution_log`; a
+ * kept change also to `pso_coordination_log` (revertible). The result, in
+ * `*json` (free it with `pso_string_free`): {`id`, `change`, `baseline` and
+ * `trial` ({`rounds`, `median`, `p99`, `error_rate`}; seconds),
+ * `improvement`, `kept`, `reason`}.
+ *
+ * `trial_json`: `{"change": "scheduling_policy", "policy": "fifo" |
+ * "critical_path"}` or `{"change": "concurrency_limit", "system": "name",
+ * "limit": n | null}`, with optional `"rounds"` (default 5), `"metric"`
+ * (`"makespan"` (default), `"p99"`, `"error_rate"`) and `"margin"` (a
+ * fraction, default 0.05). `workload` runs on this thread (see
+ * `pso_workload_fn`) with `user_data`, which PSO only borrows.
+ *
+ * # Errors
+ * `PSO_ERR_PARSE` (`trial_json` is not JSON), `PSO_ERR_INVALID_ARGUMENT`
+ * (an unknown change, policy, metric or field; a limit or rounds of 0; the
+ * change cannot be made), `PSO_ERR_NOT_FOUND` (unknown system),
+ * `PSO_ERR_NULL_POINTER` (`trial_json`, `workload`, `json`),
+ * `PSO_ERR_INVALID_UTF8`, `PSO_ERR_STALE_HANDLE`, `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * `trial_json` is NULL or a NUL-terminated string; `json` is NULL or points
+ * to a writable `char *`; `workload` is NULL or a function with the
+ * `pso_workload_fn` signature, callable with `user_data` during this call.
+ */
+enum pso_status pso_evolve_coordination(struct pso_orchestrator o,
+                                        const char *trial_json,
+                                        pso_workload_fn workload,
+                                        void *user_data,
+                                        char **json);
+
+/**
+ * Every evolution trial, oldest first (the last 256), as a JSON array in
+ * `*json` (free it with `pso_string_free`); elements as the result of
+ * `pso_evolve_coordination`.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`json`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `json` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_evolution_log(struct pso_orchestrator o, char **json);
+
+/**
+ * Writes the state store, with the learned patterns in it (as
+ * `pso_learn_patterns` saves them), to `path` atomically (as
+ * `pso_state_snapshot`).
+ *
+ * # Errors
+ * `PSO_ERR_IO`, `PSO_ERR_NULL_POINTER` (`path`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
+ */
+enum pso_status pso_snapshot(struct pso_orchestrator o, const char *path);
+
+/**
+ * Restores the state store from the snapshot at `path` (as
+ * `pso_state_restore`) and loads the learned patterns in it, so duration
+ * estimates start warm.
+ *
+ * # Errors
+ * `PSO_ERR_IO` (unreadable), `PSO_ERR_PARSE` (not a snapshot),
+ * `PSO_ERR_NULL_POINTER` (`path`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
+ */
+enum pso_status pso_restore(struct pso_orchestrator o, const char *path);
+
+/**
  * The message's topic (the published one, not the pattern). Owned by PSO,
  * valid until the callback returns.
  *
@@ -2322,6 +2746,121 @@ enum pso_status pso_state_snapshot(struct pso_orchestrator o, const char *path);
  * `path` is NULL or a NUL-terminated string.
  */
 enum pso_status pso_state_restore(struct pso_orchestrator o, const char *path);
+
+/**
+ * Describes what the running probe saw (`"queue depth 1200"`); shown as the
+ * health `detail` in the status JSON and in alerts. Replaces an earlier
+ * detail of the same call. `detail` is copied.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`ctx`, `detail`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE` (the probe returned, or another thread).
+ *
+ * # Safety
+ * `detail` is NULL or a NUL-terminated string.
+ */
+enum pso_status pso_probe_set_detail(const struct pso_probe_ctx *ctx, const char *detail);
+
+/**
+ * Sets how system `system`'s health is checked (`check` NULL: removes the
+ * check). Takes effect at once if the system is Active; probes run while it
+ * is Active (see `pso_probe_fn`: on PSO worker threads, or inside
+ * `pso_clock_advance` with a virtual clock). The verdicts are in the status
+ * JSON (`health`: `status`, `detail`, `consecutive_failures`, `probes`,
+ * `since_check_in`, `flapping`) and alerts go to
+ * `pso.alert.<system>.<kind>`.
+ *
+ * Ownership of `check->user_data`: on `PSO_OK`, PSO owns it and calls
+ * `check->free_user_data(user_data)` (if not NULL) exactly once, on any
+ * thread, when no probe of this check runs any more: after the check is
+ * replaced or removed (by the end of that call, or as soon as a running
+ * probe returns) or when the orchestrator is closed (by the time
+ * `pso_orchestrator_close` returns, unless a probe still runs then). With
+ * no probe (a watchdog only) it is freed before this function returns. On
+ * any error PSO does not take it and never calls `free_user_data`.
+ *
+ * # Errors
+ * `PSO_ERR_INVALID_ARGUMENT` (neither a probe nor a watchdog),
+ * `PSO_ERR_NOT_FOUND` (unknown system), `PSO_ERR_NULL_POINTER` (`system`),
+ * `PSO_ERR_INVALID_UTF8`, `PSO_ERR_STALE_HANDLE`, `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * `system` is NULL or a NUL-terminated string; `check` is NULL or points to
+ * a readable `pso_health_check` whose `probe` is NULL or a function with
+ * the `pso_probe_fn` signature, callable from any thread with `user_data`
+ * until `free_user_data` runs.
+ */
+enum pso_status pso_set_health_check(struct pso_orchestrator o,
+                                     const char *system,
+                                     const struct pso_health_check *check);
+
+/**
+ * Sets how system `system` is supervised (`sup` NULL: removes supervision,
+ * so failures are only recorded). Clears an earlier give-up. The status
+ * JSON shows `supervision`: `policy`, `strategy`, `restarts`,
+ * `recent_failures`, `failures_left`, `next_attempt_in` (seconds or null),
+ * `attempt`, `gave_up`; a given-up system's `state` is `GaveUp`.
+ *
+ * # Errors
+ * `PSO_ERR_INVALID_ARGUMENT` (an unknown policy or strategy, a backoff
+ * above its maximum), `PSO_ERR_NOT_FOUND`, `PSO_ERR_NULL_POINTER`
+ * (`system`), `PSO_ERR_INVALID_UTF8`, `PSO_ERR_STALE_HANDLE`,
+ * `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * `system` is NULL or a NUL-terminated string; `sup` is NULL or points to a
+ * readable `pso_supervision`.
+ */
+enum pso_status pso_set_supervision(struct pso_orchestrator o,
+                                    const char *system,
+                                    const struct pso_supervision *sup);
+
+/**
+ * Tells the watchdog of `system` it is alive (restarts its deadline). Does
+ * nothing for a system without a watchdog or not Active.
+ *
+ * # Errors
+ * `PSO_ERR_NOT_FOUND`, `PSO_ERR_NULL_POINTER` (`system`),
+ * `PSO_ERR_INVALID_UTF8`, `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `system` is NULL or a NUL-terminated string.
+ */
+enum pso_status pso_check_in(struct pso_orchestrator o, const char *system);
+
+/**
+ * Reports that Active system `system` crashed (a failure the host saw,
+ * described by `message`, nullable): it becomes Failed without running its
+ * deactivate handler, the systems that require it stop, and its supervisor
+ * decides what comes next (a restart after the backoff, or giving up).
+ *
+ * # Errors
+ * `PSO_ERR_INVALID_ARGUMENT` (it is not Active), `PSO_ERR_NOT_FOUND`,
+ * `PSO_ERR_NULL_POINTER` (`system`), `PSO_ERR_INVALID_UTF8`,
+ * `PSO_ERR_STALE_HANDLE`, `PSO_ERR_CLOSED`.
+ *
+ * # Safety
+ * `system` and `message` are NULL or NUL-terminated strings.
+ */
+enum pso_status pso_report_failure(struct pso_orchestrator o,
+                                   const char *system,
+                                   const char *message);
+
+/**
+ * Moves the virtual clock of `o` (made with `pso_options.virtual_clock`)
+ * forward by `ms` milliseconds, running on this thread, in time order,
+ * everything that falls due: probes (C probe callbacks included),
+ * watchdog deadlines, restarts after their backoff, give-ups, the end of
+ * flapping. 0 runs what is due now. Advances are serialized: a lifecycle
+ * handler run by a restart inside it must not call it (it would wait for
+ * itself); a probe calling it gets `PSO_ERR_BUSY`.
+ *
+ * # Errors
+ * `PSO_ERR_INVALID_ARGUMENT` if `o` runs on real time, `PSO_ERR_BUSY`
+ * (called from inside `pso_clock_advance` on this thread),
+ * `PSO_ERR_STALE_HANDLE`.
+ */
+enum pso_status pso_clock_advance(struct pso_orchestrator o, uint64_t ms);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # C: builds libpso (cargo, debug profile) and runs the C test suite
-# (pso-c/tests/c/test_pso.c, test_workflow.c, test_resources.c, test_hub.c
-# and test_state.c against
-# include/pso.h) four ways:
+# (pso-c/tests/c/test_*.c: orchestrator, workflows, resources, hub, state,
+# supervision, intelligence; against include/pso.h) four ways:
 #   1. linked with the shared library (libpso.so)
 #   2. linked with the static library (libpso.a)
 #   3. under valgrind memcheck: no errors, nothing definitely/indirectly lost

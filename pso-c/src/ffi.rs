@@ -186,6 +186,21 @@ pub struct pso_options {
     pub hub_rate_window_ms: u64,
     /// Capacity of each direction of a direct channel (messages). 0: 1024.
     pub hub_direct_capacity: usize,
+    /// Flap detection: a system with this many health or state changes
+    /// within `flap_window_ms` is Flapping (its repeated alerts are
+    /// suppressed until a window passes quietly). 0: 5.
+    pub flap_threshold: u32,
+    /// The flap-detection window, in milliseconds. 0: 60 000.
+    pub flap_window_ms: u64,
+    /// The same alert (system and kind) is published at most once per this
+    /// many milliseconds (repeats are counted in the next one). 0: 10 000;
+    /// `UINT64_MAX`: no deduplication, every alert is published.
+    pub alert_interval_ms: u64,
+    /// true: probes, watchdogs, restart backoff, restart intensity, flap
+    /// windows and alert deduplication run on a virtual clock that moves
+    /// only with `pso_clock_advance` (deterministic tests); supervisor
+    /// actions then run inside `pso_clock_advance`. false: real time.
+    pub virtual_clock: bool,
 }
 
 /// The hub settings of `opts`.
@@ -364,9 +379,13 @@ pub unsafe extern "C" fn pso_orchestrator_new(
             builder = builder.idle_timeout(Duration::from_millis(opts.idle_timeout_ms));
         }
         builder = builder.hub_config(hub_config(call, &opts)?);
+        let (builder, clock) = supervision::configure(builder, &opts);
         let orch = builder.build()?;
         match ORCHESTRATORS.insert(orch) {
             Ok(h) => {
+                if let Some(clock) = clock {
+                    supervision::remember_clock(h, clock);
+                }
                 out.set(h);
                 Ok(())
             }
@@ -412,6 +431,7 @@ pub extern "C" fn pso_orchestrator_close(o: pso_orchestrator) -> pso_status {
         }
         drop(orch);
         state::stop_watches_of(o, wait);
+        supervision::forget_clock(o);
         Ok(())
     })
 }
@@ -958,8 +978,10 @@ pub(crate) mod lease;
 pub(crate) mod coordination;
 pub(crate) mod direct;
 pub(crate) mod hub;
+pub(crate) mod intelligence;
 pub(crate) mod message;
 pub(crate) mod state;
+pub(crate) mod supervision;
 
 #[cfg(test)]
 mod tests;

@@ -36,6 +36,11 @@ pub use crate::ffi::hub::{
     pso_hub_subscriptions, pso_overflow, pso_publish, pso_request, pso_request_many, pso_subscribe,
     pso_subscribe_options, pso_subscribe_pull, pso_subscription_recv, pso_unsubscribe,
 };
+pub use crate::ffi::intelligence::{
+    pso_coordination_insights, pso_coordination_log, pso_evolution_log, pso_evolve_coordination,
+    pso_learn_patterns, pso_optimization_recommendations, pso_optimize_coordination, pso_restore,
+    pso_revert_change, pso_snapshot, pso_workload_fn,
+};
 pub use crate::ffi::lease::{
     pso_lease_held, pso_lease_id, pso_lease_info, pso_lease_on_preempt, pso_lease_release,
     pso_lease_touch, pso_preempt_fn, pso_preempt_notice,
@@ -56,6 +61,11 @@ pub use crate::ffi::resources::{
 pub use crate::ffi::state::{
     pso_event_fn, pso_state_cas, pso_state_delete, pso_state_get, pso_state_list, pso_state_put,
     pso_state_restore, pso_state_revision, pso_state_snapshot, pso_state_watch, pso_watch_close,
+};
+pub use crate::ffi::supervision::{
+    pso_check_in, pso_clock_advance, pso_health_check, pso_health_status, pso_probe_ctx,
+    pso_probe_fn, pso_probe_set_detail, pso_report_failure, pso_restart_policy,
+    pso_restart_strategy, pso_set_health_check, pso_set_supervision, pso_supervision,
 };
 pub use crate::ffi::workflow::{
     pso_coordinate_systems, pso_estimates, pso_run_cancel, pso_run_free, pso_run_minimal,
