@@ -390,6 +390,54 @@ static void test_watchdog(void) {
     CHECK(atomic_load(&unused.freed) == 1);
 }
 
+/* Alternates unhealthy and healthy answers, starting unhealthy. */
+static int32_t flipping_probe(void *ud, const char *system, const pso_probe_ctx *ctx) {
+    (void)system;
+    (void)ctx;
+    return atomic_fetch_add((atomic_int *)ud, 1) % 2 == 0 ? PSO_HEALTH_UNHEALTHY
+                                                           : PSO_HEALTH_HEALTHY;
+}
+
+static void test_flapping_suppresses_alerts_until_a_quiet_window(void) {
+    pso_options opts = {0};
+    opts.workers = 2;
+    opts.virtual_clock = true;
+    opts.alert_interval_ms = UINT64_MAX;
+    opts.flap_threshold = 4;
+    opts.flap_window_ms = 20000;
+    pso_orchestrator o = {0};
+    CHECK_STATUS(pso_orchestrator_new(&opts, &o), PSO_OK);
+    CHECK_STATUS(pso_register_system(o, "link", NULL, NULL), PSO_OK);
+    atomic_int flips = 0;
+    pso_health_check c = {0};
+    c.probe = flipping_probe;
+    c.user_data = &flips;
+    c.interval_ms = 1000;
+    c.failures_before_unhealthy = 1;
+    CHECK_STATUS(pso_set_health_check(o, "link", &c), PSO_OK);
+    pso_subscription al = {0};
+    CHECK_STATUS(pso_subscribe_pull(o, "pso.alert.>", NULL, &al), PSO_OK);
+    CHECK_STATUS(pso_activate_system(o, "link", NULL), PSO_OK);
+    advance(o, 10000);
+    char got[1024];
+    alerts(al, got, sizeof got);
+    CHECK(strcmp(got, "link.unhealthy link.recovered link.unhealthy link.flapping ") == 0);
+    CHECK(status_has(o, "link", "\"flapping\":true"));
+
+    /* Steady from now on: flapping ends after a quiet window. */
+    probe_state steady = {0};
+    steady.answer = PSO_HEALTH_HEALTHY;
+    c = check_of(&steady, 1000, 1);
+    CHECK_STATUS(pso_set_health_check(o, "link", &c), PSO_OK);
+    advance(o, 40000);
+    alerts(al, got, sizeof got);
+    CHECK_CONTAINS(got, "link.flapping_ended");
+    CHECK(status_has(o, "link", "\"flapping\":false"));
+    CHECK_STATUS(pso_unsubscribe(al), PSO_OK);
+    CHECK_STATUS(pso_orchestrator_close(o), PSO_OK);
+    CHECK(atomic_load(&steady.freed) == 1);
+}
+
 static void test_user_data_and_errors(void) {
     int base = atomic_load(&g_freed);
     pso_orchestrator o = virtual_orch();
@@ -521,6 +569,8 @@ int main(void) {
         {"crash_stops_dependents_and_recovery_restarts_them",
          test_crash_stops_dependents_and_recovery_restarts_them},
         {"watchdog", test_watchdog},
+        {"flapping_suppresses_alerts_until_a_quiet_window",
+         test_flapping_suppresses_alerts_until_a_quiet_window},
         {"user_data_and_errors", test_user_data_and_errors},
         {"real_time_probes_run_on_workers_and_time_out",
          test_real_time_probes_run_on_workers_and_time_out},
