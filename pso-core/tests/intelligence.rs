@@ -391,3 +391,50 @@ fn evolution_keeps_a_change_that_helps_and_reverts_one_that_hurts() {
         .unwrap_err();
     assert!(e.contains("ghost"), "{e}");
 }
+
+#[test]
+fn systems_that_exchange_messages_are_not_suggested_as_idle() {
+    let o = Orchestrator::builder()
+        .workers(2)
+        .hub_config(HubConfig::new().rate_window(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    for s in ["tx", "rx", "quiet"] {
+        o.register(SystemSpec::new(s)).unwrap();
+    }
+    o.activate_all().unwrap();
+    let _sub = o
+        .hub()
+        .subscribe_with("tx.events", SubscribeOptions::new().owner("rx"), |_| Ok(()))
+        .unwrap();
+    for _ in 0..5 {
+        for _ in 0..20 {
+            o.hub()
+                .publish_from("tx", "tx.events", Value::Null)
+                .unwrap();
+        }
+        thread::sleep(Duration::from_millis(20));
+        o.hub().sample_rates();
+    }
+    thread::sleep(Duration::from_millis(30));
+    let plan = o.optimize_coordination_with(
+        false,
+        Guardrails::new()
+            .min_samples(0)
+            .min_confidence(0.0)
+            .idle_after(Duration::from_millis(10)),
+    );
+    let idle: Vec<&str> = plan
+        .actions
+        .iter()
+        .filter_map(|r| match &r.action {
+            Action::DeactivateIdle { system } => Some(system.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(idle.contains(&"quiet"), "{idle:?}");
+    assert!(
+        !idle.contains(&"tx") && !idle.contains(&"rx"),
+        "the pair talks: {idle:?}"
+    );
+}

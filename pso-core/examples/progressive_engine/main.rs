@@ -1,6 +1,8 @@
 //! The Progressive Engine: the 23 systems of the PSO seed specification,
 //! loaded from `examples/progressive-engine.toml`, activated in dependency
-//! order on the worker pool, then taken through a failure and its explanation.
+//! order on the worker pool, then taken through a failure and its explanation;
+//! then a few hundred release workflows teach PSO where coordination time
+//! goes, and it applies what it recommends (`learning.rs`).
 //!
 //! Run: `cargo run --release -p pso-core --example progressive_engine`
 //! (optional argument: the directory for the Mermaid and DOT files; default
@@ -11,6 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+mod learning;
 
 use pso_core::{
     EdgeKind, ExportFormat, HandlerError, Handlers, LifecycleError, Orchestrator, SystemOutcome,
@@ -32,7 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ))
         });
 
-    let orch = Orchestrator::new();
+    let orch = Orchestrator::builder()
+        .hub_config(learning::hub_config())
+        .build()?;
     let added = orch.load_topology(TOPOLOGY)?;
     let status = orch.system_status();
     let mut edges: BTreeMap<EdgeKind, usize> = BTreeMap::new();
@@ -129,6 +135,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\nPSec recovers; activate_system(PBOS) again: {}",
         report.activated().join(", ")
     );
+
+    orch.activate_all()?;
+    learning::run(&orch)?;
 
     std::fs::create_dir_all(&out_dir)?;
     let out_dir = out_dir.canonicalize()?;

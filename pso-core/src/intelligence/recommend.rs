@@ -30,6 +30,9 @@ pub(crate) struct IdleFacts {
     pub(crate) idle: Duration,
     pub(crate) in_use: bool,
     pub(crate) pinned: bool,
+    /// It sends or receives messages (a measured edge rate or a direct
+    /// channel).
+    pub(crate) messaging: bool,
     pub(crate) holds_leases: bool,
     pub(crate) required_by_active: bool,
 }
@@ -166,7 +169,7 @@ fn concurrency(inp: &Inputs<'_>, out: &mut Vec<Recommendation>) {
 
 fn idle(inp: &Inputs<'_>, out: &mut Vec<Recommendation>) {
     for s in &inp.idle {
-        if s.in_use || s.pinned || s.holds_leases || s.required_by_active {
+        if s.in_use || s.pinned || s.messaging || s.holds_leases || s.required_by_active {
             continue;
         }
         if s.idle < inp.idle_after {
@@ -179,7 +182,7 @@ fn idle(inp: &Inputs<'_>, out: &mut Vec<Recommendation>) {
                 system: s.system.clone(),
             },
             evidence: format!(
-                "Active but unused for {} (no run used it, no lease held, nothing Active requires it)",
+                "Active but unused for {} (no run used it, no messages, no lease held, nothing Active requires it)",
                 humantime::format_duration(Duration::from_secs(s.idle.as_secs()))
             ),
             expected_gain: "releases what it holds while Active".into(),

@@ -130,6 +130,18 @@ impl Orchestrator {
                 .minimalist
                 .map_or(IDLE_SUGGESTION, |m| m.idle_timeout)
         });
+        // Systems exchanging messages (a measured edge rate, or a direct
+        // channel) are in use even when no workflow step runs on them.
+        let talking: HashSet<String> = {
+            let hub = self.inner.hub.coordination_status();
+            let edges = hub
+                .edges
+                .into_iter()
+                .filter(|e| e.rate > 0.0)
+                .flat_map(|e| [e.from, e.to]);
+            let pairs = hub.direct_pairs.into_iter().flat_map(|p| [p.a, p.b]);
+            edges.chain(pairs).collect()
+        };
         let (slots, idle, active, registered) = {
             let reg = self.inner.registry.read();
             let mut slots = Vec::new();
@@ -154,6 +166,7 @@ impl Orchestrator {
                         idle: for_,
                         in_use,
                         pinned: n.slots.pinned(),
+                        messaging: talking.contains(&*n.name),
                         holds_leases: held.contains_key(&*n.name),
                         required_by_active: reg
                             .incoming(i, EdgeKind::Requires)
