@@ -157,7 +157,8 @@ test('a wait that runs out rejects with PSO_TIMEOUT saying how long and why', T,
   const e = await rejectsPso(
     o.allocateResources('b', { memory: 2048 }, { waitMs: 50 }),
     'PSO_TIMEOUT',
-    /^b waited 5\d[\dmsuµn ]* for resources: needs 2048 memory, 512 free; 1 request ahead$/,
+    // How long it waited is measured: 50 ms or more (more on a loaded machine).
+    /^b waited \d[\dhmsuµn ]* for resources: needs 2048 memory, 512 free; 1 request ahead$/,
   )
   assert.ok(Date.now() - started >= 45, `waited ${Date.now() - started} ms`)
   assert.ok(e.waitedMs >= 50, `waitedMs ${e.waitedMs}`)
