@@ -1,5 +1,15 @@
 //! Lease handles: [`Lease`] (released on drop) and [`PendingLease`] (a queued
 //! request, to wait for, poll as a `Future`, or cancel).
+//!
+//! # Hand-off to a waiter
+//! A queued request's outcome lands in its [`WaitSlot`], which moves
+//! `Waiting -> Done -> Taken` (never back). Whoever removes a slot from the
+//! allocator's table (a grant, a rejection, a cancel, a timeout, close) does so
+//! under the allocator lock and then calls `complete` on it outside the lock.
+//! So a [`PendingLease`] whose withdrawal finds its slot already removed knows
+//! an outcome is on its way: it waits for `Done` (a short window) and takes it,
+//! returning or releasing a grant. Every grant is therefore either returned as
+//! a [`Lease`] or released: none is left in a slot nobody reads.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -321,7 +331,9 @@ impl PendingLease {
         if let Some(w) = self.waiter
             && !self.alloc.cancel(self.token, w, &self.systems[0])
         {
-            // Granted (or rejected) just now: take it.
+            // Granted (or rejected) just now: take it. Whoever removed the
+            // slot completes it right after unlocking; wait for that.
+            self.slot.wait_until(None);
             if let Some(outcome) = self.slot.take() {
                 return self.leases(outcome);
             }
@@ -357,7 +369,11 @@ impl PendingLease {
                 true
             }
             _ => {
-                // Decided meanwhile: release anything granted.
+                // Decided meanwhile: release anything granted. The thread
+                // that removed the slot from the allocator completes it just
+                // after unlocking; without this wait a grant landing in that
+                // window would be left in a slot nobody reads (a leak).
+                self.slot.wait_until(None);
                 if let Some(Ok(ids)) = self.slot.take() {
                     for id in ids {
                         self.alloc.release(id);
