@@ -17,8 +17,13 @@ pub(crate) use std::sync::atomic::{
 #[cfg(not(loom))]
 pub(crate) use std::thread;
 
-#[cfg(loom)]
-pub(crate) use loom::sync::Arc;
+/// For process-wide id counters in `static`s: always `std`'s (loom's atomics
+/// cannot be built in a `const` context). Never part of a protocol.
+pub(crate) use std::sync::atomic::AtomicU64 as StaticAtomicU64;
+
+// Reference counts are not one of our protocols, and loom's `Arc` has no
+// `Weak`, no unsized coercion (`Arc<str>`, `Arc<dyn Fn>`) and no `Arc<Self>`
+// receivers: loom builds keep `std`'s.
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
@@ -27,6 +32,8 @@ pub(crate) use loom::sync::atomic::{
 pub(crate) use loom::thread;
 #[cfg(loom)]
 pub(crate) use loom_shim::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+#[cfg(loom)]
+pub(crate) use std::sync::Arc;
 
 /// loom's locks wrapped to look like parking_lot's (no `Result`, no poisoning).
 #[cfg(loom)]
@@ -44,6 +51,7 @@ mod loom_shim {
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock().unwrap()
         }
+        #[allow(dead_code)]
         pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
             self.0.try_lock().ok()
         }

@@ -92,7 +92,9 @@ use std::time::{Duration, Instant};
 
 use crate::model::HandlerError;
 use crate::scheduler::Pool;
-use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock};
+use crate::sync::{
+    Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock, StaticAtomicU64,
+};
 use crate::value::Value;
 
 pub use config::HubConfig;
@@ -120,7 +122,7 @@ pub(crate) type Map<K, V> = foldhash::HashMap<K, V>;
 pub(crate) type SubMatches = Matches<Arc<Sub>>;
 
 /// Source of hub ids, for the thread-local match cache (0 is never used).
-static NEXT_HUB_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_HUB_ID: StaticAtomicU64 = StaticAtomicU64::new(1);
 
 /// Interned system names (ids are dense, never reused).
 #[derive(Debug, Default)]

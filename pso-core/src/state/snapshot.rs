@@ -33,13 +33,13 @@ use serde::{Deserialize, Serialize};
 
 use super::backend::Dump;
 use super::{Entry, StateError};
-use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::sync::{Arc, Ordering, StaticAtomicU64};
 use crate::value::Value;
 
 const FORMAT: &str = "pso-state";
 const VERSION: u32 = 1;
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+static TMP_COUNTER: StaticAtomicU64 = StaticAtomicU64::new(0);
 
 /// What a snapshot or restore covered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
