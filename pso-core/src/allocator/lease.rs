@@ -422,3 +422,7 @@ impl Drop for PendingLease {
         let _ = self.withdraw();
     }
 }
+
+#[cfg(all(test, loom))]
+#[path = "loom_lease.rs"]
+mod loom_lease;

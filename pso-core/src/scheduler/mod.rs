@@ -33,6 +33,8 @@
 //! one of them).
 
 mod job;
+#[cfg(all(test, loom))]
+mod loom_sleep;
 mod sleep;
 mod timer;
 

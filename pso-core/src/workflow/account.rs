@@ -8,7 +8,31 @@ use smallvec::SmallVec;
 
 use super::run::{FAILED_BIT, Next, Release, RunInner, SKIP_ONE, exec_step};
 use crate::scheduler::Job;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
+
+/// Sets "a predecessor did not succeed" on a successor's `deps` word. Done for
+/// every successor *before* any of them is released, so it is ordered before
+/// the releasing RMW (same atomic, program order) and the thread that sees the
+/// count reach zero sees the bit.
+#[inline]
+pub(super) fn mark_failed(deps: &AtomicU64) {
+    deps.fetch_or(FAILED_BIT, Ordering::Relaxed);
+}
+
+/// Releases one edge into a successor's `deps` word: one unfinished
+/// predecessor less (and, for `Skipped`, one skipped more), in one `AcqRel`
+/// RMW. Returns whether this release brought the unfinished count to zero:
+/// then the caller, and only it, owns starting the successor, and it has
+/// acquired every predecessor's slot write (each was made before that
+/// predecessor's own release).
+#[inline]
+pub(super) fn release_edge(deps: &AtomicU64, kind: Release) -> bool {
+    let old = match kind {
+        Release::Skipped => deps.fetch_add(SKIP_ONE - 1, Ordering::AcqRel),
+        _ => deps.fetch_sub(1, Ordering::AcqRel),
+    };
+    old as u32 == 1
+}
 
 impl RunInner {
     /// Releases the successors of terminal step `i` and hands on its unit.
@@ -17,7 +41,7 @@ impl RunInner {
         let succ = wf.succ_of(i);
         if kind == Release::Failed {
             for &s in succ {
-                self.bufs.deps[s as usize].fetch_or(FAILED_BIT, Ordering::Relaxed);
+                mark_failed(&self.bufs.deps[s as usize]);
             }
         }
         // Released successors: the first two in locals (the common cases),
@@ -25,13 +49,7 @@ impl RunInner {
         let (mut first, mut second) = (u32::MAX, u32::MAX);
         let mut more: SmallVec<[u32; 8]> = SmallVec::new();
         for &s in succ {
-            let old = match kind {
-                Release::Skipped => {
-                    self.bufs.deps[s as usize].fetch_add(SKIP_ONE - 1, Ordering::AcqRel)
-                }
-                _ => self.bufs.deps[s as usize].fetch_sub(1, Ordering::AcqRel),
-            };
-            if old as u32 == 1 {
+            if release_edge(&self.bufs.deps[s as usize], kind) {
                 if first == u32::MAX {
                     first = s;
                 } else if second == u32::MAX {

@@ -27,6 +27,8 @@ mod env;
 mod fanout;
 pub(crate) mod history;
 pub(crate) mod limits;
+#[cfg(all(test, loom))]
+mod loom_deps;
 pub(crate) mod plan;
 mod resources;
 mod result;
