@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # C: builds libpso (cargo, debug profile) and runs the C test suite
 # (pso-c/tests/c/test_*.c: orchestrator, workflows, resources, hub, state,
-# supervision, intelligence; against include/pso.h) four ways:
+# supervision, intelligence, NULL/invalid-UTF-8 arguments; against
+# include/pso.h) four ways:
 #   1. linked with the shared library (libpso.so)
 #   2. linked with the static library (libpso.a)
 #   3. under valgrind memcheck: no errors, nothing definitely/indirectly lost
 #   4. built with gcc -fsanitize=address,undefined (skipped, with a message,
 #      when this compiler cannot build and run a sanitized program)
 # Honours CARGO_TARGET_DIR. The header freshness check is a cargo test
-# (`cargo test -p pso-c --test header`, part of scripts/test-rust.sh).
+# (`cargo test -p pso-c --test header`, part of scripts/test-rust.sh), and so
+# is the check that every pso_ function is called with NULL and invalid
+# UTF-8 arguments (`cargo test -p pso-c --test null_coverage`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
