@@ -34,6 +34,7 @@ mod error;
 mod hub;
 mod intelligence;
 mod lifecycle;
+pub mod metrics;
 mod model;
 mod orchestrator;
 mod registry;
@@ -75,6 +76,11 @@ pub use crate::intelligence::{
 };
 pub use crate::lifecycle::{
     ActivationReport, LifecycleError, Outcome, Plan, SystemOutcome, SystemState, Transition,
+};
+pub use crate::metrics::{
+    EdgeMetrics, LatencySummary, LeaseMetrics, MetricsConfig, OperationMetrics,
+    PerformanceMetrics, ProbeCounts, ResourceUtilization, SystemMetrics, TopicMetrics,
+    TransitionCounts, UtilizationInterval,
 };
 pub use crate::model::{
     EdgeKind, EdgeSpec, HandlerError, Handlers, HostPayload, LifecycleAction, LifecycleContext,

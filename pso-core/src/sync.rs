@@ -16,6 +16,9 @@ pub(crate) use std::sync::atomic::{
 };
 #[cfg(not(loom))]
 pub(crate) use std::thread;
+/// loom has no `OnceLock`; the std one is used in both builds (only for
+/// lazily created, never reset caches).
+pub(crate) use std::sync::OnceLock;
 
 /// For process-wide id counters in `static`s: always `std`'s (loom's atomics
 /// cannot be built in a `const` context). Never part of a protocol.

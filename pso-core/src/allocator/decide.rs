@@ -46,6 +46,7 @@ use foldhash::HashMap;
 use smallvec::SmallVec;
 
 use super::{ResourceError, Waited};
+use crate::metrics::usage::{LeaseSeries, Usage, UsageConfig};
 use crate::scheduler::CLASSES;
 
 /// `(dimension index, amount)`, sorted by dimension, without zero amounts.
@@ -184,6 +185,8 @@ pub(crate) struct Dim {
     pub(crate) revoking: u64,
     /// `1 / capacity` (0 for no capacity): shares without divisions.
     pub(crate) inv_capacity: f64,
+    /// Utilization over time (metrics).
+    pub(crate) usage: Usage,
 }
 
 #[derive(Debug)]
@@ -202,6 +205,8 @@ pub(crate) struct Consumer {
     /// Weighted dominant share, scaled to an integer key (see `share_key`).
     pub(crate) share: u64,
     pub(crate) queues: [VecDeque<Id>; CLASSES],
+    /// Lease counts, waits and hold times (metrics).
+    pub(crate) leases: LeaseSeries,
 }
 
 /// One system's part of a request (a gang has several).
@@ -307,6 +312,8 @@ pub(crate) struct Core {
     /// victims when there are none).
     preemptible: [usize; CLASSES],
     pub(crate) policy: Policy,
+    /// Where the metrics series get their switch, epoch and ring size.
+    pub(crate) metrics: UsageConfig,
 }
 
 /// Scales a share in [0, ∞) to an ordered integer key.
@@ -329,6 +336,7 @@ impl Core {
             preemptible: [0; CLASSES],
             next_seq: 0,
             policy,
+            metrics: UsageConfig::default(),
         }
     }
 
@@ -343,7 +351,9 @@ impl Core {
     ) {
         let d = match self.dim_ix.get(dim) {
             Some(&d) => {
-                self.dims[d as usize].capacity = capacity;
+                let dm = &mut self.dims[d as usize];
+                dm.capacity = capacity;
+                dm.usage.set(&self.metrics, dm.allocated, capacity, now);
                 d
             }
             None => {
@@ -355,6 +365,7 @@ impl Core {
                     allocated: 0,
                     revoking: 0,
                     inv_capacity: 0.0,
+                    usage: Usage::new(&self.metrics, capacity, now),
                 });
                 for g in &mut self.groups {
                     g.quota.push(None);
@@ -426,6 +437,7 @@ impl Core {
             allocated: vec![0; self.dims.len()],
             share: 0,
             queues: std::array::from_fn(|_| VecDeque::new()),
+            leases: LeaseSeries::default(),
         });
         (self.consumers.len() - 1) as u32
     }
@@ -573,7 +585,7 @@ impl Core {
         over_quota.then_some(Block::Quota)
     }
 
-    fn add(&mut self, part: &Part, sign_add: bool) {
+    fn add(&mut self, part: &Part, sign_add: bool, now: Instant) {
         for &(d, a) in &part.amounts {
             let dim = &mut self.dims[d as usize];
             let con = &mut self.consumers[part.consumer as usize];
@@ -584,6 +596,8 @@ impl Core {
                 dim.allocated -= a;
                 con.allocated[d as usize] -= a;
             }
+            dim.usage
+                .set(&self.metrics, dim.allocated, dim.capacity, now);
             if let Some(g) = part.group {
                 let ga = &mut self.groups[g as usize].allocated[d as usize];
                 if sign_add {
@@ -596,16 +610,22 @@ impl Core {
         self.reshare(part.consumer);
     }
 
+    /// Grants `parts`, requested at `asked`.
     fn grant_parts(
         &mut self,
         parts: SmallVec<[Part; 1]>,
         class: u8,
+        asked: Instant,
         now: Instant,
         effects: &mut Effects,
     ) -> Vec<Id> {
         let mut ids = Vec::with_capacity(parts.len());
+        let on = self.metrics.switch.on();
         for part in parts {
-            self.add(&part, true);
+            self.add(&part, true, now);
+            self.consumers[part.consumer as usize]
+                .leases
+                .granted(on, now.saturating_duration_since(asked));
             let expires = part.ttl.and_then(|t| now.checked_add(t));
             if part.preemptible {
                 self.preemptible[class as usize] += 1;
@@ -645,7 +665,7 @@ impl Core {
     ) -> Result<Result<Vec<Id>, Id>, ResourceError> {
         self.check_parts(&parts)?;
         if !self.waiters_at_or_above(class) && self.blocked(&parts).is_none() {
-            return Ok(Ok(self.grant_parts(parts, class, now, effects)));
+            return Ok(Ok(self.grant_parts(parts, class, now, now, effects)));
         }
         let primary = parts[0].consumer;
         self.next_seq += 1;
@@ -724,7 +744,11 @@ impl Core {
         effects: &mut Effects,
     ) -> Option<LeaseRec> {
         let rec = self.leases.remove(id)?;
-        self.add(&rec.part, false);
+        self.add(&rec.part, false, now);
+        let on = self.metrics.switch.on();
+        self.consumers[rec.part.consumer as usize]
+            .leases
+            .released(on, now.saturating_duration_since(rec.created));
         if rec.revoking.is_some() {
             for &(d, a) in &rec.part.amounts {
                 self.dims[d as usize].revoking -= a;
@@ -758,7 +782,7 @@ impl Core {
                     None => {
                         self.dequeue(c, class as u8, id);
                         let w = self.waiters.remove(id).expect("queued waiter exists");
-                        let leases = self.grant_parts(w.parts, w.class, now, effects);
+                        let leases = self.grant_parts(w.parts, w.class, w.enqueued, now, effects);
                         effects.granted.push((w.token, leases));
                     }
                     Some(Block::Quota) => after = Some(key),

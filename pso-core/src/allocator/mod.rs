@@ -38,6 +38,8 @@ use crate::model::Priority;
 use crate::registry::Registry;
 use crate::scheduler::{Job, Pool, Timer};
 use crate::sync::{Arc, Mutex, RwLock};
+use crate::metrics::usage::{ResourceUtilization, UsageConfig};
+use crate::metrics::LeaseMetrics;
 use decide::{Core, Effects, Id, Part, Policy};
 
 pub use lease::{Lease, PendingLease};
@@ -319,14 +321,17 @@ impl Allocator {
         timer: Arc<Timer>,
         pool: Arc<Pool>,
         config: AllocConfig,
+        usage: UsageConfig,
     ) -> Allocator {
+        let mut core = Core::new(Policy {
+            aging_step: config.aging_step,
+            grace: config.grace,
+        });
+        core.metrics = usage;
         Allocator {
             inner: Arc::new(AllocInner {
                 state: Mutex::new(Locked {
-                    core: Core::new(Policy {
-                        aging_step: config.aging_step,
-                        grace: config.grace,
-                    }),
+                    core,
                     slots: HashMap::default(),
                     next_token: 1,
                     aging_armed: false,
@@ -573,6 +578,62 @@ impl Allocator {
         drop(rec); // a preemption callback in it is dropped outside the lock
         self.inner.apply(fx);
         held
+    }
+
+    /// Utilization per dimension (by name) and lease figures per system.
+    pub(crate) fn metrics(&self) -> (Vec<ResourceUtilization>, Vec<(StdArc<str>, LeaseMetrics)>) {
+        let now = Instant::now();
+        let st = self.inner.state.lock();
+        let core = &st.core;
+        let mut dims: Vec<ResourceUtilization> = core
+            .dims
+            .iter()
+            .map(|d| d.usage.snapshot(&core.metrics, &d.name, now))
+            .collect();
+        let leases = core
+            .consumers
+            .iter()
+            .map(|c| {
+                let l = &c.leases;
+                (
+                    c.name.clone(),
+                    LeaseMetrics {
+                        granted: l.granted,
+                        released: l.released,
+                        held: l.held,
+                        wait: l.wait.summary(),
+                        hold: l.hold.summary(),
+                    },
+                )
+            })
+            .collect();
+        drop(st);
+        dims.sort_by(|a, b| a.dimension.cmp(&b.dimension));
+        (dims, leases)
+    }
+
+    /// Forgets utilization history and lease figures (not the leases held).
+    pub(crate) fn reset_metrics(&self) {
+        let now = Instant::now();
+        let mut st = self.inner.state.lock();
+        for d in &mut st.core.dims {
+            d.usage.reset(now);
+        }
+        for c in &mut st.core.consumers {
+            c.leases.reset();
+        }
+    }
+
+    /// Turns metrics on or off: under the lock, every dimension's
+    /// utilization is brought up to now with the old setting first.
+    pub(crate) fn set_metrics(&self, on: bool) {
+        let now = Instant::now();
+        let mut st = self.inner.state.lock();
+        let core = &mut st.core;
+        for d in &mut core.dims {
+            d.usage.advance(&core.metrics, now);
+        }
+        core.metrics.switch.set(on);
     }
 
     /// Refuses new requests and rejects every waiter with `Closed`. Leases

@@ -35,6 +35,7 @@ use super::queue::{Overflow, SubQueue, TakeEnd, Wait};
 use super::status::{EdgeStats, SubscriptionStatus};
 use super::tree::Grouped;
 use super::{HubError, HubInner};
+use crate::metrics::hub::HubMetrics;
 use crate::model::{HandlerError, Priority};
 use crate::scheduler::{Job, Pool};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
@@ -156,6 +157,8 @@ pub(crate) struct Sub {
     /// Edge counters by sender id, cached so a publish with a sender does
     /// one read lock and a short scan.
     senders: RwLock<SenderEdges>,
+    /// The hub's topic and edge metrics.
+    metrics: Arc<HubMetrics>,
 }
 
 impl fmt::Debug for Sub {
@@ -183,6 +186,7 @@ impl Sub {
         default_capacity: usize,
         default_policy: Overflow,
         callback: Option<Callback>,
+        metrics: Arc<HubMetrics>,
     ) -> Sub {
         Sub {
             id,
@@ -199,6 +203,29 @@ impl Sub {
             counters: Counters::default(),
             alert: AlertState::default(),
             senders: RwLock::new(SmallVec::new()),
+            metrics,
+        }
+    }
+
+    /// Counts `msg` handed to this subscription's receiver (metrics on):
+    /// on its topic, on its edge if it has a sender and this an owner, and
+    /// its latency if it was sampled.
+    #[inline]
+    pub(crate) fn note_delivered(&self, msg: &Message) {
+        if !self.metrics.on() {
+            return;
+        }
+        let series = msg.route().series.get().map(|s| &**s);
+        match (msg.sender_id(), &self.owner) {
+            (Some(s), Some(_)) => {
+                let senders = self.senders.read();
+                let edge = senders
+                    .iter()
+                    .find(|(id, _)| *id == s)
+                    .map(|(_, e)| &e.series);
+                self.metrics.delivered(series, edge, msg.sent());
+            }
+            _ => self.metrics.delivered(series, None, msg.sent()),
         }
     }
 
@@ -229,11 +256,17 @@ impl Sub {
             let senders = self.senders.read();
             if let Some((_, e)) = senders.iter().find(|(s, _)| *s == sender) {
                 e.count_routed();
+                if hub.metrics.on() {
+                    e.series.published();
+                }
                 return;
             }
         }
         let edge = hub.edges.edge(sender, owner);
         edge.count_routed();
+        if hub.metrics.on() {
+            edge.series.published();
+        }
         let mut senders = self.senders.write();
         if !senders.iter().any(|(s, _)| *s == sender) {
             senders.push((sender, edge));
@@ -306,6 +339,7 @@ fn run_mailbox(sub: Arc<Sub>, pool: Arc<Pool>) {
         if sub.is_closed() {
             break;
         }
+        sub.note_delivered(&msg);
         match crate::unwind::run_handler(|| cb(&msg)) {
             Ok(()) => sub.counters.delivered.fetch_add(1, Ordering::Relaxed),
             Err(HandlerError::Panicked { .. }) => {
@@ -422,6 +456,7 @@ impl Subscription {
         match self.sub.queue.take(wait, &self.hub.pool) {
             Ok(m) => {
                 self.sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                self.sub.note_delivered(&m);
                 Ok(m)
             }
             Err(TakeEnd::Empty) => Err(HubError::Timeout {

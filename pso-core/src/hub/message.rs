@@ -30,7 +30,15 @@ struct Inner {
     payload: Value,
     sender: Option<Arc<str>>,
     reply: Option<Arc<ReplySlot>>,
+    /// The sender's interned id, or [`NO_SENDER`].
+    sender_id: u32,
+    /// When it was published, in the hub metrics' ns, if its latency is
+    /// sampled (else 0).
+    sent: u64,
 }
+
+/// `sender_id` of a message without a (known) sender id.
+pub(crate) const NO_SENDER: u32 = u32::MAX;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -47,12 +55,36 @@ impl Message {
         sender: Option<Arc<str>>,
         reply: Option<Arc<ReplySlot>>,
     ) -> Message {
+        Self::stamped(route, payload, sender, reply, NO_SENDER, 0)
+    }
+
+    /// A published message: with its sender's id and its sample stamp.
+    pub(crate) fn stamped(
+        route: Arc<SubMatches>,
+        payload: Value,
+        sender: Option<Arc<str>>,
+        reply: Option<Arc<ReplySlot>>,
+        sender_id: u32,
+        sent: u64,
+    ) -> Message {
         Message(Arc::new(Inner {
             route,
             payload,
             sender,
             reply,
+            sender_id,
+            sent,
         }))
+    }
+
+    /// The sender's interned id, if the publisher named one.
+    pub(crate) fn sender_id(&self) -> Option<u32> {
+        (self.0.sender_id != NO_SENDER).then_some(self.0.sender_id)
+    }
+
+    /// The sample stamp (0: not sampled).
+    pub(crate) fn sent(&self) -> u64 {
+        self.0.sent
     }
 
     /// A message on `topic` outside any publish (tests).

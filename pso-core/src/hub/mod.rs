@@ -90,6 +90,8 @@ use std::cell::RefCell;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::metrics::EdgeMetrics;
+use crate::metrics::hub::{HubMetrics, TopicSeries};
 use crate::model::HandlerError;
 use crate::scheduler::Pool;
 use crate::sync::{
@@ -111,6 +113,7 @@ pub use status::{
 };
 
 use deliver::{Callback, Sub, spawn_mailbox};
+use message::NO_SENDER;
 use queue::{Give, Mode, Offer};
 use request::{End, ReplySlot};
 use status::Edges;
@@ -147,6 +150,8 @@ pub(crate) struct HubInner {
     /// Live `Hub` handles; the last one dropped closes the hub.
     handles: AtomicUsize,
     epoch: Instant,
+    /// Topic and edge metrics (off for a hub outside an orchestrator).
+    pub(crate) metrics: Arc<HubMetrics>,
 }
 
 impl fmt::Debug for HubInner {
@@ -274,6 +279,7 @@ impl HubInner {
             refused: None,
         };
         let topic = m.topic.as_ref();
+        let series = m.series.get().map(|s| &**s);
         let mut owned = Some(msg);
         let n = m.plain.len();
         for (i, sub) in m.plain.iter().enumerate() {
@@ -282,7 +288,7 @@ impl HubInner {
             } else {
                 Give::Ref(owned.as_ref().expect("still owned"))
             };
-            self.offer(sub, give, topic, sender, mode, &mut f);
+            self.offer(sub, give, topic, series, sender, mode, &mut f);
         }
         let Some(msg) = owned else { return f };
         let msg = &msg;
@@ -306,6 +312,7 @@ impl HubInner {
                     &g.members[start],
                     Give::Ref(msg),
                     topic,
+                    series,
                     sender,
                     mode,
                     &mut f,
@@ -325,11 +332,13 @@ impl HubInner {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn offer(
         &self,
         sub: &Arc<Sub>,
         msg: Give<'_>,
         topic: &str,
+        series: Option<&TopicSeries>,
         sender: Option<u32>,
         mode: Mode,
         f: &mut Fanout,
@@ -338,17 +347,71 @@ impl HubInner {
             Offer::Queued { schedule } => self.queued(sub, sender, schedule, f),
             Offer::Evicted { evicted, schedule } => {
                 self.queued(sub, sender, schedule, f);
+                self.count_dropped(
+                    sub,
+                    evicted.route().series.get().map(|s| &**s),
+                    evicted.sender_id(),
+                    false,
+                );
                 self.dropped(sub, evicted.topic());
                 drop(evicted);
             }
-            Offer::DroppedNewest => self.dropped(sub, topic),
+            Offer::DroppedNewest => {
+                self.count_dropped(sub, series, sender, true);
+                self.dropped(sub, topic);
+            }
             Offer::Refused { timed_out } => {
+                self.count_dropped(sub, series, sender, true);
                 self.dropped(sub, topic);
                 if f.refused.is_none() {
                     f.refused = Some((sub.clone(), timed_out));
                 }
             }
             Offer::NoRoom | Offer::Closed => {}
+        }
+    }
+
+    /// Counts a drop in the metrics: on the message's topic and, if it has
+    /// a sender and `sub` an owner, its edge (`offered`: it was refused at
+    /// the offer, so the edge never counted it as published).
+    #[cold]
+    fn count_dropped(
+        &self,
+        sub: &Sub,
+        series: Option<&TopicSeries>,
+        sender: Option<u32>,
+        offered: bool,
+    ) {
+        if !self.metrics.on() {
+            return;
+        }
+        let edge = match (sender, &sub.owner) {
+            (Some(s), Some((owner, _))) => Some(self.edges.edge(s, *owner)),
+            _ => None,
+        };
+        if offered && let Some(e) = &edge {
+            e.series.published();
+        }
+        self.metrics.dropped(series, edge.as_ref().map(|e| &e.series));
+    }
+
+    /// Every edge with anything counted since the last reset.
+    pub(crate) fn edge_metrics(&self) -> Vec<EdgeMetrics> {
+        let mut out: Vec<EdgeMetrics> = self
+            .edges
+            .all()
+            .into_iter()
+            .filter(|(_, _, e)| !e.series.is_empty())
+            .map(|(f, t, e)| e.series.snapshot(&self.system_name(f), &self.system_name(t)))
+            .collect();
+        out.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+        out
+    }
+
+    /// Zeroes every edge's metrics.
+    pub(crate) fn reset_edge_metrics(&self) {
+        for (_, _, e) in self.edges.all() {
+            e.series.reset();
         }
     }
 
@@ -389,6 +452,12 @@ impl HubInner {
     ) -> Result<Fanout, HubError> {
         self.check_open()?;
         let m = self.matches(topic)?;
+        let sent = if self.metrics.on() {
+            let s = m.series.get_or_init(|| self.metrics.series_for(&m.topic));
+            self.metrics.published(s)
+        } else {
+            0
+        };
         if m.is_empty() {
             return Ok(Fanout {
                 receivers: 0,
@@ -400,7 +469,8 @@ impl HubInner {
             Some((id, name)) => (Some(id), Some(name)),
             None => (None, None),
         };
-        Ok(self.fanout(Message::new(m, payload, sname, reply), sid, mode))
+        let msg = Message::stamped(m, payload, sname, reply, sid.unwrap_or(NO_SENDER), sent);
+        Ok(self.fanout(msg, sid, mode))
     }
 
     fn overflow_error(topic: &str, f: &Fanout) -> Option<HubError> {
@@ -555,17 +625,22 @@ impl Hub {
         let pool = Pool::new(workers, &config.thread_name).map_err(|e| HubError::Io {
             message: e.to_string(),
         })?;
-        Ok(Self::build(Arc::new(pool), true, config))
+        Ok(Self::build(
+            Arc::new(pool),
+            true,
+            config,
+            Arc::new(HubMetrics::off()),
+        ))
     }
 
-    /// A hub whose callbacks run on an existing pool (the orchestrator's).
-    /// The pool is not shut down with the hub.
-    #[allow(dead_code)] // Wired by the orchestrator.
-    pub(crate) fn with_pool(pool: Arc<Pool>, config: HubConfig) -> Hub {
-        Self::build(pool, false, config)
+    /// A hub whose callbacks run on an existing pool (the orchestrator's),
+    /// recording into the orchestrator's metrics. The pool is not shut down
+    /// with the hub.
+    pub(crate) fn with_pool(pool: Arc<Pool>, config: HubConfig, metrics: Arc<HubMetrics>) -> Hub {
+        Self::build(pool, false, config, metrics)
     }
 
-    fn build(pool: Arc<Pool>, owns_pool: bool, config: HubConfig) -> Hub {
+    fn build(pool: Arc<Pool>, owns_pool: bool, config: HubConfig, metrics: Arc<HubMetrics>) -> Hub {
         Hub {
             inner: Arc::new(HubInner {
                 id: NEXT_HUB_ID.fetch_add(1, Ordering::Relaxed),
@@ -581,6 +656,7 @@ impl Hub {
                 closed: AtomicBool::new(false),
                 handles: AtomicUsize::new(1),
                 epoch: Instant::now(),
+                metrics,
             }),
         }
     }
@@ -766,6 +842,7 @@ impl Hub {
             inner.config.queue_capacity,
             inner.config.overflow,
             cb,
+            inner.metrics.clone(),
         ));
         {
             let mut subs = inner.subs.lock();
@@ -796,6 +873,16 @@ impl Hub {
         let mut out: Vec<SubscriptionStatus> = subs.iter().map(|s| s.status()).collect();
         out.sort_by_key(|s| s.id);
         out
+    }
+
+    /// Edge metrics (see [`HubInner::edge_metrics`]).
+    pub(crate) fn edge_metrics(&self) -> Vec<EdgeMetrics> {
+        self.inner.edge_metrics()
+    }
+
+    /// Zeroes the edge metrics.
+    pub(crate) fn reset_edge_metrics(&self) {
+        self.inner.reset_edge_metrics();
     }
 
     /// Samples the edge rates now (the orchestrator may call this

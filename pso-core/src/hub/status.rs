@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::deliver::SubscriptionId;
 use super::queue::Overflow;
+use crate::metrics::hub::EdgeSeries;
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering, RwLock};
 
 type Map<K, V> = foldhash::HashMap<K, V>;
@@ -35,6 +36,8 @@ pub(crate) struct EdgeStats {
     routed: CachePadded<AtomicU64>,
     direct: CachePadded<AtomicU64>,
     sample: Mutex<Sample>,
+    /// Metrics (counted only while they are on; resettable).
+    pub(crate) series: EdgeSeries,
 }
 
 #[derive(Debug)]
@@ -54,6 +57,7 @@ impl EdgeStats {
                 total: 0,
                 rate: 0.0,
             }),
+            series: EdgeSeries::default(),
         }
     }
 
@@ -114,6 +118,15 @@ impl Edges {
             .entry((from, to))
             .or_insert_with(|| Arc::new(EdgeStats::new(Instant::now())))
             .clone()
+    }
+
+    /// Every edge: `(from, to, stats)`.
+    pub(crate) fn all(&self) -> Vec<(u32, u32, Arc<EdgeStats>)> {
+        self.map
+            .read()
+            .iter()
+            .map(|(k, v)| (k.0, k.1, v.clone()))
+            .collect()
     }
 
     /// Samples every edge: `(from, to, rate, routed, direct)`.

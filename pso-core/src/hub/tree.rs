@@ -25,7 +25,8 @@
 
 use smallvec::SmallVec;
 
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering, RwLock};
+use crate::metrics::hub::TopicSeries;
+use crate::sync::{Arc, AtomicU64, AtomicUsize, OnceLock, Ordering, RwLock};
 
 type Map<K, V> = foldhash::HashMap<K, V>;
 
@@ -178,6 +179,9 @@ pub(crate) struct Matches<T> {
     pub(crate) topic: Arc<str>,
     pub(crate) plain: Vec<T>,
     pub(crate) groups: Vec<GroupMatch<T>>,
+    /// The topic's metrics series, looked up on the first publish that
+    /// records metrics (so a cached match set costs no lookup).
+    pub(crate) series: OnceLock<Arc<TopicSeries>>,
 }
 
 impl<T> Matches<T> {
@@ -188,6 +192,7 @@ impl<T> Matches<T> {
             topic: topic.into(),
             plain: Vec::new(),
             groups: Vec::new(),
+            series: OnceLock::new(),
         }
     }
 
@@ -317,6 +322,7 @@ fn split<T: Clone + Grouped>(topic: &str, found: Vec<T>) -> Matches<T> {
         topic: topic.into(),
         plain,
         groups,
+        series: OnceLock::new(),
     }
 }
 

@@ -26,6 +26,9 @@ use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
+use crate::metrics::Switch;
+use crate::metrics::series::Transitions;
+
 /// How many transitions each system keeps in its history.
 pub(crate) const HISTORY_LEN: usize = 32;
 
@@ -182,17 +185,21 @@ pub(crate) struct Lifecycle {
     pub(crate) reason: Reason,
     pub(crate) last_error: Option<String>,
     pub(crate) history: VecDeque<Record>,
+    /// Transitions by destination, for the metrics.
+    pub(crate) transitions: Transitions,
 }
 
 impl Lifecycle {
-    /// A fresh record, registered at `now`.
-    pub(crate) fn new_at(now: SystemTime) -> Self {
+    /// A fresh record, registered at `now`, counting transitions while
+    /// `metrics` is on.
+    pub(crate) fn new_at(now: SystemTime, metrics: Switch) -> Self {
         Lifecycle {
             state: SystemState::Registered,
             since: now,
             reason: REGISTERED.clone(),
             last_error: None,
             history: VecDeque::new(),
+            transitions: Transitions::new(metrics),
         }
     }
 
@@ -212,6 +219,15 @@ impl Lifecycle {
         if self.history.len() == HISTORY_LEN {
             self.history.pop_front();
         }
+        self.transitions.count(match &to {
+            SystemState::Activating => 0,
+            SystemState::Active => 1,
+            SystemState::Deactivating => 2,
+            SystemState::Inactive => 3,
+            SystemState::Failed { .. } => 4,
+            // `allows` never admits Registered as a destination.
+            SystemState::GaveUp { .. } | SystemState::Registered => 5,
+        });
         let from = std::mem::replace(&mut self.state, to.clone());
         self.history.push_back(Record {
             from,
@@ -239,7 +255,7 @@ mod tests {
 
     #[test]
     fn legal_path_is_recorded() {
-        let mut l = Lifecycle::new_at(SystemTime::now());
+        let mut l = Lifecycle::new_at(SystemTime::now(), Switch::default());
         assert_eq!(
             l.transition(SystemState::Activating, &r("asked"), SystemTime::now()),
             Transitioned::Applied
@@ -277,7 +293,7 @@ mod tests {
 
     #[test]
     fn illegal_moves_change_nothing() {
-        let mut l = Lifecycle::new_at(SystemTime::now());
+        let mut l = Lifecycle::new_at(SystemTime::now(), Switch::default());
         for to in [
             SystemState::Active,
             SystemState::Deactivating,
@@ -307,7 +323,7 @@ mod tests {
 
     #[test]
     fn history_is_bounded() {
-        let mut l = Lifecycle::new_at(SystemTime::now());
+        let mut l = Lifecycle::new_at(SystemTime::now(), Switch::default());
         for i in 0..100 {
             let _ = l.transition(
                 SystemState::Activating,

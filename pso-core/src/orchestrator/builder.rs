@@ -12,6 +12,7 @@ use super::{DEFAULT_TRANSITION_TIMEOUT, Inner, MAX_WORKERS, NEXT_ORCHESTRATOR_ID
 use crate::allocator::AllocConfig;
 use crate::error::{ErrorKind, PsoError};
 use crate::hub::{Hub, HubConfig};
+use crate::metrics::{self, MetricsConfig};
 use crate::registry::Registry;
 use crate::scheduler::{Pool, WorkerScope};
 use crate::state::{StateBackend, StateConfig, StateStore};
@@ -50,6 +51,8 @@ pub struct OrchestratorBuilder {
     idle_timeout: Option<Duration>,
     virtual_clock: Option<VirtualClock>,
     supervisor: SupervisorConfig,
+    metrics: bool,
+    metrics_config: MetricsConfig,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -81,6 +84,8 @@ impl Default for OrchestratorBuilder {
             idle_timeout: None,
             virtual_clock: None,
             supervisor: SupervisorConfig::default(),
+            metrics: true,
+            metrics_config: MetricsConfig::default(),
         }
     }
 }
@@ -242,6 +247,21 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// Records performance metrics from the start (default) or not; see
+    /// [`Orchestrator::performance_metrics`] and
+    /// [`Orchestrator::set_metrics_enabled`].
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.metrics = enabled;
+        self
+    }
+
+    /// Settings of the metrics: latency sampling of hub messages, the cap
+    /// on topics tracked one by one, utilization intervals.
+    pub fn metrics_config(mut self, config: MetricsConfig) -> Self {
+        self.metrics_config = config;
+        self
+    }
+
     /// Starts the workers.
     ///
     /// # Errors
@@ -302,22 +322,32 @@ impl OrchestratorBuilder {
                 ),
             });
         }
+        if let Err(message) = self.metrics_config.validate() {
+            return Err(BuildError {
+                kind: ErrorKind::InvalidArgument,
+                message,
+            });
+        }
         let pool = Pool::with_scope(workers, &self.thread_name, self.worker_scope.clone())
             .map_err(|e| BuildError {
                 kind: ErrorKind::Io,
                 message: format!("cannot start worker threads: {e}"),
             })?;
         let pool = Arc::new(pool);
-        let registry = Arc::new(RwLock::new(Registry::new()));
+        let metrics = Arc::new(metrics::Registry::new(self.metrics, self.metrics_config));
+        let registry = Arc::new(RwLock::new(Registry::with_metrics(
+            metrics.switch.clone(),
+        )));
         let env = Arc::new(RunEnv::new(
             pool.clone(),
             registry.clone(),
             &self.thread_name,
             self.estimate_alpha,
             self.alloc,
+            metrics.clone(),
         ));
         env.set_policy(self.policy);
-        let hub = Hub::with_pool(pool.clone(), self.hub);
+        let hub = Hub::with_pool(pool.clone(), self.hub, metrics.hub.clone());
         let state = match self.state {
             Some(backend) => StateStore::with_backend(backend),
             None => StateStore::with_config(self.state_config),
@@ -336,6 +366,7 @@ impl OrchestratorBuilder {
                 id: NEXT_ORCHESTRATOR_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 registry,
                 env,
+                metrics,
                 default_estimate_ns: self.default_estimate.as_nanos().min(u64::MAX as u128) as u64,
                 pool,
                 lifecycle: Mutex::new(()),

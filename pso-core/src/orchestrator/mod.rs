@@ -29,6 +29,7 @@ use crate::workflow::run::STOP_CLOSE;
 mod builder;
 mod coordination;
 mod intelligence;
+mod metrics;
 mod resources;
 mod supervision;
 mod workflows;
@@ -53,6 +54,7 @@ pub(crate) struct Inner {
     coord: Mutex<coordination::Coord>,
     registry: Arc<RwLock<Registry>>,
     env: Arc<RunEnv>,
+    metrics: Arc<crate::metrics::Registry>,
     default_estimate_ns: u64,
     pool: Arc<Pool>,
     lifecycle: Mutex<()>,
@@ -409,6 +411,7 @@ impl Orchestrator {
         );
         drop(reg);
         let report = txn.run(target.to_owned());
+        self.record_transaction(&report);
         self.after_transaction(&report);
         self.supervise_transaction(&report);
         report

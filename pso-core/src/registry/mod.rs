@@ -34,6 +34,7 @@ use thiserror::Error;
 
 use crate::error::{ErrorKind, PsoError};
 use crate::lifecycle::Lifecycle;
+use crate::metrics::Switch;
 use crate::model::{
     EdgeKind, EdgeSpec, Handlers, OpFn, Priority, Resources, SystemSpec, validate_name,
 };
@@ -157,11 +158,22 @@ pub(crate) struct Registry {
     order: Vec<NodeIndex>,
     /// Number of `conflicts` edges.
     conflict_edges: usize,
+    /// The metrics switch handed to each system's transition counters.
+    pub(crate) metrics: Switch,
 }
 
 impl Registry {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty registry whose systems count transitions while `metrics` is on.
+    pub(crate) fn with_metrics(metrics: Switch) -> Self {
+        Registry {
+            metrics,
+            ..Self::default()
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -337,7 +349,7 @@ impl Registry {
                     timeout: spec.timeout,
                 },
                 handlers: spec.handlers,
-                life: Lifecycle::new_at(now),
+                life: Lifecycle::new_at(now, self.metrics.clone()),
                 operations: spec
                     .operations
                     .into_iter()

@@ -54,7 +54,8 @@ pub(crate) struct StepTimes {
     pub(crate) ready: AtomicU64,
     /// From ready to the start of its last attempt.
     pub(crate) queued: AtomicU64,
-    /// Run time of its last attempt.
+    /// Run time of its last attempt (at least 1 once an attempt finished;
+    /// 0: none did).
     pub(crate) ran: AtomicU64,
     /// The worker that ran it, plus one (0: none).
     pub(crate) worker: AtomicU32,

@@ -383,6 +383,7 @@ impl WorkflowBuilder {
                             let est_ns = est.mean_ns(&key).unwrap_or(default_ns);
                             ops.push(OpRef {
                                 name: op_name.clone(),
+                                system: node.name.clone(),
                                 key,
                             });
                             ((ops.len() - 1) as u32, f.clone(), est_ns)
@@ -444,6 +445,7 @@ impl WorkflowBuilder {
             est_version: AtomicU64::new(1),
             plan: Mutex::new(None),
             buffers: buffers::BufferPool::default(),
+            metric_ops: Default::default(),
         };
         Ok(Workflow {
             inner: Arc::new(wf),

@@ -10,7 +10,8 @@ use super::limits::Waiter;
 use super::plan::{Estimates, SchedulingPolicy};
 use super::run::{RunInner, SLOT_HELD, STEP_MASK, exec_step};
 use crate::allocator::{AllocConfig, Allocator};
-use crate::registry::Registry;
+use crate::metrics::Registry;
+use crate::registry::Registry as Systems;
 use crate::scheduler::{Job, Pool, Timer};
 use crate::sync::{Arc, AtomicU8, AtomicU64, Mutex, Ordering, RwLock};
 use crate::value::Value;
@@ -63,7 +64,7 @@ impl RunOptions {
 pub(crate) struct RunEnv {
     pub(crate) pool: Arc<Pool>,
     /// For resolving fan-out children that name a system operation.
-    pub(crate) registry: Arc<RwLock<Registry>>,
+    pub(crate) registry: Arc<RwLock<Systems>>,
     /// Shared with the allocator (TTLs, grace periods, aging).
     pub(crate) timer: Arc<Timer>,
     /// The resource allocator (steps of systems with a step request use it).
@@ -75,6 +76,8 @@ pub(crate) struct RunEnv {
     pub(crate) policy: AtomicU8,
     /// Recent runs (with timing on), for insights.
     pub(crate) history: History,
+    /// The orchestrator's metrics (runs fold their steps in when they settle).
+    pub(crate) metrics: Arc<Registry>,
 }
 
 impl std::fmt::Debug for RunEnv {
@@ -88,14 +91,22 @@ impl std::fmt::Debug for RunEnv {
 impl RunEnv {
     pub(crate) fn new(
         pool: Arc<Pool>,
-        registry: Arc<RwLock<Registry>>,
+        registry: Arc<RwLock<Systems>>,
         name: &str,
         alpha: f64,
         alloc: AllocConfig,
+        metrics: Arc<Registry>,
     ) -> Self {
         let timer = Arc::new(Timer::new(name));
         RunEnv {
-            alloc: Allocator::new(registry.clone(), timer.clone(), pool.clone(), alloc),
+            alloc: Allocator::new(
+                registry.clone(),
+                timer.clone(),
+                pool.clone(),
+                alloc,
+                metrics.usage.clone(),
+            ),
+            metrics,
             pool,
             registry,
             timer,

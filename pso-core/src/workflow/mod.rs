@@ -48,7 +48,7 @@ use thiserror::Error;
 use crate::error::{ErrorKind, PsoError};
 use crate::model::{HandlerError, OpFn, Priority};
 use crate::registry::RegistryError;
-use crate::sync::{Arc, AtomicU64, Mutex};
+use crate::sync::{Arc, AtomicU64, Mutex, OnceLock};
 use crate::value::Value;
 
 pub use build::{StepId, WorkflowBuilder};
@@ -500,6 +500,7 @@ pub(crate) struct StepMeta {
 /// A system operation used by a workflow.
 pub(crate) struct OpRef {
     pub(crate) name: StdArc<str>,
+    pub(crate) system: StdArc<str>,
     /// `system.op`, the key of the shared duration estimate.
     pub(crate) key: StdArc<str>,
 }
@@ -528,6 +529,9 @@ pub(crate) struct WorkflowInner {
     pub(crate) plan: Mutex<Option<Arc<plan::RunPlan>>>,
     /// Buffers of finished runs, for the next runs.
     pub(crate) buffers: buffers::BufferPool,
+    /// The metrics series of each of `ops` (set on the first run that
+    /// records metrics).
+    pub(crate) metric_ops: OnceLock<Box<[u32]>>,
 }
 
 impl WorkflowInner {
@@ -565,6 +569,30 @@ impl WorkflowInner {
         self.steps[i as usize]
             .system()
             .map(|s| &*self.systems[s as usize].name)
+    }
+
+    /// The metrics series of each operation (see `metric_ops`).
+    pub(crate) fn metric_ops(&self, reg: &crate::metrics::Registry) -> &[u32] {
+        self.metric_ops.get_or_init(|| {
+            let mut table = reg.ops.lock();
+            self.ops
+                .iter()
+                .map(|o| table.index_of(&o.key, &o.system))
+                .collect()
+        })
+    }
+
+    /// The metrics series of step `i`, given `metric_ops`: its operation's,
+    /// or the function aggregate's.
+    #[inline]
+    pub(crate) fn metric_series(&self, i: usize, ops: &[u32]) -> u32 {
+        match self.meta_ix[i] {
+            NO_INDEX => 0,
+            m => match self.meta[m as usize].op {
+                NO_INDEX => 0,
+                op => ops[op as usize],
+            },
+        }
     }
 
     pub(crate) fn step_op(&self, i: u32) -> Option<&OpRef> {

@@ -380,7 +380,8 @@ impl RunInner {
             start.saturating_sub(t.ready.load(Ordering::Relaxed)),
             Ordering::Relaxed,
         );
-        t.ran.store(end.saturating_sub(start), Ordering::Relaxed);
+        // At least one tick: `ran != 0` tells a step that ran (metrics).
+        t.ran.store(end.saturating_sub(start).max(1), Ordering::Relaxed);
         t.worker.store(worker.wrapping_add(1), Ordering::Relaxed);
     }
 
@@ -824,19 +825,33 @@ impl RunInner {
         }
     }
 
-    /// Folds the measured durations of succeeded steps into the estimates.
+    /// Folds the measured durations of succeeded steps into the estimates
+    /// and, with metrics on, every step into its operation's series (one
+    /// pass; the operation table's lock is held for it).
     fn learn(&self) {
         let alpha = self.env.estimates.alpha();
         let mut shared: Vec<(std::sync::Arc<str>, u64)> = Vec::new();
         let mut changed = false;
+        let metrics = &*self.env.metrics;
+        let clock = &self.env.clock;
+        let mut fold = metrics
+            .on()
+            .then(|| (self.wf.metric_ops(metrics), metrics.ops.lock()));
         for i in 0..self.wf.steps.len() {
-            if self.step_state(i as u32) != SUCCEEDED {
+            let (att, st) = split(self.state_word(i as u32));
+            let t = &self.bufs.times[i];
+            let ran = t.ran.load(Ordering::Relaxed);
+            let ns = clock.delta_as_nanos(0, ran);
+            if let Some((ops, table)) = fold.as_mut()
+                && let Some(k) = metric_state(st)
+            {
+                let timed = (ran != 0)
+                    .then(|| (ns, clock.delta_as_nanos(0, t.queued.load(Ordering::Relaxed))));
+                table.record(self.wf.metric_series(i, ops), k, att, timed);
+            }
+            if st != SUCCEEDED {
                 continue;
             }
-            let ns = self
-                .env
-                .clock
-                .delta_as_nanos(0, self.bufs.times[i].ran.load(Ordering::Relaxed));
             let e = &self.wf.est[i];
             let old = e.load(Ordering::Relaxed) as f64;
             e.store(
@@ -849,11 +864,51 @@ impl RunInner {
                 shared.push((k.clone(), ns));
             }
         }
+        if let Some((_, table)) = fold.as_mut() {
+            self.fold_children(table);
+        }
+        drop(fold);
         if changed {
             self.wf.est_version.fetch_add(1, Ordering::Release);
         }
         if !shared.is_empty() {
             self.env.estimates.record(shared);
+        }
+    }
+
+    /// Folds fan-out children into their operations' series (looked up by
+    /// name: children are dynamic).
+    #[cold]
+    fn fold_children(&self, table: &mut crate::metrics::series::OpTable) {
+        let groups = self.groups.lock();
+        let clock = &self.env.clock;
+        let mut key = String::new();
+        for g in groups.iter() {
+            for (k, def) in g.defs.iter().enumerate() {
+                let (att, st) = split(g.state[k].load(Ordering::Acquire));
+                let Some(state) = metric_state(st) else {
+                    continue;
+                };
+                let series = match (&def.system, &def.op) {
+                    (Some(s), Some(op)) => {
+                        key.clear();
+                        key.push_str(s);
+                        key.push('.');
+                        key.push_str(op);
+                        table.index_of(&key, s)
+                    }
+                    _ => 0,
+                };
+                let t = &g.times[k];
+                let ran = t.ran.load(Ordering::Relaxed);
+                let timed = (ran != 0).then(|| {
+                    (
+                        clock.delta_as_nanos(0, ran),
+                        clock.delta_as_nanos(0, t.queued.load(Ordering::Relaxed)),
+                    )
+                });
+                table.record(series, state, att, timed);
+            }
         }
     }
 
@@ -864,6 +919,21 @@ impl RunInner {
         } else {
             Duration::ZERO
         }
+    }
+}
+
+/// The metrics index ([`crate::metrics::series::STEP_STATES`]) of a
+/// terminal state.
+#[inline]
+fn metric_state(st: u32) -> Option<usize> {
+    use crate::metrics::series as m;
+    match st {
+        SUCCEEDED => Some(m::SUCCEEDED),
+        FAILED => Some(m::FAILED),
+        CANCELLED | CANCELLED_Q => Some(m::CANCELLED),
+        TIMED_OUT | TIMED_OUT_Q => Some(m::TIMED_OUT),
+        SKIPPED => Some(m::SKIPPED),
+        _ => None,
     }
 }
 

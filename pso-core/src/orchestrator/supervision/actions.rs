@@ -113,6 +113,7 @@ impl Orchestrator {
                 return;
             }
             m.restarted();
+            self.inner.metrics.restart(system);
             m.sup
                 .as_ref()
                 .map_or(RestartStrategy::OneForOne, |s| s.strategy)

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use crate::model::HandlerError;
 use crate::orchestrator::{Inner, Orchestrator};
 use crate::scheduler::Job;
-use crate::supervise::HealthReport;
+use crate::metrics::Probe;
+use crate::supervise::{HealthReport, HealthStatus};
 use crate::supervise::monitor::Flap;
 use crate::sync::Arc;
 use crate::unwind;
@@ -55,7 +56,9 @@ fn run_probe(
         }
     };
     if inner.sup.clock.is_virtual() {
+        let started = Instant::now();
         let result = call();
+        record_probe(inner, system, &result, started.elapsed());
         Orchestrator {
             inner: inner.clone(),
         }
@@ -71,6 +74,7 @@ fn run_probe(
         if !o2.swap(true, std::sync::atomic::Ordering::AcqRel)
             && let Some(inner) = w2.upgrade()
         {
+            inner.metrics.probe(&n2, Probe::TimedOut, timeout);
             Orchestrator { inner }.probe_done(
                 &n2,
                 generation,
@@ -84,18 +88,39 @@ fn run_probe(
     let clock = inner.sup.clock.clone();
     inner.pool.spawn(
         Job::boxed(move || {
+            let started = Instant::now();
             let result = call();
+            let latency = started.elapsed();
             if !once.swap(true, std::sync::atomic::Ordering::AcqRel) {
                 if let Some(t) = timer {
                     clock.cancel(t);
                 }
                 if let Some(inner) = w1.upgrade() {
+                    record_probe(&inner, &n1, &result, latency);
                     Orchestrator { inner }.probe_done(&n1, generation, result);
                 }
             }
         }),
         1,
     );
+}
+
+/// Counts a probe that answered, with its latency.
+fn record_probe(
+    inner: &Inner,
+    system: &str,
+    result: &Result<HealthReport, String>,
+    latency: Duration,
+) {
+    let kind = match result {
+        Ok(r) => match r.status {
+            HealthStatus::Healthy => Probe::Healthy,
+            HealthStatus::Degraded => Probe::Degraded,
+            HealthStatus::Unhealthy => Probe::Unhealthy,
+        },
+        Err(_) => Probe::Failed,
+    };
+    inner.metrics.probe(system, kind, latency);
 }
 
 /// Arms the watchdog deadline of generation `generation` of `system`,
