@@ -110,7 +110,10 @@ impl Usage {
         let iv = cfg.interval_ns();
         let n = self.ring.len() as u64;
         let end = cfg.ns_since_epoch(now);
-        let oldest_kept = (end / iv + 1).saturating_sub(n) * iv;
+        // The ring keeps the `n` intervals up to the one holding the last
+        // covered nanosecond (`end - 1`), so integrating up to a boundary
+        // keeps `n` complete intervals.
+        let oldest_kept = (end.saturating_sub(1) / iv + 1).saturating_sub(n) * iv;
         let mut t = cfg.ns_since_epoch(self.last).max(oldest_kept);
         let (a, c) = (self.allocated as f64, self.capacity as f64);
         while t < end {
