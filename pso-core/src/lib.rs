@@ -71,14 +71,14 @@ pub use crate::hub::{
 };
 pub use crate::intelligence::{
     Action, ArmStats, Change, CoActivation, Contention, Contributor, CoordinationPlan,
-    CriticalPath, EdgePattern, Evolution, Guardrails, Insights, OperationPattern, PATTERNS_KEY,
-    Patterns, Recommendation, StrategyChange, Trial, TrialMetric,
+    CriticalPath, EdgePattern, Evolution, Guardrails, HubLatency, Insights, OperationPattern,
+    PATTERNS_KEY, Patterns, Recommendation, StrategyChange, TopicLatency, Trial, TrialMetric,
 };
 pub use crate::lifecycle::{
     ActivationReport, LifecycleError, Outcome, Plan, SystemOutcome, SystemState, Transition,
 };
 pub use crate::metrics::{
-    EdgeMetrics, LatencySummary, LeaseMetrics, MetricsConfig, OperationMetrics,
+    EdgeMetrics, HubShare, LatencySummary, LeaseMetrics, MetricsConfig, OperationMetrics,
     PerformanceMetrics, ProbeCounts, ResourceUtilization, SystemMetrics, TopicMetrics,
     TransitionCounts, UtilizationInterval,
 };

@@ -15,9 +15,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use pso_core::{
-    ErrorKind, HealthCheck, HealthReport, MetricsConfig, Orchestrator, Overflow, PerformanceMetrics,
-    PsoError, RestartPolicy, ResourceRequest, StepSpec, StepState, SubscribeOptions, Supervision,
-    SystemSpec, Value, VirtualClock, Workflow,
+    ErrorKind, HealthCheck, HealthReport, MetricsConfig, Orchestrator, Overflow,
+    PerformanceMetrics, PsoError, ResourceRequest, RestartPolicy, StepSpec, StepState,
+    SubscribeOptions, Supervision, SystemSpec, Value, VirtualClock, Workflow,
 };
 
 const LONG: Duration = Duration::from_secs(10);
@@ -162,7 +162,10 @@ fn queue_wait_is_kept_apart_from_run_time() {
     assert!(r.is_success(), "{r:?}");
     let w = o.performance_metrics();
     let w = w.operation("S.work").unwrap();
-    assert_eq!((w.succeeded, w.run_time.count, w.queue_wait.count), (2, 2, 2));
+    assert_eq!(
+        (w.succeeded, w.run_time.count, w.queue_wait.count),
+        (2, 2, 2)
+    );
     let held = held.as_secs_f64();
     // The second step waited for the slot at least as long as the first
     // held it...
@@ -192,15 +195,25 @@ fn systems_count_transitions_and_handler_runs() {
     o.deactivate_system("base").unwrap();
     let m = o.performance_metrics();
     assert_eq!(
-        m.systems.iter().map(|s| s.system.as_str()).collect::<Vec<_>>(),
+        m.systems
+            .iter()
+            .map(|s| s.system.as_str())
+            .collect::<Vec<_>>(),
         ["base", "app", "idle"],
         "every system has a line, in registration order"
     );
     let base = m.system("base").unwrap();
     let t = base.transitions;
-    assert_eq!((t.activating, t.active, t.deactivating, t.inactive), (1, 1, 1, 1));
+    assert_eq!(
+        (t.activating, t.active, t.deactivating, t.inactive),
+        (1, 1, 1, 1)
+    );
     assert_eq!(base.activate_handler.count, 1);
-    assert!(base.activate_handler.max >= 0.005, "{:?}", base.activate_handler);
+    assert!(
+        base.activate_handler.max >= 0.005,
+        "{:?}",
+        base.activate_handler
+    );
     assert_eq!(base.deactivate_handler.count, 1);
     let app = m.system("app").unwrap();
     assert_eq!((app.transitions.activating, app.transitions.failed), (1, 1));
@@ -273,15 +286,11 @@ fn edges_and_topics_count_published_delivered_and_dropped() {
     let got = Arc::new((Mutex::new(0usize), Condvar::new()));
     let g2 = got.clone();
     let _cb = hub
-        .subscribe_with(
-            "t.cb",
-            SubscribeOptions::new().owner("C"),
-            move |_| {
-                *g2.0.lock().unwrap() += 1;
-                g2.1.notify_all();
-                Ok(())
-            },
-        )
+        .subscribe_with("t.cb", SubscribeOptions::new().owner("C"), move |_| {
+            *g2.0.lock().unwrap() += 1;
+            g2.1.notify_all();
+            Ok(())
+        })
         .unwrap();
     let full = hub
         .subscribe_pull_with(
@@ -381,9 +390,7 @@ fn topics_past_the_cap_share_the_overflow_series() {
 fn resources_record_utilization_intervals_and_leases() {
     let o = Orchestrator::builder()
         .workers(1)
-        .metrics_config(
-            MetricsConfig::new().utilization_interval(Duration::from_millis(10), 1000),
-        )
+        .metrics_config(MetricsConfig::new().utilization_interval(Duration::from_millis(10), 1000))
         .build()
         .unwrap();
     o.register(SystemSpec::new("a")).unwrap();
@@ -507,10 +514,14 @@ fn parse_prometheus(text: &str) -> (Vec<Sample>, HashMap<String, String>) {
             "-Inf" => f64::NEG_INFINITY,
             v => v.parse().unwrap_or_else(|_| panic!("value in {line}")),
         };
-        let family = [name, name.trim_end_matches("_sum"), name.trim_end_matches("_count")]
-            .into_iter()
-            .find(|f| types.contains_key(*f))
-            .unwrap_or_else(|| panic!("sample before its TYPE: {line}"));
+        let family = [
+            name,
+            name.trim_end_matches("_sum"),
+            name.trim_end_matches("_count"),
+        ]
+        .into_iter()
+        .find(|f| types.contains_key(*f))
+        .unwrap_or_else(|| panic!("sample before its TYPE: {line}"));
         if family != name {
             assert_eq!(types[family], "summary", "{line}");
         }
@@ -563,7 +574,10 @@ fn prometheus_text_parses_and_escapes_labels() {
     assert_eq!(types["pso_operation_steps_total"], "counter");
     assert_eq!(types["pso_operation_run_seconds"], "summary");
     assert_eq!(types["pso_edge_delivery_seconds"], "summary");
-    assert_eq!(find(&samples, "pso_metrics_enabled", &[]).unwrap().value, 1.0);
+    assert_eq!(
+        find(&samples, "pso_metrics_enabled", &[]).unwrap().value,
+        1.0
+    );
     let steps = find(
         &samples,
         "pso_operation_steps_total",
@@ -578,7 +592,11 @@ fn prometheus_text_parses_and_escapes_labels() {
     )
     .unwrap();
     assert!(q.value > 0.0);
-    let count = find(&samples, "pso_operation_run_seconds_count", &[("operation", "P.op")]);
+    let count = find(
+        &samples,
+        "pso_operation_run_seconds_count",
+        &[("operation", "P.op")],
+    );
     assert_eq!(count.unwrap().value, 1.0);
     // Label values round-trip through the escaping.
     let e = find(
@@ -626,7 +644,10 @@ fn json_parses_with_the_expected_fields() {
     assert!(sys["probes"]["healthy"].is_number());
     assert!(sys["leases"]["held"].is_number());
     let e = &j["edges"][0];
-    assert_eq!((e["from"].as_str(), e["to"].as_str()), (Some("A"), Some("B")));
+    assert_eq!(
+        (e["from"].as_str(), e["to"].as_str()),
+        (Some("A"), Some("B"))
+    );
     assert_eq!(e["delivered"], 1);
     assert_eq!(e["delivery_latency"]["count"], 1);
     let t = j["topics"]
@@ -650,10 +671,7 @@ fn recorded_anything(m: &PerformanceMetrics) -> bool {
                 || s.leases.granted > 0
                 || s.leases.released > 0
         })
-        || m
-            .resources
-            .iter()
-            .any(|r| !r.intervals.is_empty())
+        || m.resources.iter().any(|r| !r.intervals.is_empty())
 }
 
 /// Steps, transitions, hub traffic and a lease.
@@ -719,7 +737,11 @@ fn metrics_off_records_nothing_and_can_be_turned_on() {
     assert_eq!(after.operation("T.op").unwrap().succeeded, 1);
     let strip = |s: &str| {
         let v: serde_json::Value = serde_json::from_str(s).unwrap();
-        (v["operations"].clone(), v["edges"].clone(), v["topics"].clone())
+        (
+            v["operations"].clone(),
+            v["edges"].clone(),
+            v["topics"].clone(),
+        )
     };
     assert_eq!(strip(&before), strip(&after.to_json()));
 }
@@ -754,7 +776,10 @@ fn reset_zeroes_counters_but_keeps_gauges() {
         .build(&o)
         .unwrap();
     assert!(o.coordinate_systems(&wf).unwrap().wait().is_success());
-    assert_eq!(o.performance_metrics().operation("S.op").unwrap().succeeded, 1);
+    assert_eq!(
+        o.performance_metrics().operation("S.op").unwrap().succeeded,
+        1
+    );
     drop(kept);
 }
 
@@ -765,4 +790,91 @@ fn a_bad_utilization_interval_is_rejected() {
         .build()
         .unwrap_err();
     assert_eq!(PsoError::kind(&err), ErrorKind::InvalidArgument);
+}
+
+#[test]
+fn large_runs_count_every_step_and_time_a_sample() {
+    let o = orch(1);
+    let mut b = pso_core::WorkflowBuilder::new("big");
+    for _ in 0..4096 {
+        b.task(|_| Ok(Value::Null));
+    }
+    let wf = b.build(&o).unwrap();
+    assert!(o.coordinate_systems(&wf).unwrap().wait().is_success());
+    let m = o.performance_metrics();
+    let f = m.operation("<function>").unwrap();
+    assert_eq!(f.succeeded, 4096, "counts are exact");
+    // One step in 4: at most 1,024 per run go into the histograms.
+    assert_eq!((f.run_time.count, f.queue_wait.count), (1024, 1024));
+}
+
+#[test]
+fn insights_report_the_hubs_share_of_message_latency() {
+    let o = orch(1);
+    let first = Arc::new(Latch::default());
+    let gate = Arc::new(Latch::default());
+    let handled = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let (f2, g2, h2) = (first.clone(), gate.clone(), handled.clone());
+    let _sub = o
+        .hub()
+        .subscribe("work", move |_| {
+            // The first message holds the only worker until the gate opens,
+            // so the others wait in the hub meanwhile.
+            f2.open();
+            g2.wait();
+            thread::sleep(Duration::from_millis(5));
+            *h2.0.lock().unwrap() += 1;
+            h2.1.notify_all();
+            Ok(())
+        })
+        .unwrap();
+    let empty = o.coordination_insights().hub_latency;
+    assert_eq!(empty.share.messages, 0);
+    assert_eq!(empty.share.share, 0.0);
+    for i in 0..5 {
+        o.hub().publish("work", i).unwrap();
+    }
+    first.wait();
+    let held = Duration::from_millis(20);
+    thread::sleep(held);
+    gate.open();
+    {
+        let (l, cv) = &*handled;
+        let mut n = l.lock().unwrap();
+        while *n < 5 {
+            n = cv.wait_timeout(n, LONG).unwrap().0;
+        }
+    }
+    // The 5th callback has returned; the hub records it just after.
+    eventually("the last callback recorded", || {
+        o.performance_metrics().hub_share.messages == 5
+    });
+    let h = o.coordination_insights().hub_latency;
+    let s = h.share;
+    let held = held.as_secs_f64();
+    // Messages 2..5 were queued before the gate opened: each spent at least
+    // `held` in the hub. Callbacks: the first at least `held`, each 5 ms.
+    assert!(s.in_hub >= 4.0 * held * 0.99, "{s:?}");
+    assert!(s.in_handlers >= held * 0.99 + 5.0 * 0.005 * 0.99, "{s:?}");
+    assert!((s.share - s.in_hub / (s.in_hub + s.in_handlers)).abs() < 1e-12);
+    assert!(s.share > 0.0 && s.share < 1.0, "{s:?}");
+    assert_eq!(h.slowest_topics.len(), 1);
+    let t = &h.slowest_topics[0];
+    assert_eq!((t.topic.as_str(), t.samples), ("work", 5));
+    assert!(t.delivery_p99 >= held * 0.99, "{t:?}");
+    assert!(t.handler_p50 >= 0.005 * 0.99, "{t:?}");
+    // The same figures are in the metrics, JSON and Prometheus text.
+    let m = o.performance_metrics();
+    assert_eq!(m.hub_share, s);
+    assert_eq!(m.topic("work").unwrap().handler_time.count, 5);
+    let j: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
+    assert_eq!(j["hub_share"]["messages"], 5);
+    let (samples, _) = parse_prometheus(&m.to_prometheus());
+    let share = find(&samples, "pso_hub_latency_share_ratio", &[]).unwrap();
+    assert!((share.value - s.share).abs() < 1e-9);
+    let hub = find(&samples, "pso_hub_time_seconds_total", &[("part", "hub")]);
+    assert!((hub.unwrap().value - s.in_hub).abs() < 1e-9);
+    // A reset forgets it.
+    o.reset_metrics();
+    assert_eq!(o.coordination_insights().hub_latency.share.messages, 0);
 }

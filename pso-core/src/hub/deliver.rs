@@ -209,11 +209,12 @@ impl Sub {
 
     /// Counts `msg` handed to this subscription's receiver (metrics on):
     /// on its topic, on its edge if it has a sender and this an owner, and
-    /// its latency if it was sampled.
+    /// its latency if it was sampled. Returns the delivery time of a
+    /// sampled message (for [`HubMetrics::handled`]), else 0.
     #[inline]
-    pub(crate) fn note_delivered(&self, msg: &Message) {
+    pub(crate) fn note_delivered(&self, msg: &Message) -> u64 {
         if !self.metrics.on() {
-            return;
+            return 0;
         }
         let series = msg.route().series.get().map(|s| &**s);
         match (msg.sender_id(), &self.owner) {
@@ -223,7 +224,7 @@ impl Sub {
                     .iter()
                     .find(|(id, _)| *id == s)
                     .map(|(_, e)| &e.series);
-                self.metrics.delivered(series, edge, msg.sent());
+                self.metrics.delivered(series, edge, msg.sent())
             }
             _ => self.metrics.delivered(series, None, msg.sent()),
         }
@@ -339,8 +340,13 @@ fn run_mailbox(sub: Arc<Sub>, pool: Arc<Pool>) {
         if sub.is_closed() {
             break;
         }
-        sub.note_delivered(&msg);
-        match crate::unwind::run_handler(|| cb(&msg)) {
+        let delivered = sub.note_delivered(&msg);
+        let result = crate::unwind::run_handler(|| cb(&msg));
+        if delivered != 0 {
+            let series = msg.route().series.get().map(|s| &**s);
+            sub.metrics.handled(series, msg.sent(), delivered);
+        }
+        match result {
             Ok(()) => sub.counters.delivered.fetch_add(1, Ordering::Relaxed),
             Err(HandlerError::Panicked { .. }) => {
                 sub.counters.panics.fetch_add(1, Ordering::Relaxed)
@@ -456,7 +462,7 @@ impl Subscription {
         match self.sub.queue.take(wait, &self.hub.pool) {
             Ok(m) => {
                 self.sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                self.sub.note_delivered(&m);
+                let _ = self.sub.note_delivered(&m);
                 Ok(m)
             }
             Err(TakeEnd::Empty) => Err(HubError::Timeout {

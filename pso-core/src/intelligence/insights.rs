@@ -1,13 +1,17 @@
 //! `coordination_insights`: critical paths and time contributors of recent
 //! runs (from the run history), hot edges and idle direct pairs (from the
-//! hub), resource contention (from the allocator), and health.
+//! hub), resource contention (from the allocator), health, and the hub's
+//! share of message latency (from the performance metrics).
 
 use std::collections::HashMap;
 
 use super::simulate::Dag;
-use super::{Contention, Contributor, CriticalPath, EdgePattern, Insights};
+use super::{
+    Contention, Contributor, CriticalPath, EdgePattern, HubLatency, Insights, TopicLatency,
+};
 use crate::allocator::ResourceStatus;
 use crate::hub::{CoordinationMode, CoordinationStatus};
+use crate::metrics::{HubShare, TopicMetrics};
 use crate::workflow::WorkflowInner;
 use crate::workflow::history::RunSummary;
 
@@ -28,6 +32,7 @@ pub(crate) fn insights(
     resources: &ResourceStatus,
     health: HealthFacts,
     idle_rate: f64,
+    messages: (HubShare, &[TopicMetrics]),
 ) -> Insights {
     let mut latest: HashMap<&str, &RunSummary> = HashMap::new();
     let mut contrib: HashMap<String, Contributor> = HashMap::new();
@@ -126,6 +131,28 @@ pub(crate) fn insights(
         unhealthy: health.unhealthy,
         flapping: health.flapping,
         gave_up: health.gave_up,
+        hub_latency: hub_latency(messages.0, messages.1),
+    }
+}
+
+/// The hub's share and the topics with the slowest sampled deliveries.
+fn hub_latency(share: HubShare, topics: &[TopicMetrics]) -> HubLatency {
+    let mut slowest: Vec<TopicLatency> = topics
+        .iter()
+        .filter(|t| t.delivery_latency.count > 0)
+        .map(|t| TopicLatency {
+            topic: t.topic.clone(),
+            samples: t.delivery_latency.count,
+            delivery_p50: t.delivery_latency.p50,
+            delivery_p99: t.delivery_latency.p99,
+            handler_p50: t.handler_time.p50,
+        })
+        .collect();
+    slowest.sort_by(|a, b| b.delivery_p99.total_cmp(&a.delivery_p99));
+    slowest.truncate(TOP);
+    HubLatency {
+        share,
+        slowest_topics: slowest,
     }
 }
 

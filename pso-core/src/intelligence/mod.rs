@@ -121,6 +121,39 @@ pub struct Insights {
     pub flapping: Vec<String>,
     /// Systems their supervisor gave up on.
     pub gave_up: Vec<String>,
+    /// The hub's share of message latency (from the performance metrics,
+    /// since their last reset).
+    pub hub_latency: HubLatency,
+}
+
+/// Where the time of hub messages goes, from the sampled messages of the
+/// performance metrics (see [`crate::HubShare`]).
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct HubLatency {
+    /// Sampled messages handled by a callback: time in the hub (publish to
+    /// callback start) against time in the callbacks, and the hub's share.
+    pub share: crate::HubShare,
+    /// Topics with sampled deliveries, the largest delivery p99 first (at
+    /// most 10).
+    pub slowest_topics: Vec<TopicLatency>,
+}
+
+/// The delivery latency of one hub topic, from its sampled messages.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct TopicLatency {
+    /// The topic (`<other>` for topics past the metrics' cap).
+    pub topic: String,
+    /// Sampled deliveries.
+    pub samples: u64,
+    /// Median publish to delivery, seconds.
+    pub delivery_p50: f64,
+    /// 99th percentile publish to delivery, seconds.
+    pub delivery_p99: f64,
+    /// Median callback run time of its sampled messages (0 if none was
+    /// handled by a callback), seconds.
+    pub handler_p50: f64,
 }
 
 /// The longest chain of a run by measured time.

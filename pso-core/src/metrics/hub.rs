@@ -12,6 +12,15 @@
 //! delivered. Counters a publisher and a delivering worker both write sit on
 //! separate cache lines.
 //!
+//! # The hub's share of message latency
+//! For a sampled message handed to a callback, the worker also times the
+//! callback, so the message's life from publish to handled splits into the
+//! hub's part (routing, queueing, waiting for a worker: publish to callback
+//! start) and the receiver's part (the callback). Both are summed over all
+//! topics ([`HubShare`]) and the callback time is kept per topic. Pull
+//! receivers have no handler time: their messages count in the delivery
+//! latency only.
+//!
 //! # Bounds
 //! At most `max_topics` topics get a series of their own; publishes to
 //! further topics are counted under one overflow series (reported as the
@@ -46,6 +55,8 @@ pub(crate) struct TopicSeries {
     dropped: AtomicU64,
     /// Sampled delivery latency.
     latency: Mutex<Option<Box<Histo>>>,
+    /// Callback run time of sampled messages.
+    handler: Mutex<Option<Box<Histo>>>,
 }
 
 impl TopicSeries {
@@ -59,8 +70,10 @@ impl TopicSeries {
         self.published.store(0, Ordering::Relaxed);
         self.delivered.store(0, Ordering::Relaxed);
         self.dropped.store(0, Ordering::Relaxed);
-        if let Some(h) = self.latency.lock().as_mut() {
-            h.reset();
+        for h in [&self.latency, &self.handler] {
+            if let Some(h) = h.lock().as_mut() {
+                h.reset();
+            }
         }
     }
 
@@ -72,6 +85,11 @@ impl TopicSeries {
             dropped: self.dropped.load(Ordering::Relaxed),
             delivery_latency: self
                 .latency
+                .lock()
+                .as_ref()
+                .map_or_else(LatencySummary::default, |h| h.summary()),
+            handler_time: self
+                .handler
                 .lock()
                 .as_ref()
                 .map_or_else(LatencySummary::default, |h| h.summary()),
@@ -142,6 +160,11 @@ pub(crate) struct HubMetrics {
     topics: Mutex<HashMap<Arc<str>, Arc<TopicSeries>>>,
     overflow: Arc<TopicSeries>,
     epoch: Instant,
+    /// Sampled messages handled by a callback, and their time in the hub
+    /// and in the callback (ns), for [`HubShare`].
+    handled: AtomicU64,
+    in_hub_ns: AtomicU64,
+    in_handler_ns: AtomicU64,
 }
 
 impl HubMetrics {
@@ -155,6 +178,9 @@ impl HubMetrics {
             topics: Mutex::new(HashMap::default()),
             overflow: Arc::new(TopicSeries::default()),
             epoch: Instant::now(),
+            handled: AtomicU64::new(0),
+            in_hub_ns: AtomicU64::new(0),
+            in_handler_ns: AtomicU64::new(0),
         }
     }
 
@@ -183,7 +209,7 @@ impl HubMetrics {
         s
     }
 
-    fn now_ns(&self) -> u64 {
+    pub(crate) fn now_ns(&self) -> u64 {
         (self.epoch.elapsed().as_nanos() as u64).max(1)
     }
 
@@ -201,23 +227,64 @@ impl HubMetrics {
 
     /// Counts a message handed to a receiver: on its topic's series (if it
     /// was counted when published) and its edge (if any); records its
-    /// latency if it was sampled (`sent != 0`).
+    /// latency if it was sampled (`sent != 0`). Returns the time of
+    /// delivery for a sampled message (see [`HubMetrics::handled`]), else 0.
     #[inline]
-    pub(crate) fn delivered(&self, s: Option<&TopicSeries>, edge: Option<&EdgeSeries>, sent: u64) {
+    pub(crate) fn delivered(
+        &self,
+        s: Option<&TopicSeries>,
+        edge: Option<&EdgeSeries>,
+        sent: u64,
+    ) -> u64 {
         if let Some(s) = s {
             s.delivered.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(e) = edge {
             e.delivered.fetch_add(1, Ordering::Relaxed);
         }
-        if sent != 0 {
-            let ns = self.now_ns().saturating_sub(sent);
-            if let Some(s) = s {
-                record_latency(&s.latency, ns);
-            }
-            if let Some(e) = edge {
-                record_latency(&e.latency, ns);
-            }
+        if sent == 0 {
+            return 0;
+        }
+        let now = self.now_ns();
+        let ns = now.saturating_sub(sent);
+        if let Some(s) = s {
+            record_latency(&s.latency, ns);
+        }
+        if let Some(e) = edge {
+            record_latency(&e.latency, ns);
+        }
+        now
+    }
+
+    /// A sampled message, published at `sent` and delivered at
+    /// `delivered` (both from [`HubMetrics::now_ns`]), was handled by a
+    /// callback that returned now.
+    #[cold]
+    pub(crate) fn handled(&self, s: Option<&TopicSeries>, sent: u64, delivered: u64) {
+        let ran = self.now_ns().saturating_sub(delivered);
+        if let Some(s) = s {
+            record_latency(&s.handler, ran);
+        }
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        self.in_hub_ns
+            .fetch_add(delivered.saturating_sub(sent), Ordering::Relaxed);
+        self.in_handler_ns.fetch_add(ran, Ordering::Relaxed);
+    }
+
+    /// The hub's share of the latency of sampled messages handled by
+    /// callbacks.
+    pub(crate) fn share(&self) -> HubShare {
+        let hub = self.in_hub_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let handlers = self.in_handler_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        HubShare {
+            messages: self.handled.load(Ordering::Relaxed),
+            in_hub: hub,
+            in_handlers: handlers,
+            share: if hub + handlers > 0.0 {
+                hub / (hub + handlers)
+            } else {
+                0.0
+            },
         }
     }
 
@@ -266,6 +333,9 @@ impl HubMetrics {
             s.reset();
         }
         self.overflow.reset();
+        for c in [&self.handled, &self.in_hub_ns, &self.in_handler_ns] {
+            c.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -284,6 +354,24 @@ pub struct TopicMetrics {
     pub dropped: u64,
     /// Publish to delivery of sampled messages.
     pub delivery_latency: LatencySummary,
+    /// Callback run time of sampled messages handed to a callback.
+    pub handler_time: LatencySummary,
+}
+
+/// Where the time of hub messages goes, from the sampled messages that a
+/// callback handled: in the hub (publish to callback start: routing,
+/// queueing, waiting for a worker) or in the callback.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct HubShare {
+    /// Sampled messages handled by a callback.
+    pub messages: u64,
+    /// Their total time in the hub, seconds.
+    pub in_hub: f64,
+    /// Their total time in callbacks, seconds.
+    pub in_handlers: f64,
+    /// `in_hub / (in_hub + in_handlers)`, in [0, 1] (0 without samples).
+    pub share: f64,
 }
 
 /// Traffic of one interaction edge: messages a system published (naming

@@ -10,7 +10,7 @@
 //!
 //! | series | kept in | recorded |
 //! |---|---|---|
-//! | per operation ([`series::OpTable`]) | registry, one lock | in batch when a run with timing on settles, from the step timings the run already keeps: the per-step path does nothing more |
+//! | per operation ([`series::OpTable`]) | registry, one lock | in batch when a run with timing on settles, from the step timings the run already keeps: the per-step path does nothing more; counts are exact, times of at most 1,024 steps per run go into the histograms |
 //! | lifecycle transitions ([`series::Transitions`]) | each system's lifecycle record | when a transition is applied (registry write lock) |
 //! | handler durations, restarts, probes ([`series::SystemSeries`]) | registry, one lock | after each lifecycle transaction, restart and probe |
 //! | per topic, per edge ([`hub`]) | the hub (topic match sets, edge stats) | on publish, drop and delivery; latency sampled |
@@ -48,7 +48,7 @@ use foldhash::HashMap;
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
 
 pub use histogram::LatencySummary;
-pub use hub::{EdgeMetrics, OVERFLOW_TOPIC, TopicMetrics};
+pub use hub::{EdgeMetrics, HubShare, OVERFLOW_TOPIC, TopicMetrics};
 pub use snapshot::{
     LeaseMetrics, OperationMetrics, PerformanceMetrics, ProbeCounts, SystemMetrics,
     TransitionCounts,
@@ -151,8 +151,7 @@ impl MetricsConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if self.utilization_interval < Duration::from_millis(1) || self.utilization_intervals == 0
-        {
+        if self.utilization_interval < Duration::from_millis(1) || self.utilization_intervals == 0 {
             return Err(format!(
                 "utilization intervals must be at least 1 ms and at least 1 of them, got {:?} x {}",
                 self.utilization_interval, self.utilization_intervals

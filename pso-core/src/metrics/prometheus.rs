@@ -30,6 +30,10 @@
 //! | `pso_edge_delivery_seconds` | summary | `from`, `to` |
 //! | `pso_topic_{published,delivered,dropped}_total` | counter | `topic` |
 //! | `pso_topic_delivery_seconds` | summary | `topic` |
+//! | `pso_topic_handler_seconds` | summary | `topic` |
+//! | `pso_hub_handled_sampled_total` | counter | |
+//! | `pso_hub_time_seconds_total` | counter | `part` (`hub`, `handler`) |
+//! | `pso_hub_latency_share_ratio` | gauge | |
 //! | `pso_resource_capacity`, `pso_resource_allocated` | gauge | `dimension` |
 //! | `pso_resource_utilization_ratio` | gauge | `dimension` |
 
@@ -73,7 +77,11 @@ struct Writer {
 
 impl Writer {
     fn header(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {}", help.replace('\\', "\\\\").replace('\n', "\\n"));
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} {}",
+            help.replace('\\', "\\\\").replace('\n', "\\n")
+        );
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
     }
 
@@ -205,7 +213,14 @@ pub(crate) fn render(m: &PerformanceMetrics) -> String {
         "Lifecycle transitions, by system and the state entered.",
         sys.iter().flat_map(|s| {
             let t = &s.transitions;
-            let counts = [t.activating, t.active, t.deactivating, t.inactive, t.failed, t.gave_up];
+            let counts = [
+                t.activating,
+                t.active,
+                t.deactivating,
+                t.inactive,
+                t.failed,
+                t.gave_up,
+            ];
             TRANSITION_KINDS
                 .iter()
                 .zip(counts)
@@ -217,8 +232,14 @@ pub(crate) fn render(m: &PerformanceMetrics) -> String {
         "Run time of lifecycle handlers, by system and handler.",
         sys.iter().flat_map(|s| {
             [
-                (vec![("system", s.system.as_str()), ("handler", "activate")], &s.activate_handler),
-                (vec![("system", s.system.as_str()), ("handler", "deactivate")], &s.deactivate_handler),
+                (
+                    vec![("system", s.system.as_str()), ("handler", "activate")],
+                    &s.activate_handler,
+                ),
+                (
+                    vec![("system", s.system.as_str()), ("handler", "deactivate")],
+                    &s.deactivate_handler,
+                ),
             ]
         }),
     );
@@ -236,10 +257,12 @@ pub(crate) fn render(m: &PerformanceMetrics) -> String {
         sys.iter().flat_map(|s| {
             let p = &s.probes;
             let counts = [p.healthy, p.degraded, p.unhealthy, p.failed, p.timed_out];
-            PROBE_RESULTS
-                .iter()
-                .zip(counts)
-                .map(move |(r, n)| (vec![("system", s.system.as_str()), ("result", *r)], n as f64))
+            PROBE_RESULTS.iter().zip(counts).map(move |(r, n)| {
+                (
+                    vec![("system", s.system.as_str()), ("result", *r)],
+                    n as f64,
+                )
+            })
         }),
     );
     w.summaries(
@@ -259,8 +282,12 @@ pub(crate) fn render(m: &PerformanceMetrics) -> String {
         "pso_system_leases_released_total",
         "counter",
         "Resource leases released (by the holder, a TTL or preemption), by system.",
-        sys.iter()
-            .map(|s| (vec![("system", s.system.as_str())], s.leases.released as f64)),
+        sys.iter().map(|s| {
+            (
+                vec![("system", s.system.as_str())],
+                s.leases.released as f64,
+            )
+        }),
     );
     w.family(
         "pso_system_leases_held",
@@ -340,6 +367,36 @@ pub(crate) fn render(m: &PerformanceMetrics) -> String {
             .map(|t| (vec![("topic", t.topic.as_str())], &t.delivery_latency)),
     );
 
+    w.summaries(
+        "pso_topic_handler_seconds",
+        "Callback run time of sampled messages, by hub topic.",
+        topics
+            .iter()
+            .map(|t| (vec![("topic", t.topic.as_str())], &t.handler_time)),
+    );
+    let share = &m.hub_share;
+    w.family(
+        "pso_hub_handled_sampled_total",
+        "counter",
+        "Sampled hub messages handled by a callback.",
+        [(Vec::new(), share.messages as f64)],
+    );
+    w.family(
+        "pso_hub_time_seconds_total",
+        "counter",
+        "Time of sampled messages handled by a callback: in the hub (publish to callback start) or in the callback.",
+        [
+            (vec![("part", "hub")], share.in_hub),
+            (vec![("part", "handler")], share.in_handlers),
+        ],
+    );
+    w.family(
+        "pso_hub_latency_share_ratio",
+        "gauge",
+        "The hub's share of the time of sampled messages handled by a callback.",
+        [(Vec::new(), share.share)],
+    );
+
     let res = &m.resources;
     w.family(
         "pso_resource_capacity",
@@ -352,8 +409,12 @@ pub(crate) fn render(m: &PerformanceMetrics) -> String {
         "pso_resource_allocated",
         "gauge",
         "Amount of a resource dimension allocated now.",
-        res.iter()
-            .map(|r| (vec![("dimension", r.dimension.as_str())], r.allocated as f64)),
+        res.iter().map(|r| {
+            (
+                vec![("dimension", r.dimension.as_str())],
+                r.allocated as f64,
+            )
+        }),
     );
     w.family(
         "pso_resource_utilization_ratio",

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::histogram::LatencySummary;
-use super::hub::{EdgeMetrics, TopicMetrics};
+use super::hub::{EdgeMetrics, HubShare, TopicMetrics};
 use super::usage::ResourceUtilization;
 
 pub(crate) fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -53,6 +53,9 @@ pub struct PerformanceMetrics {
     pub topics_tracked: usize,
     /// The most topics tracked one by one.
     pub max_topics: usize,
+    /// Time of sampled messages handled by callbacks: in the hub vs in the
+    /// callbacks.
+    pub hub_share: HubShare,
     /// Per resource dimension with a capacity, by name.
     pub resources: Vec<ResourceUtilization>,
 }
@@ -118,11 +121,14 @@ pub struct OperationMetrics {
     pub skipped: u64,
     /// Attempts after the first.
     pub retries: u64,
-    /// Run time of the last attempt of each step that ran.
+    /// Run time of the last attempt of each step that ran. A run of more
+    /// than 1,024 steps contributes the steps whose index is a multiple of
+    /// the power of two that keeps at most 1,024 of them (the counts by
+    /// state are exact).
     pub run_time: LatencySummary,
     /// Time from ready (every predecessor done, or a retry due) to the
-    /// start of the last attempt, of each step that ran: waiting for a
-    /// worker, a concurrency slot or a resource lease.
+    /// start of the last attempt, of the same steps as `run_time`: waiting
+    /// for a worker, a concurrency slot or a resource lease.
     pub queue_wait: LatencySummary,
 }
 

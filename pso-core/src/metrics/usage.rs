@@ -296,8 +296,15 @@ mod tests {
         u.set(&c, 10, 10, s(0));
         let snap = u.snapshot(&c, "gpu", s(1000));
         assert_eq!(snap.intervals.len(), 4);
-        assert!(snap.intervals.iter().all(|i| (i.utilization - 1.0).abs() < 1e-9));
-        assert_eq!(snap.intervals[3].start, c.epoch_wall + Duration::from_millis(990));
+        assert!(
+            snap.intervals
+                .iter()
+                .all(|i| (i.utilization - 1.0).abs() < 1e-9)
+        );
+        assert_eq!(
+            snap.intervals[3].start,
+            c.epoch_wall + Duration::from_millis(990)
+        );
         c.switch.set(false);
         u.set(&c, 0, 10, s(2000));
         u.reset(s(2000));

@@ -88,8 +88,10 @@ impl Orchestrator {
 
     /// Where coordination time goes: critical paths of recent runs, the top
     /// contributors to latency (waiting vs working), hot edges and idle
-    /// direct pairs, resource contention, and unhealthy, flapping or given-up
-    /// systems.
+    /// direct pairs, resource contention, unhealthy, flapping or given-up
+    /// systems, and the hub's share of message latency (from the
+    /// [performance metrics](Orchestrator::performance_metrics): nothing
+    /// while they are off).
     pub fn coordination_insights(&self) -> Insights {
         let runs = self.inner.env.history.runs();
         let hub = self.inner.hub.coordination_status();
@@ -108,7 +110,9 @@ impl Orchestrator {
                 health.gave_up.push(s.name.clone());
             }
         }
-        insights::insights(&runs, &hub, &resources, health, 1.0)
+        let m = &self.inner.metrics.hub;
+        let topics = m.topics();
+        insights::insights(&runs, &hub, &resources, health, 1.0, (m.share(), &topics))
     }
 
     /// Typed suggestions, each with its target, evidence, expected gain and

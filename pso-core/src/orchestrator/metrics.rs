@@ -78,6 +78,7 @@ impl Orchestrator {
             topics: m.hub.topics(),
             topics_tracked: m.hub.tracked_topics(),
             max_topics: m.hub.max_topics(),
+            hub_share: m.hub.share(),
             resources,
         }
     }

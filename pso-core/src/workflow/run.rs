@@ -381,7 +381,8 @@ impl RunInner {
             Ordering::Relaxed,
         );
         // At least one tick: `ran != 0` tells a step that ran (metrics).
-        t.ran.store(end.saturating_sub(start).max(1), Ordering::Relaxed);
+        t.ran
+            .store(end.saturating_sub(start).max(1), Ordering::Relaxed);
         t.worker.store(worker.wrapping_add(1), Ordering::Relaxed);
     }
 
@@ -827,7 +828,9 @@ impl RunInner {
 
     /// Folds the measured durations of succeeded steps into the estimates
     /// and, with metrics on, every step into its operation's series (one
-    /// pass; the operation table's lock is held for it).
+    /// pass; the operation table's lock is held for it): its terminal state
+    /// and retries always, its times if it is one of the sampled steps (see
+    /// [`timed_sample_mask`]).
     fn learn(&self) {
         let alpha = self.env.estimates.alpha();
         let mut shared: Vec<(std::sync::Arc<str>, u64)> = Vec::new();
@@ -837,6 +840,7 @@ impl RunInner {
         let mut fold = metrics
             .on()
             .then(|| (self.wf.metric_ops(metrics), metrics.ops.lock()));
+        let timed_mask = timed_sample_mask(self.wf.steps.len());
         for i in 0..self.wf.steps.len() {
             let (att, st) = split(self.state_word(i as u32));
             let t = &self.bufs.times[i];
@@ -845,8 +849,12 @@ impl RunInner {
             if let Some((ops, table)) = fold.as_mut()
                 && let Some(k) = metric_state(st)
             {
-                let timed = (ran != 0)
-                    .then(|| (ns, clock.delta_as_nanos(0, t.queued.load(Ordering::Relaxed))));
+                let timed = (ran != 0 && i & timed_mask == 0).then(|| {
+                    (
+                        ns,
+                        clock.delta_as_nanos(0, t.queued.load(Ordering::Relaxed)),
+                    )
+                });
                 table.record(self.wf.metric_series(i, ops), k, att, timed);
             }
             if st != SUCCEEDED {
@@ -920,6 +928,19 @@ impl RunInner {
             Duration::ZERO
         }
     }
+}
+
+/// Most steps of one run whose run time and queue wait go into the
+/// operation histograms (counts by state are exact).
+pub(crate) const TIMED_STEPS_PER_RUN: usize = 1024;
+
+/// Of a run of `n` steps, the steps `i` with `i & mask == 0` have their
+/// times recorded: all of them up to [`TIMED_STEPS_PER_RUN`] steps, else
+/// one in the power of two that keeps at most that many (recording a
+/// histogram value costs about as much as scheduling an empty step).
+#[inline]
+fn timed_sample_mask(n: usize) -> usize {
+    n.div_ceil(TIMED_STEPS_PER_RUN).next_power_of_two() - 1
 }
 
 /// The metrics index ([`crate::metrics::series::STEP_STATES`]) of a
