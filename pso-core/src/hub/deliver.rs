@@ -35,7 +35,7 @@ use super::queue::{Overflow, SubQueue, TakeEnd, Wait};
 use super::status::{EdgeStats, SubscriptionStatus};
 use super::tree::Grouped;
 use super::{HubError, HubInner};
-use crate::metrics::hub::HubMetrics;
+use crate::metrics::hub::{HubMetrics, TopicRun};
 use crate::model::{HandlerError, Priority};
 use crate::scheduler::{Job, Pool};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
@@ -208,15 +208,24 @@ impl Sub {
     }
 
     /// Counts `msg` handed to this subscription's receiver (metrics on):
-    /// on its topic, on its edge if it has a sender and this an owner, and
-    /// its latency if it was sampled. Returns the delivery time of a
-    /// sampled message (for [`HubMetrics::handled`]), else 0.
+    /// on its topic (in `run` if given), on its edge if it has a sender and
+    /// this an owner, and its latency if it was sampled. Returns the
+    /// delivery time of a sampled message (for [`HubMetrics::handled`]),
+    /// else 0.
     #[inline]
-    pub(crate) fn note_delivered(&self, msg: &Message) -> u64 {
+    pub(crate) fn note_delivered(&self, msg: &Message, run: Option<&mut TopicRun>) -> u64 {
         if !self.metrics.on() {
             return 0;
         }
-        let series = msg.route().series.get().map(|s| &**s);
+        let series = msg.route().series.get();
+        let counted = match (run, series) {
+            (Some(run), Some(s)) => {
+                run.add(s);
+                true
+            }
+            _ => false,
+        };
+        let series = series.map(|s| &**s);
         match (msg.sender_id(), &self.owner) {
             (Some(s), Some(_)) => {
                 let senders = self.senders.read();
@@ -224,9 +233,9 @@ impl Sub {
                     .iter()
                     .find(|(id, _)| *id == s)
                     .map(|(_, e)| &e.series);
-                self.metrics.delivered(series, edge, msg.sent())
+                self.metrics.delivered(series, counted, edge, msg.sent())
             }
-            _ => self.metrics.delivered(series, None, msg.sent()),
+            _ => self.metrics.delivered(series, counted, None, msg.sent()),
         }
     }
 
@@ -336,11 +345,12 @@ fn run_mailbox(sub: Arc<Sub>, pool: Arc<Pool>) {
         let _ = sub.queue.more();
         return;
     };
+    let mut run = TopicRun::default();
     for msg in batch.drain(..) {
         if sub.is_closed() {
             break;
         }
-        let delivered = sub.note_delivered(&msg);
+        let delivered = sub.note_delivered(&msg, Some(&mut run));
         let result = crate::unwind::run_handler(|| cb(&msg));
         if delivered != 0 {
             let series = msg.route().series.get().map(|s| &**s);
@@ -355,6 +365,7 @@ fn run_mailbox(sub: Arc<Sub>, pool: Arc<Pool>) {
         };
         drop(msg);
     }
+    run.flush();
     drop(batch);
     let put_back = {
         let mut s = slot.lock();
@@ -462,7 +473,7 @@ impl Subscription {
         match self.sub.queue.take(wait, &self.hub.pool) {
             Ok(m) => {
                 self.sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                let _ = self.sub.note_delivered(&m);
+                let _ = self.sub.note_delivered(&m, None);
                 Ok(m)
             }
             Err(TakeEnd::Empty) => Err(HubError::Timeout {

@@ -10,7 +10,10 @@
 //! (a power of two) gets a timestamp, and its delivery latency (publish to
 //! callback start, or to a pull receiver's `recv`) is recorded when it is
 //! delivered. Counters a publisher and a delivering worker both write sit on
-//! separate cache lines.
+//! separate cache lines. A callback mailbox counts the deliveries of a run
+//! of messages on one topic with one `fetch_add` ([`TopicRun`], flushed
+//! when the topic changes and at the end of each batch), so a topic's
+//! `delivered` may trail the callbacks by up to one batch.
 //!
 //! # The hub's share of message latency
 //! For a sampled message handed to a callback, the worker also times the
@@ -149,6 +152,46 @@ fn record_latency(h: &Mutex<Option<Box<Histo>>>, ns: u64) {
     h.lock().get_or_insert_with(Default::default).record(ns);
 }
 
+/// Deliveries counted for a run of consecutive messages on one topic, added
+/// to the topic's `delivered` in one step (on a change of topic, and when
+/// dropped).
+#[derive(Debug, Default)]
+pub(crate) struct TopicRun {
+    series: Option<Arc<TopicSeries>>,
+    n: u64,
+}
+
+impl TopicRun {
+    /// Counts one delivery on `s`.
+    #[inline]
+    pub(crate) fn add(&mut self, s: &Arc<TopicSeries>) {
+        match &self.series {
+            Some(cur) if Arc::ptr_eq(cur, s) => self.n += 1,
+            _ => {
+                self.flush();
+                self.series = Some(s.clone());
+                self.n = 1;
+            }
+        }
+    }
+
+    /// Adds what was counted to the topic.
+    pub(crate) fn flush(&mut self) {
+        if let Some(s) = &self.series
+            && self.n > 0
+        {
+            s.delivered.fetch_add(self.n, Ordering::Relaxed);
+        }
+        self.n = 0;
+    }
+}
+
+impl Drop for TopicRun {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// The hub's share of the registry. See the module docs.
 #[derive(Debug)]
 pub(crate) struct HubMetrics {
@@ -226,17 +269,21 @@ impl HubMetrics {
     }
 
     /// Counts a message handed to a receiver: on its topic's series (if it
-    /// was counted when published) and its edge (if any); records its
+    /// was counted when published; unless `topic_counted`, when the caller
+    /// counts it in a [`TopicRun`]) and its edge (if any); records its
     /// latency if it was sampled (`sent != 0`). Returns the time of
     /// delivery for a sampled message (see [`HubMetrics::handled`]), else 0.
     #[inline]
     pub(crate) fn delivered(
         &self,
         s: Option<&TopicSeries>,
+        topic_counted: bool,
         edge: Option<&EdgeSeries>,
         sent: u64,
     ) -> u64 {
-        if let Some(s) = s {
+        if let Some(s) = s
+            && !topic_counted
+        {
             s.delivered.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(e) = edge {
@@ -413,7 +460,25 @@ mod tests {
         let sampled = (0..8).filter(|_| m.published(&a) != 0).count();
         assert_eq!(sampled, 2);
         m.published(&c);
-        m.delivered(Some(&a), None, m.now_ns());
+        m.delivered(Some(&a), false, None, m.now_ns());
+        {
+            let mut run = TopicRun::default();
+            run.add(&a);
+            run.add(&a);
+            run.add(&c);
+            assert_eq!(
+                a.delivered.load(Ordering::Relaxed),
+                3,
+                "flushed on a change"
+            );
+        }
+        assert_eq!(
+            c.delivered.load(Ordering::Relaxed),
+            1,
+            "flushed when dropped"
+        );
+        a.delivered.fetch_sub(2, Ordering::Relaxed);
+        c.delivered.fetch_sub(1, Ordering::Relaxed);
         m.dropped(Some(&a), None);
         let t = m.topics();
         assert_eq!(t.len(), 2);

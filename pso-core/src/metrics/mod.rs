@@ -113,7 +113,7 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
-            latency_sample_every: 64,
+            latency_sample_every: 256,
             max_topics: 1024,
             utilization_interval: Duration::from_secs(1),
             utilization_intervals: 300,
@@ -122,7 +122,7 @@ impl Default for MetricsConfig {
 }
 
 impl MetricsConfig {
-    /// The defaults: one hub message in 64 timed, 1024 topics tracked one
+    /// The defaults: one hub message in 256 timed, 1024 topics tracked one
     /// by one, utilization in 300 intervals of 1 s.
     pub fn new() -> Self {
         Self::default()
