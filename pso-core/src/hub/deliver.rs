@@ -178,6 +178,7 @@ impl Grouped for Arc<Sub> {
 }
 
 impl Sub {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: u64,
         pattern: Arc<str>,

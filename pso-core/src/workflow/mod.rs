@@ -25,6 +25,7 @@ mod def;
 mod deferred;
 mod env;
 mod fanout;
+mod fold;
 pub(crate) mod history;
 pub(crate) mod limits;
 #[cfg(all(test, loom))]

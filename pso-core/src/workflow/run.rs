@@ -69,6 +69,7 @@ use super::context::StepContext;
 use super::deferred::{AfterReturn, Claim};
 use super::env::{RunEnv, RunOptions};
 use super::fanout::ChildGroup;
+use super::fold::{metric_state, timed_sample_mask};
 use super::limits::{Acquire, Waiter};
 use super::plan::{self, RunPlan};
 use super::resources::{LeaseStep, StepLease};
@@ -830,7 +831,7 @@ impl RunInner {
     /// and, with metrics on, every step into its operation's series (one
     /// pass; the operation table's lock is held for it): its terminal state
     /// and retries always, its times if it is one of the sampled steps (see
-    /// [`timed_sample_mask`]).
+    /// [`timed_sample_mask`](super::fold::timed_sample_mask)).
     fn learn(&self) {
         let alpha = self.env.estimates.alpha();
         let mut shared: Vec<(std::sync::Arc<str>, u64)> = Vec::new();
@@ -884,42 +885,6 @@ impl RunInner {
         }
     }
 
-    /// Folds fan-out children into their operations' series (looked up by
-    /// name: children are dynamic).
-    #[cold]
-    fn fold_children(&self, table: &mut crate::metrics::series::OpTable) {
-        let groups = self.groups.lock();
-        let clock = &self.env.clock;
-        let mut key = String::new();
-        for g in groups.iter() {
-            for (k, def) in g.defs.iter().enumerate() {
-                let (att, st) = split(g.state[k].load(Ordering::Acquire));
-                let Some(state) = metric_state(st) else {
-                    continue;
-                };
-                let series = match (&def.system, &def.op) {
-                    (Some(s), Some(op)) => {
-                        key.clear();
-                        key.push_str(s);
-                        key.push('.');
-                        key.push_str(op);
-                        table.index_of(&key, s)
-                    }
-                    _ => 0,
-                };
-                let t = &g.times[k];
-                let ran = t.ran.load(Ordering::Relaxed);
-                let timed = (ran != 0).then(|| {
-                    (
-                        clock.delta_as_nanos(0, ran),
-                        clock.delta_as_nanos(0, t.queued.load(Ordering::Relaxed)),
-                    )
-                });
-                table.record(series, state, att, timed);
-            }
-        }
-    }
-
     /// Converts raw clock ticks to a duration.
     pub(crate) fn ticks(&self, raw: u64) -> Duration {
         if self.timing {
@@ -927,34 +892,6 @@ impl RunInner {
         } else {
             Duration::ZERO
         }
-    }
-}
-
-/// Most steps of one run whose run time and queue wait go into the
-/// operation histograms (counts by state are exact).
-pub(crate) const TIMED_STEPS_PER_RUN: usize = 1024;
-
-/// Of a run of `n` steps, the steps `i` with `i & mask == 0` have their
-/// times recorded: all of them up to [`TIMED_STEPS_PER_RUN`] steps, else
-/// one in the power of two that keeps at most that many (recording a
-/// histogram value costs about as much as scheduling an empty step).
-#[inline]
-fn timed_sample_mask(n: usize) -> usize {
-    n.div_ceil(TIMED_STEPS_PER_RUN).next_power_of_two() - 1
-}
-
-/// The metrics index ([`crate::metrics::series::STEP_STATES`]) of a
-/// terminal state.
-#[inline]
-fn metric_state(st: u32) -> Option<usize> {
-    use crate::metrics::series as m;
-    match st {
-        SUCCEEDED => Some(m::SUCCEEDED),
-        FAILED => Some(m::FAILED),
-        CANCELLED | CANCELLED_Q => Some(m::CANCELLED),
-        TIMED_OUT | TIMED_OUT_Q => Some(m::TIMED_OUT),
-        SKIPPED => Some(m::SKIPPED),
-        _ => None,
     }
 }
 
