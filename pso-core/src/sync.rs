@@ -10,15 +10,15 @@
 pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
+/// loom has no `OnceLock`; the std one is used in both builds (only for
+/// lazily created, never reset caches).
+pub(crate) use std::sync::OnceLock;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
 };
 #[cfg(not(loom))]
 pub(crate) use std::thread;
-/// loom has no `OnceLock`; the std one is used in both builds (only for
-/// lazily created, never reset caches).
-pub(crate) use std::sync::OnceLock;
 
 /// For process-wide id counters in `static`s: always `std`'s (loom's atomics
 /// cannot be built in a `const` context). Never part of a protocol.

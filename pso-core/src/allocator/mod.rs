@@ -34,12 +34,12 @@ use smallvec::SmallVec;
 use thiserror::Error;
 
 use crate::error::{ErrorKind, PsoError};
+use crate::metrics::LeaseMetrics;
+use crate::metrics::usage::{ResourceUtilization, UsageConfig};
 use crate::model::Priority;
 use crate::registry::Registry;
 use crate::scheduler::{Job, Pool, Timer};
 use crate::sync::{Arc, Mutex, RwLock};
-use crate::metrics::usage::{ResourceUtilization, UsageConfig};
-use crate::metrics::LeaseMetrics;
 use decide::{Core, Effects, Id, Part, Policy};
 
 pub use lease::{Lease, PendingLease};

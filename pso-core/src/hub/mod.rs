@@ -392,7 +392,8 @@ impl HubInner {
         if offered && let Some(e) = &edge {
             e.series.published();
         }
-        self.metrics.dropped(series, edge.as_ref().map(|e| &e.series));
+        self.metrics
+            .dropped(series, edge.as_ref().map(|e| &e.series));
     }
 
     /// Every edge with anything counted since the last reset.
@@ -402,7 +403,10 @@ impl HubInner {
             .all()
             .into_iter()
             .filter(|(_, _, e)| !e.series.is_empty())
-            .map(|(f, t, e)| e.series.snapshot(&self.system_name(f), &self.system_name(t)))
+            .map(|(f, t, e)| {
+                e.series
+                    .snapshot(&self.system_name(f), &self.system_name(t))
+            })
             .collect();
         out.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
         out

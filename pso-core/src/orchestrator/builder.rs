@@ -335,9 +335,7 @@ impl OrchestratorBuilder {
             })?;
         let pool = Arc::new(pool);
         let metrics = Arc::new(metrics::Registry::new(self.metrics, self.metrics_config));
-        let registry = Arc::new(RwLock::new(Registry::with_metrics(
-            metrics.switch.clone(),
-        )));
+        let registry = Arc::new(RwLock::new(Registry::with_metrics(metrics.switch.clone())));
         let env = Arc::new(RunEnv::new(
             pool.clone(),
             registry.clone(),

@@ -145,7 +145,8 @@ impl RunInner {
                 start.saturating_sub(t.ready.load(Ordering::Relaxed)),
                 Ordering::Relaxed,
             );
-            t.ran.store(end.saturating_sub(start).max(1), Ordering::Relaxed);
+            t.ran
+                .store(end.saturating_sub(start).max(1), Ordering::Relaxed);
             let worker = self
                 .env
                 .pool

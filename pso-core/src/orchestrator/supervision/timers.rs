@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use crate::metrics::Probe;
 use crate::model::HandlerError;
 use crate::orchestrator::{Inner, Orchestrator};
 use crate::scheduler::Job;
-use crate::metrics::Probe;
-use crate::supervise::{HealthReport, HealthStatus};
 use crate::supervise::monitor::Flap;
+use crate::supervise::{HealthReport, HealthStatus};
 use crate::sync::Arc;
 use crate::unwind;
 
