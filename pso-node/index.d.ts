@@ -184,17 +184,17 @@ export declare class Hub {
    */
   subscriptions(): Array<SubscriptionStatus>
   /** Gives the pair `a`–`b` a direct channel (declared), with `reason`. */
-  openDirect(a: string, b: string, reason?: string | undefined | null): void
+  openDirect(a: string, b: string, reason?: string): void
   /** Promotes the pair to a direct channel (recorded as a promotion). */
-  promote(a: string, b: string, reason?: string | undefined | null): void
+  promote(a: string, b: string, reason?: string): void
   /**
    * Closes a promoted or declared pair's channel; routing reverts to the
    * hub (`PSO_NOT_FOUND` without one, `PSO_INVALID_ARGUMENT` for a mesh
    * pair).
    */
-  demote(a: string, b: string, reason?: string | undefined | null): void
+  demote(a: string, b: string, reason?: string): void
   /** Closes the pair's channel (`PSO_NOT_FOUND` without one). */
-  closeDirect(a: string, b: string, reason?: string | undefined | null): void
+  closeDirect(a: string, b: string, reason?: string): void
   /**
    * Takes `me`'s end of the channel to `peer` (`PSO_NOT_FOUND` if the
    * pair has none, `PSO_ALREADY_EXISTS` if that end was taken).

@@ -29,6 +29,7 @@ mod allocator;
 mod coordination;
 mod hub;
 mod pump;
+mod settle;
 mod state;
 
 pub use crate::allocator::lease::{JsLease, JsPreemptNotice};

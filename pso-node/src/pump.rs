@@ -40,8 +40,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use napi::bindgen_prelude::{JsObjectValue, Object, ObjectRef, Undefined};
-use napi::{Env, JsDeferred};
+use napi::Env;
+use napi::bindgen_prelude::{JsObjectValue, JsValue, Object, Undefined};
+
+use crate::settle::{self, Outcome, Ticket};
 
 /// A blocking source of items.
 pub(crate) trait Source: Send + Sync + 'static {
@@ -71,9 +73,6 @@ pub(crate) trait Source: Send + Sync + 'static {
     fn end_to_js(env: &Env, end: &Self::End) -> napi::Error;
 }
 
-type Resolver = Box<dyn FnOnce(Env) -> napi::Result<ObjectRef<false>> + Send>;
-type Deferred = JsDeferred<ObjectRef<false>, Resolver>;
-
 /// How a read's Promise resolves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shape {
@@ -91,7 +90,7 @@ enum Got<S: Source> {
 }
 
 struct Waiter {
-    deferred: Deferred,
+    deferred: Ticket,
     shape: Shape,
     deadline: Option<Instant>,
     asked: Instant,
@@ -150,25 +149,25 @@ impl<S: Source> Inbox<S> {
         shape: Shape,
         timeout: Option<Duration>,
     ) -> napi::Result<Object<'e>> {
-        let (deferred, promise) = env.create_deferred::<ObjectRef<false>, Resolver>()?;
+        let (deferred, promise) = settle::promise(env)?;
         let asked = Instant::now();
         let mut st = lock(&self.state);
         if let Some(end) = st.ended.clone() {
             drop(st);
             let normal = self.source.is_normal_end(&end);
-            self.settle(deferred, shape, Got::End(end, normal));
+            self.settle(Some(env), deferred, shape, Got::End(end, normal));
             return Ok(promise);
         }
         if st.waiters.is_empty() && self.unsettled.load(Ordering::Acquire) == 0 {
             match self.source.next(Duration::ZERO) {
                 Ok(Some(item)) => {
                     drop(st);
-                    self.settle(deferred, shape, Got::Item(item));
+                    self.settle(Some(env), deferred, shape, Got::Item(item));
                     return Ok(promise);
                 }
                 Ok(None) if timeout == Some(Duration::ZERO) => {
                     drop(st);
-                    self.settle(deferred, shape, Got::Timeout(Duration::ZERO));
+                    self.settle(Some(env), deferred, shape, Got::Timeout(Duration::ZERO));
                     return Ok(promise);
                 }
                 Ok(None) => {}
@@ -176,7 +175,7 @@ impl<S: Source> Inbox<S> {
                     st.ended = Some(end.clone());
                     drop(st);
                     let normal = self.source.is_normal_end(&end);
-                    self.settle(deferred, shape, Got::End(end, normal));
+                    self.settle(Some(env), deferred, shape, Got::End(end, normal));
                     return Ok(promise);
                 }
             }
@@ -204,8 +203,8 @@ impl<S: Source> Inbox<S> {
             drop(st);
             let message = format!("cannot start a thread to read {}: {e}", self.what);
             for w in waiters {
-                let message = message.clone();
-                w.deferred.reject(crate::error::io(env, message));
+                let e = crate::error::io(env, message.clone());
+                settle::settle_now(env, w.deferred, settle::reject(e));
             }
         }
         Ok(promise)
@@ -229,7 +228,7 @@ impl<S: Source> Inbox<S> {
         drop(st);
         let normal = self.source.is_normal_end(&end);
         for w in waiters {
-            self.settle(w.deferred, w.shape, Got::End(end.clone(), normal));
+            self.settle(None, w.deferred, w.shape, Got::End(end.clone(), normal));
         }
         if !pumping {
             self.source.shutdown();
@@ -269,7 +268,7 @@ impl<S: Source> Inbox<S> {
                 Ok(Some(item)) => {
                     if let Some(w) = st.waiters.pop_front() {
                         drop(st);
-                        self.settle(w.deferred, w.shape, Got::Item(item));
+                        self.settle(None, w.deferred, w.shape, Got::Item(item));
                     }
                 }
                 Ok(None) => {
@@ -287,7 +286,7 @@ impl<S: Source> Inbox<S> {
                     drop(st);
                     for w in expired {
                         let waited = now.saturating_duration_since(w.asked);
-                        self.settle(w.deferred, w.shape, Got::Timeout(waited));
+                        self.settle(None, w.deferred, w.shape, Got::Timeout(waited));
                     }
                 }
                 Err(end) => {
@@ -299,7 +298,7 @@ impl<S: Source> Inbox<S> {
                     drop(st);
                     let normal = self.source.is_normal_end(&end);
                     for w in waiters {
-                        self.settle(w.deferred, w.shape, Got::End(end.clone(), normal));
+                        self.settle(None, w.deferred, w.shape, Got::End(end.clone(), normal));
                     }
                     break;
                 }
@@ -308,33 +307,39 @@ impl<S: Source> Inbox<S> {
         self.source.shutdown();
     }
 
-    fn settle(&self, deferred: Deferred, shape: Shape, got: Got<S>) {
+    /// Settles a read: now when on the JS thread (`env`), else through the
+    /// settler's queue.
+    fn settle(&self, env: Option<&Env>, deferred: Ticket, shape: Shape, got: Got<S>) {
         let unsettled = self.unsettled.clone();
         unsettled.fetch_add(1, Ordering::AcqRel);
-        // Built from what the source says now; turned into an error on the JS thread.
+        // Built from what the source says now; an error on the JS thread.
         let timeout_message = match &got {
             Got::Timeout(waited) => self.timeout_message(*waited),
             _ => String::new(),
         };
-        deferred.resolve(Box::new(move |env: Env| {
+        let outcome: Outcome = Box::new(move |env: &Env| {
             unsettled.fetch_sub(1, Ordering::AcqRel);
             match got {
                 Got::Item(item) => {
-                    let v = S::item_to_js(&env, item)?;
+                    let v = S::item_to_js(env, item)?;
                     match shape {
-                        Shape::Value => v.create_ref(),
-                        Shape::Step => step(&env, Some(v))?.create_ref(),
+                        Shape::Value => Ok(v.to_unknown()),
+                        Shape::Step => Ok(step(env, Some(v))?.to_unknown()),
                     }
                 }
-                Got::End(_, true) if shape == Shape::Step => step(&env, None)?.create_ref(),
-                Got::End(end, _) => Err(S::end_to_js(&env, &end)),
+                Got::End(_, true) if shape == Shape::Step => Ok(step(env, None)?.to_unknown()),
+                Got::End(end, _) => Err(S::end_to_js(env, &end)),
                 Got::Timeout(_) => Err(crate::error::of_kind(
-                    &env,
+                    env,
                     pso_core::ErrorKind::Timeout,
                     &timeout_message,
                 )),
             }
-        }));
+        });
+        match env {
+            Some(env) => settle::settle_now(env, deferred, outcome),
+            None => deferred.settle(outcome),
+        }
     }
 
     fn timeout_message(&self, waited: Duration) -> String {

@@ -18,7 +18,7 @@ use std::thread;
 use std::time::Duration;
 
 use napi::Env;
-use napi::bindgen_prelude::{JsObjectValue, Object, Unknown};
+use napi::bindgen_prelude::{JsObjectValue, Object, ToNapiValue, Unknown};
 use napi_derive::napi;
 use pso_core::{DirectEnd, DirectSendError, HubError, Mesh, PsoError, Value};
 
@@ -28,6 +28,7 @@ use crate::error;
 use crate::model::js::{self, check_keys, get};
 use crate::orchestrator::guard;
 use crate::pump::{Inbox, Shape, Source};
+use crate::settle::{reject, settle_now};
 
 /// An end as a pump source.
 pub(crate) struct DirectSource {
@@ -100,8 +101,6 @@ impl std::fmt::Debug for JsDirectEnd {
     }
 }
 
-type SendResolver = Box<dyn FnOnce(Env) -> napi::Result<()> + Send>;
-
 #[napi]
 impl JsDirectEnd {
     /// This side's system.
@@ -142,7 +141,7 @@ impl JsDirectEnd {
         value: Unknown<'_>,
         options: Option<Unknown<'_>>,
     ) -> napi::Result<Object<'e>> {
-        let (deferred, promise) = env.create_deferred::<(), SendResolver>()?;
+        let (ticket, promise) = crate::settle::promise(env)?;
         let prepared = guard(env, || {
             let v = payload(env, value, "the value")?;
             let timeout = match js::opt_object(env, options, "options")? {
@@ -157,26 +156,26 @@ impl JsDirectEnd {
         let (v, timeout) = match prepared {
             Ok(p) => p,
             Err(e) => {
-                deferred.reject(e);
+                settle_now(env, ticket, reject(e));
                 return Ok(promise);
             }
         };
         let v = match self.inbox.source().end.try_lock() {
             Ok(mut end) => match end.try_send(v) {
                 Ok(()) => {
-                    deferred.resolve(Box::new(|_| Ok(())));
+                    settle_now(env, ticket, Box::new(|env: &Env| ().into_unknown(env)));
                     return Ok(promise);
                 }
                 Err(DirectSendError::Full(v)) if timeout != Some(Duration::ZERO) => v,
                 Err(e) => {
-                    deferred.reject(send_error(env, &e));
+                    settle_now(env, ticket, reject(send_error(env, &e)));
                     return Ok(promise);
                 }
             },
             Err(_) => v,
         };
         let inbox = self.inbox.clone();
-        let slot = Arc::new(Mutex::new(Some(deferred)));
+        let slot = Arc::new(Mutex::new(Some(ticket)));
         let thread_slot = slot.clone();
         let spawned = thread::Builder::new()
             .name("pso-node-direct".to_owned())
@@ -188,14 +187,18 @@ impl JsDirectEnd {
                         None => end.send(v),
                     }
                 };
-                if let Some(d) = lock(&thread_slot).take() {
-                    d.resolve(Box::new(move |env| r.map_err(|e| send_error(&env, &e))));
+                if let Some(t) = lock(&thread_slot).take() {
+                    t.settle(Box::new(move |env: &Env| match r {
+                        Ok(()) => ().into_unknown(env),
+                        Err(e) => Err(send_error(env, &e)),
+                    }));
                 }
             });
         if let Err(e) = spawned
-            && let Some(d) = lock(&slot).take()
+            && let Some(t) = lock(&slot).take()
         {
-            d.reject(error::io(env, format!("cannot start a send thread: {e}")));
+            let e = error::io(env, format!("cannot start a send thread: {e}"));
+            settle_now(env, t, reject(e));
         }
         Ok(promise)
     }
@@ -300,9 +303,16 @@ impl JsMesh {
     }
 
     /// Takes `me`'s end of the channel to `peer`.
-    #[napi]
-    pub fn endpoint(&self, env: &Env, me: String, peer: String) -> napi::Result<JsDirectEnd> {
+    #[napi(ts_args_type = "me: string, peer: string")]
+    pub fn endpoint(
+        &self,
+        env: &Env,
+        me: Unknown<'_>,
+        peer: Unknown<'_>,
+    ) -> napi::Result<JsDirectEnd> {
         guard(env, || {
+            let me = js::string(env, me, "me")?;
+            let peer = js::string(env, peer, "peer")?;
             let end = {
                 let m = lock(&self.mesh);
                 let m = m.as_ref().ok_or_else(|| {
@@ -334,6 +344,23 @@ impl JsMesh {
     }
 }
 
+/// `a`, `b` and `reason` (default `default`) of a pair verb.
+fn pair_args(
+    env: &Env,
+    a: Unknown<'_>,
+    b: Unknown<'_>,
+    reason: Option<Unknown<'_>>,
+    default: &str,
+) -> napi::Result<(String, String, String)> {
+    let a = js::string(env, a, "a")?;
+    let b = js::string(env, b, "b")?;
+    let reason = match reason {
+        Some(r) => js::opt_string(env, r, "reason")?,
+        None => None,
+    };
+    Ok((a, b, reason.unwrap_or_else(|| default.to_owned())))
+}
+
 fn direct_end(hub: pso_core::Hub, end: DirectEnd) -> JsDirectEnd {
     let system = end.system().to_owned();
     let peer = end.peer().to_owned();
@@ -354,35 +381,37 @@ fn direct_end(hub: pso_core::Hub, end: DirectEnd) -> JsDirectEnd {
 #[napi]
 impl JsHub {
     /// Gives the pair `a`–`b` a direct channel (declared), with `reason`.
-    #[napi]
+    #[napi(ts_args_type = "a: string, b: string, reason?: string")]
     pub fn open_direct(
         &self,
         env: &Env,
-        a: String,
-        b: String,
-        reason: Option<String>,
+        a: Unknown<'_>,
+        b: Unknown<'_>,
+        reason: Option<Unknown<'_>>,
     ) -> napi::Result<()> {
         guard(env, || {
+            let (a, b, reason) = pair_args(env, a, b, reason, "declared")?;
             self.core(env)?
                 .hub()
-                .open_direct(&a, &b, reason.as_deref().unwrap_or("declared"))
+                .open_direct(&a, &b, &reason)
                 .map_err(|e| hub_error(env, &e))
         })
     }
 
     /// Promotes the pair to a direct channel (recorded as a promotion).
-    #[napi]
+    #[napi(ts_args_type = "a: string, b: string, reason?: string")]
     pub fn promote(
         &self,
         env: &Env,
-        a: String,
-        b: String,
-        reason: Option<String>,
+        a: Unknown<'_>,
+        b: Unknown<'_>,
+        reason: Option<Unknown<'_>>,
     ) -> napi::Result<()> {
         guard(env, || {
+            let (a, b, reason) = pair_args(env, a, b, reason, "promoted")?;
             self.core(env)?
                 .hub()
-                .promote(&a, &b, reason.as_deref().unwrap_or("promoted"))
+                .promote(&a, &b, &reason)
                 .map_err(|e| hub_error(env, &e))
         })
     }
@@ -390,44 +419,53 @@ impl JsHub {
     /// Closes a promoted or declared pair's channel; routing reverts to the
     /// hub (`PSO_NOT_FOUND` without one, `PSO_INVALID_ARGUMENT` for a mesh
     /// pair).
-    #[napi]
+    #[napi(ts_args_type = "a: string, b: string, reason?: string")]
     pub fn demote(
         &self,
         env: &Env,
-        a: String,
-        b: String,
-        reason: Option<String>,
+        a: Unknown<'_>,
+        b: Unknown<'_>,
+        reason: Option<Unknown<'_>>,
     ) -> napi::Result<()> {
         guard(env, || {
+            let (a, b, reason) = pair_args(env, a, b, reason, "demoted")?;
             self.core(env)?
                 .hub()
-                .demote(&a, &b, reason.as_deref().unwrap_or("demoted"))
+                .demote(&a, &b, &reason)
                 .map_err(|e| hub_error(env, &e))
         })
     }
 
     /// Closes the pair's channel (`PSO_NOT_FOUND` without one).
-    #[napi]
+    #[napi(ts_args_type = "a: string, b: string, reason?: string")]
     pub fn close_direct(
         &self,
         env: &Env,
-        a: String,
-        b: String,
-        reason: Option<String>,
+        a: Unknown<'_>,
+        b: Unknown<'_>,
+        reason: Option<Unknown<'_>>,
     ) -> napi::Result<()> {
         guard(env, || {
+            let (a, b, reason) = pair_args(env, a, b, reason, "closed")?;
             self.core(env)?
                 .hub()
-                .close_direct(&a, &b, reason.as_deref().unwrap_or("closed"))
+                .close_direct(&a, &b, &reason)
                 .map_err(|e| hub_error(env, &e))
         })
     }
 
     /// Takes `me`'s end of the channel to `peer` (`PSO_NOT_FOUND` if the
     /// pair has none, `PSO_ALREADY_EXISTS` if that end was taken).
-    #[napi]
-    pub fn endpoint(&self, env: &Env, me: String, peer: String) -> napi::Result<JsDirectEnd> {
+    #[napi(ts_args_type = "me: string, peer: string")]
+    pub fn endpoint(
+        &self,
+        env: &Env,
+        me: Unknown<'_>,
+        peer: Unknown<'_>,
+    ) -> napi::Result<JsDirectEnd> {
         guard(env, || {
+            let me = js::string(env, me, "me")?;
+            let peer = js::string(env, peer, "peer")?;
             let hub = self.core(env)?.hub();
             let end = hub.endpoint(&me, &peer).map_err(|e| hub_error(env, &e))?;
             Ok(direct_end(hub.clone(), end))
@@ -436,9 +474,10 @@ impl JsHub {
 
     /// Opens a mesh scope over `systems` (at least two): every pair gets a
     /// direct channel until the mesh is closed.
-    #[napi]
-    pub fn mesh(&self, env: &Env, systems: Vec<String>) -> napi::Result<JsMesh> {
+    #[napi(ts_args_type = "systems: Array<string>")]
+    pub fn mesh(&self, env: &Env, systems: Unknown<'_>) -> napi::Result<JsMesh> {
         guard(env, || {
+            let systems = js::strings(env, systems, "systems")?;
             let hub = self.core(env)?.hub();
             let mesh = hub.mesh(&systems).map_err(|e| hub_error(env, &e))?;
             Ok(JsMesh {

@@ -46,8 +46,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread;
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Function, JsObjectValue, Object, Unknown};
-use napi::{Env, JsDeferred, ValueType};
+use napi::bindgen_prelude::{
+    Function, JavaScriptClassExt, JsObjectValue, JsValue, Object, ToNapiValue, Unknown,
+};
+use napi::{Env, ValueType};
 use napi_derive::napi;
 use pso_core::{Gather, HubError, Orchestrator, Overflow, SubscribeOptions, Value};
 
@@ -57,6 +59,7 @@ use self::subscription::JsSubscription;
 use crate::error;
 use crate::model::js::{self, check_keys, get};
 use crate::orchestrator::{JsOrchestrator, guard};
+use crate::settle::{self, Ticket};
 
 /// `subscribe(pattern, options)`.
 #[napi(
@@ -513,39 +516,41 @@ impl JsHub {
     }
 }
 
-type MessageResolver = Box<dyn FnOnce(Env) -> napi::Result<JsMessage> + Send>;
-type ManyResolver = Box<dyn FnOnce(Env) -> napi::Result<Vec<JsMessage>> + Send>;
-type CountResolver = Box<dyn FnOnce(Env) -> napi::Result<f64> + Send>;
-
-/// Runs `f` on a thread of its own, then settles `deferred` with
-/// `settle(result)` on the JS thread.
-fn on_thread<T: Send + 'static, D: napi::bindgen_prelude::ToNapiValue + 'static>(
+/// Runs `f` on a thread of its own; its result settles the Promise of
+/// `ticket` through `settle` (on the JS thread).
+fn on_thread<T: Send + 'static>(
     env: &Env,
-    deferred: JsDeferred<D, Box<dyn FnOnce(Env) -> napi::Result<D> + Send>>,
+    ticket: Ticket,
     f: impl FnOnce() -> T + Send + 'static,
-    settle: impl FnOnce(&Env, T) -> napi::Result<D> + Send + 'static,
+    to_js: impl for<'e> FnOnce(&'e Env, T) -> napi::Result<Unknown<'e>> + Send + 'static,
 ) {
-    let slot = Arc::new(Mutex::new(Some(deferred)));
+    let slot = Arc::new(Mutex::new(Some(ticket)));
     let thread_slot = slot.clone();
     let spawned = thread::Builder::new()
         .name("pso-node-request".to_owned())
         .spawn(move || {
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-            if let Some(d) = lock(&thread_slot).take() {
-                d.resolve(Box::new(move |env: Env| match out {
-                    Ok(v) => settle(&env, v),
-                    Err(panic) => Err(error::internal(&env, panic)),
+            if let Some(t) = lock(&thread_slot).take() {
+                t.settle(Box::new(move |env: &Env| match out {
+                    Ok(v) => to_js(env, v),
+                    Err(panic) => Err(error::internal(env, panic)),
                 }));
             }
         });
     if let Err(e) = spawned
-        && let Some(d) = lock(&slot).take()
+        && let Some(t) = lock(&slot).take()
     {
-        d.reject(error::io(
-            env,
-            format!("cannot start a request thread: {e}"),
-        ));
+        let e = error::io(env, format!("cannot start a request thread: {e}"));
+        settle::settle_now(env, t, settle::reject(e));
     }
+}
+
+/// A `Message` instance.
+pub(crate) fn message_js(env: &Env, m: pso_core::Message) -> napi::Result<Unknown<'_>> {
+    Ok(JsMessage::new(m)
+        .into_instance(env)?
+        .as_object(env)
+        .to_unknown())
 }
 
 fn sender_opt(
@@ -578,7 +583,7 @@ impl JsHub {
         payload_arg: Option<Unknown<'_>>,
         options: Option<Unknown<'_>>,
     ) -> napi::Result<Object<'e>> {
-        let (deferred, promise) = env.create_deferred::<f64, CountResolver>()?;
+        let (ticket, promise) = settle::promise(env)?;
         let prepared = guard(env, || {
             let core = self.core(env)?.clone();
             let topic = js::string(env, topic, "topic")?;
@@ -592,11 +597,11 @@ impl JsHub {
         let (core, topic, v, sender) = match prepared {
             Ok(p) => p,
             Err(e) => {
-                deferred.reject(e);
+                settle::settle_now(env, ticket, settle::reject(e));
                 return Ok(promise);
             }
         };
-        let slot = Arc::new(Mutex::new(Some(deferred)));
+        let slot = Arc::new(Mutex::new(Some(ticket)));
         let job_slot = slot.clone();
         let job: Job = Box::new(move || {
             let hub = core.hub();
@@ -604,16 +609,17 @@ impl JsHub {
                 Some(s) => hub.publish_from(s, &topic, v),
                 None => hub.publish(&topic, v),
             };
-            if let Some(d) = lock(&job_slot).take() {
-                d.resolve(Box::new(move |env: Env| {
-                    r.map(|n| n as f64).map_err(|e| hub_error(&env, &e))
+            if let Some(t) = lock(&job_slot).take() {
+                t.settle(Box::new(move |env: &Env| match r {
+                    Ok(n) => (n as f64).into_unknown(env),
+                    Err(e) => Err(hub_error(env, &e)),
                 }));
             }
         });
         if let Err(m) = self.shared.publish_job(job)
-            && let Some(d) = lock(&slot).take()
+            && let Some(t) = lock(&slot).take()
         {
-            d.reject(error::io(env, m));
+            settle::settle_now(env, t, settle::reject(error::io(env, m)));
         }
         Ok(promise)
     }
@@ -681,7 +687,7 @@ impl JsHub {
         payload_arg: Option<Unknown<'_>>,
         options: Option<Unknown<'_>>,
     ) -> napi::Result<Object<'e>> {
-        let (deferred, promise) = env.create_deferred::<JsMessage, MessageResolver>()?;
+        let (ticket, promise) = settle::promise(env)?;
         let prepared = guard(env, || {
             let core = self.core(env)?.clone();
             let topic = js::string(env, topic, "topic")?;
@@ -705,14 +711,17 @@ impl JsHub {
         match prepared {
             Ok((core, topic, v, timeout, sender)) => on_thread(
                 env,
-                deferred,
+                ticket,
                 move || match &sender {
                     Some(s) => core.hub().request_from(s, &topic, v, timeout),
                     None => core.hub().request(&topic, v, timeout),
                 },
-                |env, r| r.map(JsMessage::new).map_err(|e| hub_error(env, &e)),
+                |env, r| match r {
+                    Ok(m) => message_js(env, m),
+                    Err(e) => Err(hub_error(env, &e)),
+                },
             ),
-            Err(e) => deferred.reject(e),
+            Err(e) => settle::settle_now(env, ticket, settle::reject(e)),
         }
         Ok(promise)
     }
@@ -732,7 +741,7 @@ impl JsHub {
         payload_arg: Unknown<'_>,
         options: Unknown<'_>,
     ) -> napi::Result<Object<'e>> {
-        let (deferred, promise) = env.create_deferred::<Vec<JsMessage>, ManyResolver>()?;
+        let (ticket, promise) = settle::promise(env)?;
         let prepared = guard(env, || {
             let core = self.core(env)?.clone();
             let topic = js::string(env, topic, "topic")?;
@@ -763,14 +772,18 @@ impl JsHub {
         match prepared {
             Ok((core, topic, v, gather)) => on_thread(
                 env,
-                deferred,
+                ticket,
                 move || core.hub().request_many(&topic, v, gather),
-                |env, r| {
-                    r.map(|ms| ms.into_iter().map(JsMessage::new).collect())
-                        .map_err(|e| hub_error(env, &e))
+                |env, r| match r {
+                    Ok(ms) => ms
+                        .into_iter()
+                        .map(JsMessage::new)
+                        .collect::<Vec<_>>()
+                        .into_unknown(env),
+                    Err(e) => Err(hub_error(env, &e)),
                 },
             ),
-            Err(e) => deferred.reject(e),
+            Err(e) => settle::settle_now(env, ticket, settle::reject(e)),
         }
         Ok(promise)
     }

@@ -15,15 +15,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use napi::Env;
 use napi::bindgen_prelude::{
     FnArgs, Function, FunctionCallContext, JsValue, Object, ObjectFinalize, ObjectRef, This,
     ToNapiValue, Unknown,
 };
-use napi::{Env, JsDeferred};
 use napi_derive::napi;
 use pso_core::{HubError, Message, Subscription};
 
-use super::message::JsMessage;
 use super::status::{self, JsSubscriptionStatus};
 use super::{HubShared, hub_error, lock};
 use crate::error;
@@ -68,8 +67,7 @@ impl Source for SubSource {
     fn shutdown(&self) {}
 
     fn item_to_js<'e>(env: &'e Env, item: Message) -> napi::Result<Object<'e>> {
-        use napi::bindgen_prelude::JavaScriptClassExt;
-        Ok(JsMessage::new(item).into_instance(env)?.as_object(env))
+        super::message_js(env, item)?.coerce_to_object()
     }
 
     fn end_to_js(env: &Env, end: &HubError) -> napi::Error {
@@ -358,8 +356,5 @@ pub(crate) fn run_loop<S: Source>(
 
 /// A Promise already rejected with `e`.
 pub(crate) fn rejected<'e>(env: &'e Env, e: napi::Error) -> napi::Result<Object<'e>> {
-    type R = Box<dyn FnOnce(Env) -> napi::Result<()> + Send>;
-    let (deferred, promise): (JsDeferred<(), R>, Object<'e>) = env.create_deferred()?;
-    deferred.reject(e);
-    Ok(promise)
+    crate::settle::settled(env, crate::settle::reject(e))
 }
