@@ -12,7 +12,8 @@
 //! channels, meshes, coordination status), `state/` (the state store and
 //! its watches), `supervise.rs` (health checks, supervision, the virtual
 //! clock), `intelligence/` (learned patterns, insights, recommendations,
-//! optimization and evolution), `aio.rs` (waiting from threads and asyncio, event loops of
+//! optimization and evolution), `metrics.rs` (performance metrics),
+//! `aio.rs` (waiting from threads and asyncio, event loops of
 //! `async def` steps) and `scheduler.rs` (worker threads' Python thread
 //! states, and closing orchestrators at interpreter exit).
 //!
@@ -28,6 +29,7 @@ mod error;
 mod hub;
 mod intelligence;
 mod lifecycle;
+mod metrics;
 mod model;
 mod orchestrator;
 mod scheduler;
@@ -72,6 +74,8 @@ mod _pso {
     };
     #[pymodule_export]
     use super::lifecycle::{PyActivationReport, PyPlan, PySystemOutcome, PyTransition};
+    #[pymodule_export]
+    use super::metrics::PyPerformanceMetrics;
     #[pymodule_export]
     use super::orchestrator::PyOrchestrator;
     #[pymodule_export]

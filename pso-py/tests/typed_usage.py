@@ -505,3 +505,22 @@ def supervision_and_intelligence() -> None:
         o.evolve_coordination(("concurrency_limit", "db"), workload)  # type: ignore[arg-type]
         o.optimize_coordination(min_confidence="high")  # type: ignore[arg-type]
         pso.Orchestrator(clock=clock.elapsed)  # type: ignore[arg-type]
+
+
+def metrics() -> None:
+    with pso.Orchestrator(metrics=True, latency_sample_every=16, max_topics=64, utilization_interval=0.5,
+                          utilization_intervals=10) as o:
+        m: pso.PerformanceMetrics = o.performance_metrics()
+        ops: list[dict[str, Any]] = m["operations"]
+        one: dict[str, Any] | None = m.operation("PAT.parse") or m.system("PAT") or m.edge("a", "b")
+        other: dict[str, Any] | None = m.topic("t") or m.resource("gpu")
+        keys: list[str] = m.keys()
+        text: str = m.to_json() + m.to_prometheus()
+        enabled: bool = o.metrics_enabled and "enabled" in m and len(m) > 0
+        o.metrics_enabled = False
+        o.set_metrics_enabled(True)
+        o.reset_metrics()
+        for key in m:
+            value: Any = m.get(key, None)
+        o.metrics_enabled = "yes"  # type: ignore[assignment]
+        pso.Orchestrator(metrics="on")  # type: ignore[arg-type]

@@ -275,17 +275,25 @@ impl PyOrchestrator {
     /// `flap_window` seconds mark a system flapping; an alert goes out at
     /// most once per (system, kind) every `alert_interval` seconds; a
     /// `pso.VirtualClock` as `clock` makes supervision time virtual.
+    ///
+    /// Metrics: recorded unless `metrics=False`; one hub message in
+    /// `latency_sample_every` has its latency measured; at most `max_topics`
+    /// topics are tracked one by one; resource utilization is kept as
+    /// `utilization_intervals` means of `utilization_interval` seconds.
     #[new]
     #[pyo3(signature = (
         *, workers = None, transition_timeout = None, resource_aging_step = None,
         preemption_grace = None, idle_lease_after = None, hub = None, auto_promote = None,
         idle_timeout = None, flap_threshold = None, flap_window = None, alert_interval = None,
-        clock = None
+        clock = None, metrics = None, latency_sample_every = None, max_topics = None,
+        utilization_interval = None, utilization_intervals = None
     ))]
     #[pyo3(
         text_signature = "(*, workers=None, transition_timeout=30.0, resource_aging_step=1.0, \
         preemption_grace=1.0, idle_lease_after=60.0, hub=None, auto_promote=None, \
-        idle_timeout=None, flap_threshold=5, flap_window=60.0, alert_interval=10.0, clock=None)"
+        idle_timeout=None, flap_threshold=5, flap_window=60.0, alert_interval=10.0, clock=None, \
+        metrics=True, latency_sample_every=256, max_topics=1024, utilization_interval=1.0, \
+        utilization_intervals=300)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -302,6 +310,11 @@ impl PyOrchestrator {
         flap_window: Option<&Bound<'_, PyAny>>,
         alert_interval: Option<&Bound<'_, PyAny>>,
         clock: Option<&Bound<'_, PyAny>>,
+        metrics: Option<&Bound<'_, PyAny>>,
+        latency_sample_every: Option<&Bound<'_, PyAny>>,
+        max_topics: Option<&Bound<'_, PyAny>>,
+        utilization_interval: Option<&Bound<'_, PyAny>>,
+        utilization_intervals: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let mut builder = Orchestrator::builder().worker_scope(scheduler::worker_scope());
         builder = crate::supervise::clock::configure(
@@ -311,6 +324,15 @@ impl PyOrchestrator {
             flap_window,
             alert_interval,
             clock,
+        )?;
+        builder = crate::metrics::configure(
+            py,
+            builder,
+            metrics,
+            latency_sample_every,
+            max_topics,
+            utilization_interval,
+            utilization_intervals,
         )?;
         if let Some(h) = hub.filter(|h| !h.is_none()) {
             builder = builder.hub_config(crate::hub::config::hub_config(py, h)?);

@@ -48,7 +48,7 @@ use crate::model::Callable;
 use crate::orchestrator::PyOrchestrator;
 use crate::workflow::seconds_arg;
 
-pub(super) fn type_name(obj: &Bound<'_, PyAny>) -> String {
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
         .name()
         .map(|n| n.to_string())
