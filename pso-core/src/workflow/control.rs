@@ -25,7 +25,57 @@ use super::run::{
 };
 use crate::model::HandlerError;
 use crate::scheduler::{Job, TimerId};
-use crate::sync::{Arc, Ordering};
+use crate::sync::{Arc, AtomicU32, Ordering};
+
+/// What [`stop_word`] did to a step's state word.
+#[must_use]
+pub(super) enum Stopped {
+    /// Nothing: the step is terminal, already `_Q`, or running under a
+    /// cancel (a running step is only told, see `StepContext::is_cancelled`).
+    Untouched,
+    /// `PENDING -> CANCELLED_Q | TIMED_OUT_Q`: whoever holds the step (its
+    /// queued job, or the slot queue it waits in) resolves and accounts it.
+    Queued,
+    /// `RETRY_WAIT -> CANCELLED | TIMED_OUT`, or on a deadline
+    /// `RUNNING | FANNED -> TIMED_OUT`: the caller won the terminal transition
+    /// and owns the step's bookkeeping (a late result fails its CAS).
+    Terminal,
+}
+
+/// The stopper's side of the step-state protocol (see [`super::run`]): one
+/// CAS loop on a step's state word, for a cancel or (`deadline`) the run
+/// deadline.
+pub(super) fn stop_word(state: &AtomicU32, deadline: bool) -> Stopped {
+    let (queued, terminal) = if deadline {
+        (TIMED_OUT_Q, TIMED_OUT)
+    } else {
+        (CANCELLED_Q, CANCELLED)
+    };
+    loop {
+        let (att, st) = split(state.load(Ordering::Acquire));
+        let (to, account) = match st {
+            PENDING => (queued, false),
+            RETRY_WAIT => (terminal, true),
+            RUNNING | FANNED if deadline => (TIMED_OUT, true),
+            _ => return Stopped::Untouched,
+        };
+        if state
+            .compare_exchange(
+                word(att, st),
+                word(att, to),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            return if account {
+                Stopped::Terminal
+            } else {
+                Stopped::Queued
+            };
+        }
+    }
+}
 
 impl RunInner {
     /// Stops the run: `cancel()`, close, or the deadline. Returns whether this
@@ -60,29 +110,14 @@ impl RunInner {
     /// Stops one step; returns true if that finished the run.
     pub(super) fn stop_step(self: &Arc<Self>, i: u32, kind: u8) -> bool {
         let deadline = kind == STOP_DEADLINE;
-        let (queued, terminal) = if deadline {
-            (TIMED_OUT_Q, TIMED_OUT)
-        } else {
-            (CANCELLED_Q, CANCELLED)
-        };
-        loop {
-            let (att, st) = split(self.state_word(i));
-            let (to, account) = match st {
-                PENDING => (queued, false),
-                RETRY_WAIT => (terminal, true),
-                RUNNING | FANNED if deadline => (TIMED_OUT, true),
-                _ => return false,
-            };
-            if !self.cas(i, att, st, to) {
-                continue;
+        match stop_word(&self.bufs.state[i as usize], deadline) {
+            Stopped::Untouched | Stopped::Queued => false,
+            Stopped::Terminal => {
+                let error = deadline.then(|| HandlerError::failed("run deadline passed"));
+                // SAFETY: we won the terminal transition just now.
+                unsafe { self.write_slot(i, Slot::unrun(error)) };
+                self.account_held(i, Release::Failed)
             }
-            if !account {
-                return false;
-            }
-            let error = deadline.then(|| HandlerError::failed("run deadline passed"));
-            // SAFETY: we won the terminal transition just now.
-            unsafe { self.write_slot(i, Slot::unrun(error)) };
-            return self.account_held(i, Release::Failed);
         }
     }
 

@@ -30,6 +30,8 @@ pub(crate) mod history;
 pub(crate) mod limits;
 #[cfg(all(test, loom))]
 mod loom_deps;
+#[cfg(all(test, loom))]
+mod loom_steps;
 pub(crate) mod plan;
 mod resources;
 mod result;
