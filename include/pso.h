@@ -537,6 +537,30 @@ typedef struct pso_options {
      * actions then run inside `pso_clock_advance`. false: real time.
      */
     bool virtual_clock;
+    /**
+     * true: metrics are not recorded from the start (turn them on with
+     * `pso_set_metrics_enabled`). false (zeroed options): recorded.
+     */
+    bool metrics_disabled;
+    /**
+     * Measure the delivery latency of one hub message in this many per
+     * topic (rounded up to a power of two; 1: every message). 0: 256.
+     */
+    uint32_t latency_sample_every;
+    /**
+     * Hub topics tracked one by one; further topics share the series
+     * `<other>`. 0: 1024.
+     */
+    size_t max_topics;
+    /**
+     * Resource utilization is kept as `utilization_intervals` means of this
+     * many milliseconds each. 0: 1 000.
+     */
+    uint64_t utilization_interval_ms;
+    /**
+     * How many utilization intervals are kept. 0: 300.
+     */
+    size_t utilization_intervals;
 } pso_options;
 
 /**
@@ -2560,6 +2584,71 @@ int32_t pso_message_is_request(const struct pso_message *m);
  * `json` is NULL or a NUL-terminated string.
  */
 enum pso_status pso_message_reply(const struct pso_message *m, const char *json);
+
+/**
+ * The orchestrator's metrics as JSON in `*out` (free it with
+ * `pso_string_free`): `enabled`, `since`, `taken` (RFC 3339),
+ * `latency_sample_every`, `topics_tracked`, `max_topics`, `operations`
+ * (per `system.op`: steps by terminal state, `retries`, `run_time`,
+ * `queue_wait`), `systems` (`transitions`, handler times, `restarts`,
+ * `probes`, `probe_latency`, `leases`), `edges`, `topics` (`published`,
+ * `delivered`, `dropped`, `delivery_latency`, `handler_time`), `hub_share`,
+ * `resources` (`capacity`, `allocated`, utilization `intervals`). Each
+ * latency is {`count`, `sum`, `mean`, `p50`, `p90`, `p99`, `max`} in
+ * seconds. See docs/API.md, "Metrics".
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`out`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_performance_metrics_json(struct pso_orchestrator o, char **out);
+
+/**
+ * The orchestrator's metrics in Prometheus text exposition format 0.0.4 in
+ * `*out` (free it with `pso_string_free`): every family once, after its
+ * `# HELP` and `# TYPE` lines (`pso_operation_steps_total`,
+ * `pso_system_transitions_total`, `pso_topic_published_total`,
+ * `pso_operation_run_seconds`, ...; see docs/API.md, "Metrics").
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`out`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `char *`.
+ */
+enum pso_status pso_performance_metrics_prometheus(struct pso_orchestrator o, char **out);
+
+/**
+ * Turns recording on or off (what was recorded stays readable; while off,
+ * the hot paths do one relaxed load and utilization time is not covered).
+ *
+ * # Errors
+ * `PSO_ERR_STALE_HANDLE`.
+ */
+enum pso_status pso_set_metrics_enabled(struct pso_orchestrator o, bool on);
+
+/**
+ * Whether recording is on, in `*out`.
+ *
+ * # Errors
+ * `PSO_ERR_NULL_POINTER` (`out`), `PSO_ERR_STALE_HANDLE`.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `bool`.
+ */
+enum pso_status pso_metrics_enabled(struct pso_orchestrator o, bool *out);
+
+/**
+ * Zeroes counters and histograms and forgets utilization history; gauges
+ * of the present (leases held, resources allocated) are kept, and tracked
+ * topics stay tracked.
+ *
+ * # Errors
+ * `PSO_ERR_STALE_HANDLE`.
+ */
+enum pso_status pso_reset_metrics(struct pso_orchestrator o);
 
 /**
  * The latest revision of the store in `*rev` (0 before the first write).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # C: builds libpso (cargo, debug profile) and runs the C test suite
 # (pso-c/tests/c/test_*.c: orchestrator, workflows, resources, hub, state,
-# supervision, intelligence, NULL/invalid-UTF-8 arguments; against
+# supervision, intelligence, metrics, NULL/invalid-UTF-8 arguments; against
 # include/pso.h) four ways:
 #   1. linked with the shared library (libpso.so)
 #   2. linked with the static library (libpso.a)

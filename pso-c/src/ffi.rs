@@ -201,6 +201,20 @@ pub struct pso_options {
     /// only with `pso_clock_advance` (deterministic tests); supervisor
     /// actions then run inside `pso_clock_advance`. false: real time.
     pub virtual_clock: bool,
+    /// true: metrics are not recorded from the start (turn them on with
+    /// `pso_set_metrics_enabled`). false (zeroed options): recorded.
+    pub metrics_disabled: bool,
+    /// Measure the delivery latency of one hub message in this many per
+    /// topic (rounded up to a power of two; 1: every message). 0: 256.
+    pub latency_sample_every: u32,
+    /// Hub topics tracked one by one; further topics share the series
+    /// `<other>`. 0: 1024.
+    pub max_topics: usize,
+    /// Resource utilization is kept as `utilization_intervals` means of this
+    /// many milliseconds each. 0: 1 000.
+    pub utilization_interval_ms: u64,
+    /// How many utilization intervals are kept. 0: 300.
+    pub utilization_intervals: usize,
 }
 
 /// The hub settings of `opts`.
@@ -380,6 +394,7 @@ pub unsafe extern "C" fn pso_orchestrator_new(
         }
         builder = builder.hub_config(hub_config(call, &opts)?);
         let (builder, clock) = supervision::configure(builder, &opts);
+        let builder = metrics::configure(builder, &opts);
         let orch = builder.build()?;
         match ORCHESTRATORS.insert(orch) {
             Ok(h) => {
@@ -980,6 +995,7 @@ pub(crate) mod direct;
 pub(crate) mod hub;
 pub(crate) mod intelligence;
 pub(crate) mod message;
+pub(crate) mod metrics;
 pub(crate) mod state;
 pub(crate) mod supervision;
 

@@ -49,6 +49,10 @@ pub use crate::ffi::message::{
     pso_message, pso_message_fn, pso_message_is_request, pso_message_payload, pso_message_reply,
     pso_message_sender, pso_message_topic,
 };
+pub use crate::ffi::metrics::{
+    pso_metrics_enabled, pso_performance_metrics_json, pso_performance_metrics_prometheus,
+    pso_reset_metrics, pso_set_metrics_enabled,
+};
 pub use crate::ffi::ops::{
     pso_op_fn, pso_step_attempt, pso_step_cancelled, pso_step_ctx, pso_step_input,
     pso_step_input_named, pso_step_name, pso_step_set_error, pso_step_set_output,
