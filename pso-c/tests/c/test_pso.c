@@ -830,7 +830,15 @@ static void test_close_while_in_use(void) {
     pthread_join(t1, NULL);
     pthread_join(t2, NULL);
     CHECK_STATUS(first.status, PSO_OK); /* it was already running: it completes */
-    CHECK(second.status == PSO_ERR_CLOSED || second.status == PSO_ERR_STALE_HANDLE);
+    /* Queued behind it: CLOSED; or, if it took the registry between the end
+     * of `first` and the close (under valgrind and load), it completed; or,
+     * if its thread only called after the close, the handle was stale. */
+    if (second.status != PSO_ERR_CLOSED && second.status != PSO_ERR_STALE_HANDLE &&
+        second.status != PSO_OK) {
+        fprintf(stderr, "second: %s\n", pso_status_name((uint32_t)second.status));
+    }
+    CHECK(second.status == PSO_ERR_CLOSED || second.status == PSO_ERR_STALE_HANDLE ||
+          second.status == PSO_OK);
     CHECK_FREED_NOW(base + 1);
     CHECK_STATUS(pso_activate_system(o, "gate", NULL), PSO_ERR_STALE_HANDLE);
 
