@@ -473,3 +473,39 @@ fn real_time_probes_run_on_workers_and_time_out() {
     drop(guard);
     o.close();
 }
+
+#[test]
+fn checks_and_supervision_set_on_an_already_active_system_take_effect_at_once() {
+    let clock = VirtualClock::new();
+    let o = orch(&clock);
+    let starts = Arc::new(AtomicUsize::new(0));
+    o.register(counted("db", &starts)).unwrap();
+    o.register(SystemSpec::new("worker")).unwrap();
+    o.activate_all().unwrap();
+    // Set after activation, on systems that had no monitor.
+    o.set_supervision("db", Some(sup())).unwrap();
+    o.set_health_check(
+        "db",
+        Some(
+            HealthCheck::probe(|_| Ok(HealthReport::unhealthy("disk full")))
+                .interval(S)
+                .failures_before_unhealthy(2),
+        ),
+    )
+    .unwrap();
+    o.set_health_check("worker", Some(HealthCheck::watchdog_only(S * 5)))
+        .unwrap();
+    clock.advance(S);
+    assert_eq!(o.status("db").unwrap().health.unwrap().probes, 1);
+    clock.advance(S);
+    assert_eq!(
+        o.status("db").unwrap().health.unwrap().status,
+        HealthStatus::Unhealthy
+    );
+    clock.advance(S);
+    assert_eq!(starts.load(Ordering::SeqCst), 2, "supervised: restarted");
+    o.check_in("worker").unwrap();
+    clock.advance(S * 6);
+    let h = o.status("worker").unwrap().health.unwrap();
+    assert_eq!(h.status, HealthStatus::Unhealthy, "the watchdog is armed");
+}

@@ -373,11 +373,6 @@ def test_policies_never_and_always(vorch: pso.Orchestrator, clock: pso.VirtualCl
     assert vorch.status("report").state == "Inactive", "on_failure: a stop is not a failure"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pso-core: a health check set on a system that is already Active and had no "
-    "check or supervision before is never probed (its new monitor is not marked active)",
-)
 def test_a_check_set_on_an_active_system_starts_probing(
     vorch: pso.Orchestrator, clock: pso.VirtualClock
 ) -> None:

@@ -131,6 +131,10 @@ impl Orchestrator {
             let m = mons.entry(system.to_owned()).or_insert_with(Monitor::new);
             m.check = check;
             m.generation += 1;
+            if active && !m.active {
+                // Active before it had a monitor: it is monitored from now.
+                m.activated(self.inner.sup.clock.now());
+            }
         }
         if active {
             self.start_monitoring(system);
@@ -154,11 +158,22 @@ impl Orchestrator {
                 message: format!("system '{system}': {m}"),
             })?;
         }
-        self.is_system_active(system)?;
-        let mut mons = self.inner.sup.monitors.lock();
-        let m = mons.entry(system.to_owned()).or_insert_with(Monitor::new);
-        m.sup = supervision;
-        m.gave_up = false;
+        let active = self.is_system_active(system)?;
+        let started = {
+            let mut mons = self.inner.sup.monitors.lock();
+            let m = mons.entry(system.to_owned()).or_insert_with(Monitor::new);
+            m.sup = supervision;
+            m.gave_up = false;
+            let start = active && !m.active;
+            if start {
+                // Active before it had a monitor: supervised from now.
+                m.activated(self.inner.sup.clock.now());
+            }
+            start
+        };
+        if started {
+            self.start_monitoring(system);
+        }
         Ok(())
     }
 
