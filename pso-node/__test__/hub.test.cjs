@@ -369,6 +369,16 @@ test('a full direct channel: send waits off the event loop, or times out', T, as
   assert.equal(await b.recv(), 1)
   await third
   assert.deepEqual([await b.recv(), await b.recv()], [2, 4])
+  // A send waiting for room holds its end; a receive on that end must not
+  // block the event loop meanwhile (the peer's receive makes the room).
+  await a.send(10)
+  await a.send(11)
+  const waiting = a.send(12)
+  const own = a.recv({ timeoutMs: 50 }).then(() => 'value', (e) => e.code)
+  assert.equal(await b.recv({ timeoutMs: 10_000 }), 10)
+  await waiting
+  assert.equal(await own, 'PSO_TIMEOUT')
+  assert.deepEqual([await b.recv(), await b.recv()], [11, 12])
 })
 
 test('promote and demote are recorded with their reasons', T, async (t) => {

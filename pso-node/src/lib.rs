@@ -3,9 +3,10 @@
 //! The JS API is the Node column of `docs/API.md`: an `Orchestrator` class
 //! whose lifecycle calls return Promises, plain-object results with camelCase
 //! fields, and errors with `code = "PSO_" + kind`. This crate only converts
-//! values (`model`, `lifecycle`, `status`, `topology`, `allocator`), maps errors
-//! (`error`) and manages the Node event loop and JS thread
-//! (`orchestrator`, `model::handler`); all logic lives in pso-core.
+//! values (`model`, `lifecycle`, `status`, `topology`, `allocator`, `hub`,
+//! `state`, `coordination`), maps errors (`error`) and manages the Node event
+//! loop and JS thread (`orchestrator`, `model::handler`, `workflow::bridge`,
+//! `pump`, `settle`); all logic lives in pso-core.
 //!
 //! `unsafe_code` is denied, not forbidden: every `#[napi]` item expands to
 //! registration code carrying `#[allow(unsafe_code)]`, which `forbid` rejects

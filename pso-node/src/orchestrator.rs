@@ -98,6 +98,13 @@ pub struct JsOrchestrator {
     bridge: RefCell<Option<Bridge>>,
 }
 
+impl Drop for JsOrchestrator {
+    fn drop(&mut self) {
+        // Collected without close(): the hub's binding-side state goes too.
+        crate::hub::forget(self.id);
+    }
+}
+
 impl std::fmt::Debug for JsOrchestrator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Orchestrator")

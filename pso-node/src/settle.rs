@@ -134,6 +134,16 @@ fn local(env: &Env) -> napi::Result<Rc<Local>> {
         pending: Cell::new(0),
     });
     LOCAL.with(|slot| *slot.borrow_mut() = Some(l.clone()));
+    // Released while the environment still exists (a thread-local's
+    // destructor would run after it is gone).
+    env.add_env_cleanup_hook((), |()| {
+        let gone = LOCAL.with(|slot| slot.borrow_mut().take());
+        if let Some(l) = gone {
+            lock(&l.shared.queue).clear();
+            lock(&l.shared.tsfn).take();
+            drop(l);
+        }
+    })?;
     Ok(l)
 }
 

@@ -44,10 +44,15 @@ impl Source for DirectSource {
     const THREAD: &'static str = "pso-node-direct";
 
     fn next(&self, timeout: Duration) -> Result<Option<Value>, HubError> {
-        let mut end = lock(&self.end);
         if timeout.is_zero() {
-            return end.try_recv();
+            // The JS thread never waits for the mutex: a send waiting for
+            // room may hold it (then the read is left to the pump).
+            return match self.end.try_lock() {
+                Ok(mut end) => end.try_recv(),
+                Err(_) => Ok(None),
+            };
         }
+        let mut end = lock(&self.end);
         match end.recv_timeout(timeout) {
             Ok(v) => Ok(Some(v)),
             Err(HubError::Timeout { .. }) => Ok(None),

@@ -59,7 +59,16 @@ impl Source for WatchSource {
     const THREAD: &'static str = "pso-node-watch";
 
     fn next(&self, timeout: Duration) -> Result<Option<Event>, StateError> {
-        let mut guard = lock(&self.watcher);
+        let mut guard = if timeout.is_zero() {
+            // The JS thread never waits for the pump's slice.
+            match self.watcher.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            }
+        } else {
+            lock(&self.watcher)
+        };
         if self.closed.load(Ordering::Acquire) {
             if let Some(mut w) = guard.take() {
                 w.close();
