@@ -8,9 +8,12 @@
 #
 # Seeds: pso-core/tests/fuzz/testdata/<target>/ (read-only) plus
 # fuzz/corpus/<target>/ (grows, git-ignored); fuzz/<target>.dict if present.
+# Targets: topology, workflow, topic (pso-core) and c_api (libpso's C API).
 # A crash fails the script; copy
 # fuzz/artifacts/<target>/crash-* into pso-core/tests/fuzz/testdata/<target>/
-# so `cargo test -p pso-core --test fuzz_regressions` replays it.
+# so `cargo test -p pso-core --test fuzz_regressions` (or, for c_api,
+# `cargo test -p pso-c --test fuzz_c_api`) replays it. Results of the long
+# runs: fuzz/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
