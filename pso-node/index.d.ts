@@ -134,6 +134,19 @@ export declare class DirectEnd {
    * `PSO_CLOSED` once the channel is closed and drained.
    */
   recv(options?: { timeoutMs?: number }): Promise<Value>
+  /** Ring capacity per direction. */
+  get capacity(): number
+  /**
+   * Sends without waiting: false if the ring is full (or a send of this
+   * end is waiting). Throws `PSO_CLOSED` if the channel is closed.
+   */
+  trySend(value: ValueInput): boolean
+  /**
+   * The next value if one is waiting (and no `recv()` waits before it),
+   * else `otherwise` (default `undefined`; `null` is a value a peer may
+   * send). Throws `PSO_CLOSED` once the channel is closed and drained.
+   */
+  tryRecv(otherwise?: unknown): Value | undefined
   /** Closes the channel (both ends). Idempotent. */
   close(): void
   /** Same as `close()`, for `using end = hub.endpoint(...)`. */
@@ -633,6 +646,11 @@ export declare class Subscription {
    * Never blocks the event loop.
    */
   recv(options?: { timeoutMs?: number }): Promise<Message>
+  /**
+   * The next message if one is queued (and no `recv()` waits before
+   * it), else `null`. Throws `PSO_CLOSED` once unsubscribed or closed.
+   */
+  tryRecv(): Message | null
   /**
    * The async iterator protocol: the next message as `{ value, done }`;
    * `done` once unsubscribed or closed.

@@ -210,6 +210,28 @@ impl<S: Source> Inbox<S> {
         Ok(promise)
     }
 
+    /// The next item if one is ready and no read is queued before it (JS
+    /// thread); never waits.
+    ///
+    /// # Errors
+    /// The source's end, once it ended or the inbox was stopped.
+    pub(crate) fn try_take(&self) -> Result<Option<S::Item>, S::End> {
+        let mut st = lock(&self.state);
+        if let Some(end) = st.ended.clone() {
+            return Err(end);
+        }
+        if !st.waiters.is_empty() || self.unsettled.load(Ordering::Acquire) != 0 {
+            return Ok(None);
+        }
+        match self.source.next(Duration::ZERO) {
+            Ok(item) => Ok(item),
+            Err(end) => {
+                st.ended = Some(end.clone());
+                Err(end)
+            }
+        }
+    }
+
     /// Stops reading: every queued and later read settles with the
     /// source's `stopped()` end. Idempotent.
     pub(crate) fn stop(&self) {

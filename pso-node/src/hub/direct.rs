@@ -94,6 +94,7 @@ fn send_error(env: &Env, e: &DirectSendError) -> napi::Error {
 #[napi(js_name = "DirectEnd")]
 pub struct JsDirectEnd {
     inbox: Arc<Inbox<DirectSource>>,
+    capacity: usize,
     hub: pso_core::Hub,
 }
 
@@ -230,6 +231,51 @@ impl JsDirectEnd {
         // The inbox resolves with `{ value }`; unwrap it in JS.
         let boxed = self.inbox.read(env, Shape::Value, timeout)?;
         unwrap_value(env, boxed)
+    }
+
+    /// Ring capacity per direction.
+    #[napi(getter)]
+    pub fn capacity(&self) -> u32 {
+        u32::try_from(self.capacity).unwrap_or(u32::MAX)
+    }
+
+    /// Sends without waiting: false if the ring is full (or a send of this
+    /// end is waiting). Throws `PSO_CLOSED` if the channel is closed.
+    #[napi(ts_args_type = "value: ValueInput")]
+    pub fn try_send(&self, env: &Env, value: Unknown<'_>) -> napi::Result<bool> {
+        guard(env, || {
+            let v = payload(env, value, "the value")?;
+            let Ok(mut end) = self.inbox.source().end.try_lock() else {
+                return Ok(false);
+            };
+            match end.try_send(v) {
+                Ok(()) => Ok(true),
+                Err(DirectSendError::Full(_)) => Ok(false),
+                Err(e) => Err(send_error(env, &e)),
+            }
+        })
+    }
+
+    /// The next value if one is waiting (and no `recv()` waits before it),
+    /// else `otherwise` (default `undefined`; `null` is a value a peer may
+    /// send). Throws `PSO_CLOSED` once the channel is closed and drained.
+    #[napi(
+        ts_args_type = "otherwise?: unknown",
+        ts_return_type = "Value | undefined"
+    )]
+    pub fn try_recv<'e>(
+        &self,
+        env: &'e Env,
+        otherwise: Option<Unknown<'e>>,
+    ) -> napi::Result<Unknown<'e>> {
+        guard(env, || match self.inbox.try_take() {
+            Ok(Some(v)) => crate::value::to_js(env, &v),
+            Ok(None) => match otherwise {
+                Some(o) => Ok(o),
+                None => ().into_unknown(env),
+            },
+            Err(end) => Err(hub_error(env, &end)),
+        })
     }
 
     /// Closes the channel (both ends). Idempotent.
@@ -371,6 +417,7 @@ fn direct_end(hub: pso_core::Hub, end: DirectEnd) -> JsDirectEnd {
     let peer = end.peer().to_owned();
     let what = format!("direct channel {system}->{peer}");
     JsDirectEnd {
+        capacity: end.capacity(),
         inbox: Inbox::new(
             DirectSource {
                 end: Mutex::new(end),

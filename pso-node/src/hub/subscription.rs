@@ -23,6 +23,7 @@ use napi::bindgen_prelude::{
 use napi_derive::napi;
 use pso_core::{HubError, Message, Subscription};
 
+use super::message::JsMessage;
 use super::status::{self, JsSubscriptionStatus};
 use super::{HubShared, hub_error, lock};
 use crate::error;
@@ -278,6 +279,19 @@ impl JsSubscription {
             Ok(t) => self.inbox.read(env, Shape::Value, t),
             Err(e) => rejected(env, e),
         }
+    }
+
+    /// The next message if one is queued (and no `recv()` waits before
+    /// it), else `null`. Throws `PSO_CLOSED` once unsubscribed or closed.
+    #[napi]
+    pub fn try_recv(&self, env: &Env) -> napi::Result<Option<JsMessage>> {
+        guard(env, || {
+            self.reads(env)?;
+            match self.inbox.try_take() {
+                Ok(m) => Ok(m.map(JsMessage::new)),
+                Err(end) => Err(hub_error(env, &end)),
+            }
+        })
     }
 
     /// The async iterator protocol: the next message as `{ value, done }`;
