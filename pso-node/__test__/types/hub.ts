@@ -62,6 +62,11 @@ async function hub(): Promise<void> {
   using a: DirectEnd = h.endpoint('PAES', 'PPO')
   await a.send({ x: 1 }, { timeoutMs: 10 })
   const v: Value = await a.recv({ timeoutMs: 10 })
+  const sentNow: boolean = a.trySend(2)
+  const maybe: Value | undefined = a.tryRecv()
+  const cap: number = a.capacity
+  const queued: Message | null = cb.kind === 'pull' ? cb.tryRecv() : null
+  void [sentNow, maybe, cap, queued]
   using m: Mesh = h.mesh(['a', 'b', 'c'])
   const ab: DirectEnd = m.endpoint('a', 'b')
   const meshId: number = m.id
