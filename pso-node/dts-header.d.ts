@@ -104,3 +104,38 @@ export type Overflow = 'block' | 'dropOldest' | 'dropNewest' | 'error'
 
 /** How a pair of systems exchanges messages. */
 export type CoordinationMode = 'hierarchical' | 'direct' | 'mesh'
+/** A health probe's verdict. */
+export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy'
+
+/** What a health probe returns (or resolves to); a bare status also works. */
+export interface HealthReport {
+  status: HealthStatus
+  /** What the probe saw ("queue depth 1200"). */
+  detail?: string
+}
+
+/** When a supervised system is restarted. */
+export type RestartPolicy = 'never' | 'on_failure' | 'always'
+
+/** What is restarted with a failed system. */
+export type RestartStrategy = 'one_for_one' | 'one_for_all' | 'rest_for_one'
+
+/** How ready workflow steps are ordered. */
+export type SchedulingPolicy = 'critical_path' | 'fifo'
+
+/** A change `optimizeCoordination` can make and `revertChange` undoes, told apart by `kind`. */
+export type CoordinationAction =
+  | PromoteToDirectAction
+  | DemoteDirectAction
+  | SetConcurrencyLimitAction
+  | DeactivateIdleAction
+  | PreActivateAction
+  | SetSchedulingPolicyAction
+  | OtherAction
+
+/** The strategy change `evolveCoordination` tries. */
+export type StrategyChange =
+  /** Another scheduling policy. */
+  | { kind: 'scheduling_policy'; policy: SchedulingPolicy }
+  /** Another limit on a system's concurrently running steps (`null`: none). */
+  | { kind: 'concurrency_limit'; system: string; limit: number | null }

@@ -104,6 +104,41 @@ export type Overflow = 'block' | 'dropOldest' | 'dropNewest' | 'error'
 
 /** How a pair of systems exchanges messages. */
 export type CoordinationMode = 'hierarchical' | 'direct' | 'mesh'
+/** A health probe's verdict. */
+export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy'
+
+/** What a health probe returns (or resolves to); a bare status also works. */
+export interface HealthReport {
+  status: HealthStatus
+  /** What the probe saw ("queue depth 1200"). */
+  detail?: string
+}
+
+/** When a supervised system is restarted. */
+export type RestartPolicy = 'never' | 'on_failure' | 'always'
+
+/** What is restarted with a failed system. */
+export type RestartStrategy = 'one_for_one' | 'one_for_all' | 'rest_for_one'
+
+/** How ready workflow steps are ordered. */
+export type SchedulingPolicy = 'critical_path' | 'fifo'
+
+/** A change `optimizeCoordination` can make and `revertChange` undoes, told apart by `kind`. */
+export type CoordinationAction =
+  | PromoteToDirectAction
+  | DemoteDirectAction
+  | SetConcurrencyLimitAction
+  | DeactivateIdleAction
+  | PreActivateAction
+  | SetSchedulingPolicyAction
+  | OtherAction
+
+/** The strategy change `evolveCoordination` tries. */
+export type StrategyChange =
+  /** Another scheduling policy. */
+  | { kind: 'scheduling_policy'; policy: SchedulingPolicy }
+  /** Another limit on a system's concurrently running steps (`null`: none). */
+  | { kind: 'concurrency_limit'; system: string; limit: number | null }
 
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
@@ -522,8 +557,88 @@ export declare class Orchestrator {
   runMinimal(workflow: Workflow, options?: RunOptions): Promise<Run>
   /** The communication hub (`PSO_CLOSED` once closed). */
   get hub(): Hub
+  /**
+   * Folds history into estimates, each with its sample count: per
+   * operation duration mean/stddev and recent failure rate, per edge
+   * message rates, co-activation counts. Also saved in the state store
+   * (key `pso.patterns`), so `snapshot` carries them.
+   */
+  learnPatterns(): Patterns
+  /**
+   * Writes the state store, with what was learned, to `path` atomically.
+   * `PSO_IO` if it cannot be written.
+   */
+  snapshot(path: string): SnapshotInfo
+  /**
+   * Restores the state store from `path` and loads the learned patterns
+   * in it, so duration estimates start warm. `PSO_IO`, `PSO_PARSE`.
+   */
+  restore(path: string): SnapshotInfo
+  /**
+   * Where coordination time goes: critical paths of recent runs, top
+   * latency contributors (waiting vs working), hot edges and idle direct
+   * pairs, resource contention, unhealthy, flapping and given-up systems.
+   */
+  coordinationInsights(): Insights
+  /**
+   * Typed suggestions, most confident first, each with its target,
+   * evidence, expected gain, confidence and samples.
+   */
+  optimizationRecommendations(): Array<Recommendation>
+  /**
+   * The recommendations that pass the guardrails; with `apply`, carries
+   * them out (which may activate or deactivate systems) and logs each
+   * change (`coordinationLog`, `revertChange`).
+   */
+  optimizeCoordination(options?: OptimizeOptions): Promise<CoordinationPlan>
+  /**
+   * Every change `optimizeCoordination` and `evolveCoordination` made,
+   * oldest first (bounded).
+   */
+  coordinationLog(): Array<CoordinationChange>
+  /**
+   * Undoes change `id` (restores what it replaced) and resolves with the
+   * change, now `reverted`. `PSO_NOT_FOUND` (with `id`) for an unknown
+   * change; `PSO_INVALID_ARGUMENT` if it was already reverted, never
+   * applied, or undoing it failed.
+   */
+  revertChange(id: number): Promise<CoordinationChange>
+  /**
+   * Tries `change` on `workload` against the current setting, alternating
+   * baseline and trial calls (`rounds` each), and keeps it only if
+   * `metric` improved by `margin`; otherwise the setting is restored.
+   * `workload` is called with no arguments; a throw or a rejection fails
+   * that round. The trial is logged (`evolutionLog`); a kept change is
+   * also in `coordinationLog` and can be reverted.
+   */
+  evolveCoordination(change: StrategyChange, workload: () => unknown, options?: EvolveOptions): Promise<Evolution>
+  /** Every evolution trial, oldest first (bounded). */
+  evolutionLog(): Array<Evolution>
   /** The shared state store (`PSO_CLOSED` once closed). */
   get state(): StateStore
+  /**
+   * Sets how `system`'s health is checked (`null` removes it); takes
+   * effect at once if it is Active. `PSO_NOT_FOUND`, `PSO_INVALID_ARGUMENT`.
+   */
+  setHealthCheck(system: string, check: HealthCheck | null): void
+  /**
+   * Sets how `system` is supervised (`null` removes it; a system that had
+   * been given up on is supervised afresh). `PSO_NOT_FOUND`,
+   * `PSO_INVALID_ARGUMENT`.
+   */
+  setSupervision(system: string, supervision: SupervisionOptions | null): void
+  /**
+   * Tells `system`'s watchdog it is alive (restarts its deadline).
+   * `PSO_NOT_FOUND`.
+   */
+  checkIn(system: string): void
+  /**
+   * Reports that the Active `system` crashed: it becomes Failed (its
+   * deactivate handler does not run), what requires it is stopped, and its
+   * supervision decides what comes next. `PSO_NOT_FOUND`;
+   * `PSO_INVALID_ARGUMENT` if it is not Active.
+   */
+  reportFailure(system: string, message: string): void
 }
 export type JsOrchestrator = Orchestrator
 
@@ -664,6 +779,30 @@ export declare class Subscription {
 export type JsSubscription = Subscription
 
 /**
+ * A virtual clock for deterministic tests of health and supervision.
+ *
+ * Give it to `new Orchestrator({ clock })`: probes, watchdogs, backoff,
+ * restart-intensity and flap windows and alert deduplication then move only
+ * when `advance` is called, and supervisor actions (restarts, stops,
+ * give-ups) run inside the next `advance`.
+ */
+export declare class VirtualClock {
+  /** A clock standing at the moment it was made. */
+  constructor()
+  /** Virtual milliseconds elapsed since the clock was made. */
+  get elapsedMs(): number
+  /** Timers waiting for their time (probes, deadlines, restarts, ...). */
+  get pending(): number
+  /**
+   * Moves time forward by `ms` (≥ 0; 0 runs what is due now), running
+   * every probe, deadline and supervisor action that falls due on the
+   * way, in order. Resolves when they have all run. Calls are serialized.
+   */
+  advance(ms: number): Promise<void>
+}
+export type JsVirtualClock = VirtualClock
+
+/**
  * A live state watch: each change after its starting revision, exactly
  * once, in revision order. Read it with `recv()` or `for await`, or give
  * `watch` a callback; end it with `close()` or `using`.
@@ -755,6 +894,82 @@ export interface AllocateOptions {
   signal?: AbortSignal
 }
 
+/** One arm of an evolution trial. */
+export interface ArmStats {
+  /** Workload calls. */
+  rounds: number
+  /** Median wall time of one call, ms. */
+  medianMs: number
+  /** 99th percentile wall time of one call, ms. */
+  p99Ms: number
+  /** Share of calls that failed (threw or rejected). */
+  errorRate: number
+}
+
+/** Two systems used together. */
+export interface CoActivation {
+  /** One system. */
+  a: string
+  /** The other. */
+  b: string
+  /** Runs that used both, plus calls that activated both. */
+  together: number
+  /** Runs and activations that involved `a`. */
+  aCount: number
+  /** Runs and activations that involved `b`. */
+  bCount: number
+}
+
+/** Pressure on one resource dimension. */
+export interface Contention {
+  /** The dimension. */
+  dimension: string
+  /** Allocated / capacity now. */
+  utilization: number
+  /** Requests waiting now. */
+  waiters: number
+  /** The longest current wait, ms. */
+  longestWaitMs: number
+}
+
+/** Time spent by one operation (or function step) over recent runs. */
+export interface Contributor {
+  /** `system.operation`, or `workflow/step` for a function step. */
+  key: string
+  /** Total queue wait (ready → started), ms. */
+  waitingMs: number
+  /** Total run time, ms. */
+  workingMs: number
+  /** Steps counted. */
+  steps: number
+}
+
+/** A change PSO made to its coordination (undo it with `revertChange(id)`). */
+export interface CoordinationChange {
+  /** Its id in the log. */
+  id: number
+  /** What was done. */
+  action: CoordinationAction
+  /** Why (the recommendation's evidence, or the trial's result). */
+  reason: string
+  /** Whether it has been reverted. */
+  reverted: boolean
+  /** Why it failed to apply, if it did. */
+  error: string | null
+}
+
+/** What `optimizeCoordination()` planned and, with `apply`, did. */
+export interface CoordinationPlan {
+  /** Recommendations that pass the guardrails (carried out if `applied`). */
+  actions: Array<Recommendation>
+  /** Recommendations held back, with why. */
+  skipped: Array<SkippedRecommendation>
+  /** Whether the actions were carried out. */
+  applied: boolean
+  /** The changes made, in order (ids for `revertChange`). */
+  changes: Array<CoordinationChange>
+}
+
 /** `coordinationStatus()`. */
 export interface CoordinationStatus {
   /**
@@ -778,6 +993,36 @@ export interface CoordinationStatus {
   subscriptions: number
 }
 
+/** The longest chain of a run by measured time. */
+export interface CriticalPath {
+  /** The workflow. */
+  workflow: string
+  /** Its steps, first to last. */
+  steps: Array<PathStep>
+  /** The chain's total, ms. */
+  lengthMs: number
+  /** The run's makespan, ms. */
+  makespanMs: number
+}
+
+/** Deactivate an idle system. */
+export interface DeactivateIdleAction {
+  /** `'deactivate_idle'`. */
+  kind: 'deactivate_idle'
+  /** The system. */
+  system: string
+}
+
+/** Route the pair through the hub again. */
+export interface DemoteDirectAction {
+  /** `'demote_direct'`. */
+  kind: 'demote_direct'
+  /** One system. */
+  a: string
+  /** The other. */
+  b: string
+}
+
 /** One dimension of `resourceStatus()`. */
 export interface DimensionStatus {
   /** Its name (`cpu`, `memory`, `gpu`, ...). */
@@ -788,6 +1033,18 @@ export interface DimensionStatus {
   allocated: number
   /** Capacity minus allocated (0 if the capacity was lowered below it). */
   free: number
+}
+
+/** Traffic on one interaction edge. */
+export interface EdgePattern {
+  /** Sender. */
+  from: string
+  /** Receiver. */
+  to: string
+  /** Messages per second (EWMA). */
+  rate: number
+  /** Messages so far (routed and direct). */
+  messages: number
 }
 
 /** The measured message rate of one edge. */
@@ -858,6 +1115,34 @@ export interface Estimate {
   samples: number
 }
 
+/** A finished evolution trial. */
+export interface Evolution {
+  /** Its id in the log. */
+  id: number
+  /** What was tried, in words. */
+  change: string
+  /** Measured without the change. */
+  baseline: ArmStats
+  /** Measured with it. */
+  trial: ArmStats
+  /** The relative improvement of the metric (positive: better). */
+  improvement: number
+  /** Whether the change was kept. */
+  kept: boolean
+  /** Why, in words and numbers. */
+  reason: string
+}
+
+/** Declares `evolveCoordination`'s options. */
+export interface EvolveOptions {
+  /** Workload calls per arm (default 5). */
+  rounds?: number
+  /** What is compared (default `'makespan'`: median wall time). */
+  metric?: 'makespan' | 'p99' | 'error_rate'
+  /** The relative improvement needed to keep the change (default 0.05). */
+  margin?: number
+}
+
 /** One part of `allocateGang(parts)`. */
 export interface GangPart {
   /** The system the part's lease is for. */
@@ -899,6 +1184,45 @@ export interface Handlers {
   onDeactivate?: (system: string) => void | Promise<void>
 }
 
+/** Declares the TypeScript shapes of the `health` and `supervise` options. */
+export interface HealthCheck {
+  /**
+   * Called with the system name every `intervalMs` while it is Active;
+   * returns (or resolves to) a report or a status. A throw, a rejection
+   * or no answer within `timeoutMs` is a failed probe.
+   */
+  probe?: (system: string) => HealthReport | HealthStatus | Promise<HealthReport | HealthStatus>
+  /** How often the probe runs (default 10000). */
+  intervalMs?: number
+  /** How long a probe may take (default 5000). */
+  timeoutMs?: number
+  /** Failed probes in a row before it is Unhealthy (default 3). */
+  failuresBeforeUnhealthy?: number
+  /** Good probes in a row before an Unhealthy system is Healthy (default 1). */
+  successesBeforeHealthy?: number
+  /** It must `checkIn` at least this often while Active. */
+  watchdogMs?: number
+}
+
+/** A system's health, in `SystemStatus.health`. */
+export interface HealthInfo {
+  /** The last verdict. */
+  status: HealthStatus
+  /** The last probe's detail (or why it failed). */
+  detail: string
+  /** Failed probes in a row. */
+  consecutiveFailures: number
+  /** Probes run so far. */
+  probes: number
+  /**
+   * Milliseconds since the last check-in, if it has a watchdog (and
+   * checked in since it was activated).
+   */
+  sinceCheckInMs: number | null
+  /** Whether it is flapping (its alerts are suppressed). */
+  flapping: boolean
+}
+
 /** `new Orchestrator({ hub })`: hub settings. */
 export interface HubOptions {
   /** Default queue capacity of a subscription (default 1024). */
@@ -933,6 +1257,28 @@ export interface IdleSystem {
   system: string
   /** Milliseconds since it was last used (0 while a run uses it). */
   idleMs: number
+}
+
+/** What `coordinationInsights()` returns. */
+export interface Insights {
+  /** Recent runs the insights are drawn from. */
+  runs: number
+  /** The critical path of the latest run of each workflow. */
+  criticalPaths: Array<CriticalPath>
+  /** Where recent runs spent their time, largest first. */
+  contributors: Array<Contributor>
+  /** Edges with the most traffic (messages/s), busiest first. */
+  hotEdges: Array<EdgePattern>
+  /** Direct pairs with (almost) no traffic. */
+  idleDirectPairs: Array<[string, string]>
+  /** Resource dimensions with waiters or high utilization. */
+  contention: Array<Contention>
+  /** Systems whose health is unhealthy. */
+  unhealthy: Array<string>
+  /** Systems flapping. */
+  flapping: Array<string>
+  /** Systems their supervisor gave up on. */
+  gaveUp: Array<string>
 }
 
 /** One lease of `resourceStatus()`. */
@@ -997,6 +1343,39 @@ export interface ModeChange {
   at: Date
 }
 
+/** What was learned about one operation (`system.operation`). */
+export interface OperationPattern {
+  /** `system.operation`. */
+  key: string
+  /** Mean duration (EWMA), ms. */
+  meanMs: number
+  /** Standard deviation (EWMA), ms. */
+  stddevMs: number
+  /** Durations folded into the estimate. */
+  samples: number
+  /** Steps of it in the recent runs kept. */
+  recentSteps: number
+  /** Of those, how many failed or timed out. */
+  recentFailures: number
+  /** `recentFailures / recentSteps` (0 without steps). */
+  failureRate: number
+}
+
+/** Declares `optimizeCoordination`'s options. */
+export interface OptimizeOptions {
+  /** Carry out the actions that pass the guardrails (default false: plan only). */
+  apply?: boolean
+  /** Samples a recommendation needs (default 20). */
+  minSamples?: number
+  /** Confidence a recommendation needs, 0..1 (default 0.6). */
+  minConfidence?: number
+  /**
+   * How long a system must be unused before deactivating it is suggested
+   * (default: minimalist mode's idle timeout, else 300000).
+   */
+  idleAfterMs?: number
+}
+
 /** Settings of `new Orchestrator(options)`. */
 export interface OrchestratorOptions {
   /** Number of worker threads (default: available cores). */
@@ -1027,6 +1406,28 @@ export interface OrchestratorOptions {
   autoPromoteMs?: number
   /** Minimalist mode: deactivate idle, unpinned systems after this many ms. */
   idleTimeoutMs?: number
+  /**
+   * This many health or state changes of a system within
+   * `flapWindowMs` mark it flapping (default 5).
+   */
+  flapThreshold?: number
+  /** The flap-detection window, milliseconds (default 60000). */
+  flapWindowMs?: number
+  /**
+   * At most one alert per (system, kind) per this many milliseconds
+   * (default 10000; 0 sends every alert).
+   */
+  alertIntervalMs?: number
+  /** A virtual clock: supervision time then moves only on `clock.advance`. */
+  clock?: VirtualClock
+}
+
+/** A kind of action this version of pso-node does not know yet. */
+export interface OtherAction {
+  /** `'other'`. */
+  kind: 'other'
+  /** What it is, in words. */
+  description: string
 }
 
 /** A pair with a direct channel. */
@@ -1057,6 +1458,24 @@ export interface PairStatus {
   mesh?: number
 }
 
+/** One step of a critical path. */
+export interface PathStep {
+  /** The step. */
+  step: string
+  /** What it contributed (queue wait plus run time), ms. */
+  ms: number
+}
+
+/** What `learnPatterns()` returns. */
+export interface Patterns {
+  /** Per `system.operation`. */
+  operations: Array<OperationPattern>
+  /** Per interaction edge with traffic. */
+  edges: Array<EdgePattern>
+  /** Pairs of systems used or activated together, most frequent first. */
+  coActivation: Array<CoActivation>
+}
+
 /** What `activateSystem(target)` would do, computed without running anything. */
 export interface Plan {
   /** The system asked for. */
@@ -1065,6 +1484,14 @@ export interface Plan {
   levels: Array<Array<string>>
   /** Systems of the closure that are already Active. */
   alreadyActive: Array<string>
+}
+
+/** Activate systems usually used with an Active one. */
+export interface PreActivateAction {
+  /** `'pre_activate'`. */
+  kind: 'pre_activate'
+  /** The systems. */
+  systems: Array<string>
 }
 
 /** What `lease.onPreempt(cb)` calls `cb` with. */
@@ -1077,10 +1504,36 @@ export interface PreemptNotice {
   graceMs: number
 }
 
+/** Give the pair a direct channel. */
+export interface PromoteToDirectAction {
+  /** `'promote_to_direct'`. */
+  kind: 'promote_to_direct'
+  /** One system. */
+  a: string
+  /** The other. */
+  b: string
+}
+
 /** `publish(topic, payload, options)`. */
 export interface PublishOptions {
   /** The sending system (receivers see it; counts on edge rates). */
   sender?: string
+}
+
+/** A suggested change, with its evidence. */
+export interface Recommendation {
+  /** What it applies to (a pair `a<->b`, a system, `scheduling`). */
+  target: string
+  /** The change. */
+  action: CoordinationAction
+  /** The numbers behind it. */
+  evidence: string
+  /** What it should gain, in words and numbers. */
+  expectedGain: string
+  /** 0..1: how sure (from sample counts and effect size). */
+  confidence: number
+  /** Samples the evidence rests on. */
+  samples: number
 }
 
 /** `requestMany(topic, payload, options)`. */
@@ -1190,6 +1643,36 @@ export interface RunResult {
   elapsedMs: number
   /** One record per step, then per fan-out child. */
   steps: Array<StepRecord>
+}
+
+/** Change a system's limit on concurrently running workflow steps. */
+export interface SetConcurrencyLimitAction {
+  /** `'set_concurrency_limit'`. */
+  kind: 'set_concurrency_limit'
+  /** The system. */
+  system: string
+  /** The limit before (`null`: none). */
+  from: number | null
+  /** The limit after (`null`: none). */
+  to: number | null
+}
+
+/** Order ready workflow steps differently. */
+export interface SetSchedulingPolicyAction {
+  /** `'set_scheduling_policy'`. */
+  kind: 'set_scheduling_policy'
+  /** The policy before. */
+  from: SchedulingPolicy
+  /** The policy after. */
+  to: SchedulingPolicy
+}
+
+/** A recommendation held back by the guardrails, and why. */
+export interface SkippedRecommendation {
+  /** The recommendation. */
+  recommendation: Recommendation
+  /** Why it was not applied ("3 samples, fewer than 20"). */
+  why: string
 }
 
 /** What `snapshot(path)` wrote or `restore(path)` read. */
@@ -1364,6 +1847,49 @@ export interface SubscriptionStatus {
   closed: boolean
 }
 
+/** A system's supervision, in `SystemStatus.supervision`. */
+export interface SupervisionInfo {
+  /** The restart policy. */
+  policy: RestartPolicy
+  /** The restart strategy. */
+  strategy: RestartStrategy
+  /** Restarts so far. */
+  restarts: number
+  /** Failures counted in the current restart-intensity window. */
+  recentFailures: number
+  /** Failures the window still allows before it gives up. */
+  failuresLeft: number
+  /** Milliseconds until the pending restart, if one is pending. */
+  nextAttemptInMs: number | null
+  /** The attempt the next restart will be (the backoff grows with it). */
+  attempt: number
+  /** Whether supervision gave up on it (state `GaveUp`). */
+  gaveUp: boolean
+}
+
+/**
+ * How a system is supervised: `supervise` of a system spec,
+ * `setSupervision`.
+ */
+export interface SupervisionOptions {
+  /** When it is restarted (default `'on_failure'`). */
+  policy?: RestartPolicy
+  /** What is restarted with it (default `'one_for_one'`). */
+  strategy?: RestartStrategy
+  /** First restart delay (default 100); doubles per attempt. */
+  backoffMs?: number
+  /** Longest restart delay (default 30000). */
+  maxBackoffMs?: number
+  /** Randomize delays (equal jitter; default true). */
+  jitter?: boolean
+  /** Up this long, the backoff starts over (default 60000). */
+  resetAfterMs?: number
+  /** More failures than this within `withinMs` give up (default 5). */
+  maxRestarts?: number
+  /** The restart-intensity window (default 60000). */
+  withinMs?: number
+}
+
 /** What happened to one system in a lifecycle call. */
 export interface SystemOutcome {
   /** The system. */
@@ -1429,6 +1955,10 @@ export interface SystemSpec {
   concurrency?: number
   /** Never deactivated for being idle in minimalist mode (default false). */
   pinned?: boolean
+  /** How its health is checked while Active (a probe, a watchdog, or both). */
+  health?: HealthCheck
+  /** How it is supervised (restart policy, strategy, backoff, intensity). */
+  supervise?: SupervisionOptions
 }
 
 /** A snapshot of one system: state, why, and its relations. */
@@ -1436,7 +1966,7 @@ export interface SystemStatus {
   /** The system's name. */
   name: string
   /** Current lifecycle state. */
-  state: 'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed'
+  state: 'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed' | 'GaveUp'
   /** When it entered that state. */
   since: Date
   /** The reason recorded with the last transition. */
@@ -1471,14 +2001,23 @@ export interface SystemStatus {
   history: Array<Transition>
   /** What its leases hold now, per dimension (see `resourceStatus()`). */
   resourcesHeld: Record<string, number>
+  /** Limit on its concurrently running workflow steps, if any. */
+  concurrency: number | null
+  /** Its health, if it has a health check. */
+  health: HealthInfo | null | null
+  /**
+   * Its supervision, if supervised: restarts, the next attempt, how many
+   * more failures before it gives up.
+   */
+  supervision: SupervisionInfo | null | null
 }
 
 /** One recorded state change. */
 export interface Transition {
   /** The state before. */
-  from: 'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed'
+  from: 'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed' | 'GaveUp'
   /** The state after. */
-  to: 'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed'
+  to: 'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed' | 'GaveUp'
   /** Why it happened. */
   reason: string
   /** When it happened. */

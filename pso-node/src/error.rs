@@ -101,6 +101,17 @@ pub(crate) fn make(
     built.unwrap_or_else(|_| napi::Error::new(Status::GenericFailure, message))
 }
 
+/// An error of `kind` that pso-core reports only as text (`revert_change`,
+/// `evolve_coordination`), with extra properties set by `extra`.
+pub(crate) fn with_kind(
+    env: &Env,
+    kind: ErrorKind,
+    message: impl Display,
+    extra: impl FnOnce(&mut Object<'_>) -> napi::Result<()>,
+) -> napi::Error {
+    make(env, kind, &message.to_string(), |_, obj| extra(obj))
+}
+
 /// A binding-level argument error (wrong JS type, unknown key, bad value).
 pub(crate) fn invalid(env: &Env, message: impl Display) -> napi::Error {
     make(

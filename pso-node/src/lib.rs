@@ -29,9 +29,12 @@ mod workflow;
 mod allocator;
 mod coordination;
 mod hub;
+mod intelligence;
+mod promise;
 mod pump;
 mod settle;
 mod state;
+mod supervision;
 
 pub use crate::allocator::lease::{JsLease, JsPreemptNotice};
 pub use crate::allocator::status::{
@@ -50,12 +53,22 @@ pub use crate::hub::{
     JsHub, JsHubOptions, JsPublishOptions, JsRequestManyOptions, JsRequestOptions,
     JsSubscribeOptions,
 };
+pub use crate::intelligence::{
+    JsArmStats, JsChange, JsCoActivation, JsContention, JsContributor, JsCoordinationPlan,
+    JsCriticalPath, JsDeactivateIdle, JsDemoteDirect, JsEdgePattern, JsEvolution, JsEvolveOptions,
+    JsInsights, JsOperationPattern, JsOptimizeOptions, JsOtherAction, JsPathStep, JsPatterns,
+    JsPreActivate, JsPromoteToDirect, JsRecommendation, JsSetConcurrencyLimit,
+    JsSetSchedulingPolicy, JsSkipped,
+};
 pub use crate::lifecycle::{JsActivationReport, JsPlan, JsSystemOutcome};
 pub use crate::model::{JsEdgeSpec, JsHandlers, JsOrchestratorOptions, JsSystemSpec};
 pub use crate::orchestrator::JsOrchestrator;
 pub use crate::state::watch::{JsWatchOptions, JsWatcher};
 pub use crate::state::{JsEntry, JsEvent, JsSnapshotInfo, JsStateStore};
 pub use crate::status::{JsSystemStatus, JsTransition};
+pub use crate::supervision::{
+    JsHealthCheck, JsHealthInfo, JsSupervisionInfo, JsSupervisionOptions, JsVirtualClock,
+};
 pub use crate::workflow::result::{
     JsEstimate, JsRunProgress, JsRunResult, JsStepCounts, JsStepRecord,
 };

@@ -146,11 +146,14 @@ impl JsOrchestrator {
             if let Some(d) = opts.idle_timeout {
                 builder = builder.idle_timeout(d);
             }
+            // With a virtual clock, its in-flight counter (see `supervision`).
+            let in_flight = opts.supervision.in_flight();
+            builder = opts.supervision.apply(builder);
             let core = builder.build().map_err(|e| error::plain(&env, &e))?;
             Ok(JsOrchestrator {
                 core,
                 closed: Cell::new(false),
-                in_flight: Arc::new(AtomicUsize::new(0)),
+                in_flight: in_flight.unwrap_or_else(|| Arc::new(AtomicUsize::new(0))),
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 bridge: RefCell::new(None),
             })
@@ -168,6 +171,16 @@ impl JsOrchestrator {
         } else {
             Ok(&self.core)
         }
+    }
+
+    /// This orchestrator's id (see `model::handler`).
+    pub(crate) fn owner(&self) -> u32 {
+        self.id
+    }
+
+    /// Calls in flight on helper threads (see `close`, `promise`).
+    pub(crate) fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.in_flight.clone()
     }
 
     /// The bridge that runs JS step functions (see `workflow::context`).
@@ -488,6 +501,7 @@ impl JsOrchestrator {
             return;
         }
         crate::hub::forget(self.id);
+        crate::supervision::close_probes(self.id);
         // The runs are cancelled first, so that the steps failed next end
         // `cancelled`. Steps in flight on the JS side fail now (their signals
         // abort), so waiting workers are free to stop: pso-core's close then

@@ -10,17 +10,19 @@ use napi::JsDate;
 use napi_derive::napi;
 use pso_core::{SystemStatus, Transition};
 
+use crate::supervision::{JsHealthInfo, JsSupervisionInfo};
+
 /// One recorded state change.
 #[napi(object, js_name = "Transition", object_from_js = false)]
 pub struct JsTransition<'env> {
     /// The state before.
     #[napi(
-        ts_type = "'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed'"
+        ts_type = "'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed' | 'GaveUp'"
     )]
     pub from: String,
     /// The state after.
     #[napi(
-        ts_type = "'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed'"
+        ts_type = "'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed' | 'GaveUp'"
     )]
     pub to: String,
     /// Why it happened.
@@ -41,7 +43,7 @@ pub struct JsSystemStatus<'env> {
     pub name: String,
     /// Current lifecycle state.
     #[napi(
-        ts_type = "'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed'"
+        ts_type = "'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed' | 'GaveUp'"
     )]
     pub state: String,
     /// When it entered that state.
@@ -79,6 +81,15 @@ pub struct JsSystemStatus<'env> {
     pub history: Vec<JsTransition<'env>>,
     /// What its leases hold now, per dimension (see `resourceStatus()`).
     pub resources_held: BTreeMap<String, f64>,
+    /// Limit on its concurrently running workflow steps, if any.
+    pub concurrency: Option<u32>,
+    /// Its health, if it has a health check.
+    #[napi(ts_type = "HealthInfo | null")]
+    pub health: Option<JsHealthInfo>,
+    /// Its supervision, if supervised: restarts, the next attempt, how many
+    /// more failures before it gives up.
+    #[napi(ts_type = "SupervisionInfo | null")]
+    pub supervision: Option<JsSupervisionInfo>,
 }
 
 impl std::fmt::Debug for JsTransition<'_> {
@@ -152,5 +163,8 @@ pub(crate) fn status(env: &Env, s: SystemStatus) -> napi::Result<JsSystemStatus<
             .into_iter()
             .map(|(k, v)| (k, v as f64))
             .collect(),
+        concurrency: s.concurrency,
+        health: s.health.as_ref().map(JsHealthInfo::from),
+        supervision: s.supervision.as_ref().map(JsSupervisionInfo::from),
     })
 }

@@ -35,6 +35,21 @@ import {
   type ResourcePlan,
   type ResourceStatus,
   type WaiterStatus,
+  VirtualClock,
+  type CoordinationAction,
+  type CoordinationChange,
+  type CoordinationPlan,
+  type Evolution,
+  type HealthCheck,
+  type HealthInfo,
+  type HealthReport,
+  type Insights,
+  type Patterns,
+  type Recommendation,
+  type SnapshotInfo,
+  type StrategyChange,
+  type SupervisionInfo,
+  type SupervisionOptions,
 } from '../../index.js'
 
 async function main(): Promise<void> {
@@ -76,7 +91,7 @@ async function main(): Promise<void> {
   const s: SystemStatus = o.status('db')
   const since: Date = s.since
   const at: Date | undefined = s.history[0]?.at
-  const state: 'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed' = s.state
+  const state: 'Registered' | 'Activating' | 'Active' | 'Deactivating' | 'Inactive' | 'Failed' | 'GaveUp' = s.state
   const tier: string | null = s.tier
   const lastError: string | null = s.lastError
   const cpu: number | undefined = s.resources['cpu']
@@ -272,6 +287,107 @@ async function resources(): Promise<void> {
   void syncLease
 }
 
+async function supervisionAndIntelligence(): Promise<void> {
+  const clock = new VirtualClock()
+  using o = new Orchestrator({ workers: 2, clock, flapThreshold: 5, flapWindowMs: 60_000, alertIntervalMs: 0 })
+  const health: HealthCheck = {
+    probe: async (system: string): Promise<HealthReport> => ({ status: system ? 'healthy' : 'degraded', detail: 'ok' }),
+    intervalMs: 1000,
+    timeoutMs: 500,
+    failuresBeforeUnhealthy: 3,
+    successesBeforeHealthy: 1,
+    watchdogMs: 5000,
+  }
+  const supervise: SupervisionOptions = {
+    policy: 'on_failure',
+    strategy: 'rest_for_one',
+    backoffMs: 100,
+    maxBackoffMs: 30_000,
+    jitter: false,
+    resetAfterMs: 60_000,
+    maxRestarts: 5,
+    withinMs: 60_000,
+  }
+  o.register({ name: 'db', health, supervise })
+  o.register({ name: 'cache', health: { probe: () => 'healthy' } })
+  o.setHealthCheck('db', { watchdogMs: 1000 })
+  o.setHealthCheck('db', null)
+  o.setSupervision('db', { policy: 'always' })
+  o.setSupervision('db', null)
+  o.checkIn('db')
+  o.reportFailure('db', 'segfault')
+  await clock.advance(1000)
+  const elapsed: number = clock.elapsedMs + clock.pending
+  const h: HealthInfo | null = o.status('db').health
+  const sv: SupervisionInfo | null = o.status('db').supervision
+  const next: number | null | undefined = sv?.nextAttemptInMs
+  const gaveUp: boolean | undefined = sv?.gaveUp
+  const flapping: boolean | undefined = h?.flapping
+  const limit: number | null = o.status('db').concurrency
+
+  const p: Patterns = o.learnPatterns()
+  const samples: number | undefined = p.operations[0]?.samples
+  const together: number | undefined = p.coActivation[0]?.together
+  const info: SnapshotInfo = o.snapshot('/tmp/x.json')
+  const restored: number = o.restore('/tmp/x.json').entries
+  const i: Insights = o.coordinationInsights()
+  const pairs: Array<[string, string]> = i.idleDirectPairs
+  const stepMs: number | undefined = i.criticalPaths[0]?.steps[0]?.ms
+  const recs: Recommendation[] = o.optimizationRecommendations()
+  for (const r of recs) {
+    const a: CoordinationAction = r.action
+    switch (a.kind) {
+      case 'promote_to_direct':
+      case 'demote_direct':
+        void [a.a, a.b]
+        break
+      case 'set_concurrency_limit': {
+        const from: number | null = a.from
+        void [a.system, from, a.to]
+        break
+      }
+      case 'deactivate_idle':
+        void a.system
+        break
+      case 'pre_activate':
+        void a.systems
+        break
+      case 'set_scheduling_policy':
+        void [a.from, a.to]
+        break
+      case 'other':
+        void a.description
+        break
+    }
+    void [r.target, r.evidence, r.expectedGain, r.confidence, r.samples]
+  }
+  const plan: CoordinationPlan = await o.optimizeCoordination({ apply: true, minSamples: 20, minConfidence: 0.6, idleAfterMs: 1000 })
+  const why: string | undefined = plan.skipped[0]?.why
+  const log: CoordinationChange[] = o.coordinationLog()
+  const undone: CoordinationChange = await o.revertChange(log[0]?.id ?? 0)
+  const change: StrategyChange = { kind: 'concurrency_limit', system: 'db', limit: null }
+  const ev: Evolution = await o.evolveCoordination(change, async () => {}, { rounds: 3, metric: 'error_rate', margin: 0.05 })
+  await o.evolveCoordination({ kind: 'scheduling_policy', policy: 'fifo' }, () => undefined)
+  const kept: boolean = ev.kept && o.evolutionLog().length > 0
+  const p99: number = ev.trial.p99Ms + ev.baseline.medianMs
+  void [elapsed, next, gaveUp, flapping, limit, samples, together, info, restored, pairs, stepMs, why, undone, kept, p99]
+
+  // @ts-expect-error: advance returns a Promise
+  const sync: undefined = clock.advance(5)
+  // @ts-expect-error: unknown policy
+  o.setSupervision('db', { policy: 'sometimes' })
+  // @ts-expect-error: a probe answers with a status
+  o.setHealthCheck('db', { probe: () => 42 })
+  // @ts-expect-error: a limit change names its system
+  await o.evolveCoordination({ kind: 'concurrency_limit', limit: 2 }, () => {})
+  // @ts-expect-error: optimizeCoordination returns a Promise
+  const syncPlan: CoordinationPlan = o.optimizeCoordination()
+  // @ts-expect-error: options are an object
+  await o.optimizeCoordination(true)
+  void [sync, syncPlan]
+}
+
 void main
+void supervisionAndIntelligence
 void workflows
 void resources

@@ -76,6 +76,12 @@ pub struct JsSystemSpec {
     pub concurrency: Option<u32>,
     /// Never deactivated for being idle in minimalist mode (default false).
     pub pinned: Option<bool>,
+    /// How its health is checked while Active (a probe, a watchdog, or both).
+    #[napi(ts_type = "HealthCheck")]
+    pub health: Option<()>,
+    /// How it is supervised (restart policy, strategy, backoff, intensity).
+    #[napi(ts_type = "SupervisionOptions")]
+    pub supervise: Option<()>,
 }
 
 /// A relation `from <kind> to`: `registerMany(systems, edges)`.
@@ -143,9 +149,20 @@ pub struct JsOrchestratorOptions {
     pub auto_promote_ms: Option<f64>,
     /// Minimalist mode: deactivate idle, unpinned systems after this many ms.
     pub idle_timeout_ms: Option<f64>,
+    /// This many health or state changes of a system within
+    /// `flapWindowMs` mark it flapping (default 5).
+    pub flap_threshold: Option<u32>,
+    /// The flap-detection window, milliseconds (default 60000).
+    pub flap_window_ms: Option<f64>,
+    /// At most one alert per (system, kind) per this many milliseconds
+    /// (default 10000; 0 sends every alert).
+    pub alert_interval_ms: Option<f64>,
+    /// A virtual clock: supervision time then moves only on `clock.advance`.
+    #[napi(ts_type = "VirtualClock")]
+    pub clock: Option<()>,
 }
 
-const SPEC_KEYS: [&str; 16] = [
+const SPEC_KEYS: [&str; 18] = [
     "pinned",
     "name",
     "tier",
@@ -162,6 +179,8 @@ const SPEC_KEYS: [&str; 16] = [
     "onDeactivate",
     "operations",
     "concurrency",
+    "health",
+    "supervise",
 ];
 const EDGE_KEYS: [&str; 3] = ["from", "kind", "to"];
 const HANDLER_KEYS: [&str; 2] = ["onActivate", "onDeactivate"];
@@ -187,6 +206,7 @@ pub(crate) struct Options {
     pub(crate) hub: Option<pso_core::HubConfig>,
     pub(crate) auto_promote: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) supervision: crate::supervision::SupervisionOptions,
 }
 
 /// A positive number of milliseconds.
@@ -208,7 +228,8 @@ pub(crate) fn options(env: &Env, v: Option<Unknown<'_>>) -> napi::Result<Options
     let Some(obj) = js::opt_object(env, v, "options")? else {
         return Ok(Options::default());
     };
-    check_keys(env, &obj, &OPTION_KEYS, "orchestrator options")?;
+    let keys = [&OPTION_KEYS[..], &crate::supervision::OPTION_KEYS[..]].concat();
+    check_keys(env, &obj, &keys, "orchestrator options")?;
     let workers = match js::opt_number(env, get(&obj, "workers")?, "options.workers")? {
         None => None,
         Some(n) => Some(js::count(env, n, "options.workers")? as usize),
@@ -240,6 +261,7 @@ pub(crate) fn options(env: &Env, v: Option<Unknown<'_>>) -> napi::Result<Options
         hub: crate::hub::hub_config(env, get(&obj, "hub")?)?,
         auto_promote: millis(env, get(&obj, "autoPromoteMs")?, "options.autoPromoteMs")?,
         idle_timeout: millis(env, get(&obj, "idleTimeoutMs")?, "options.idleTimeoutMs")?,
+        supervision: crate::supervision::options(env, &obj)?,
     })
 }
 
@@ -305,6 +327,7 @@ pub(crate) fn system_spec(
     if let Some(p) = js::opt_bool(env, get(&obj, "pinned")?, &field("pinned"))? {
         spec = spec.pinned(p);
     }
+    let spec = crate::supervision::spec_options(env, owner, &obj, &what, spec)?;
     Ok(spec.handlers(handlers_of(env, owner, &obj, &what)?))
 }
 
