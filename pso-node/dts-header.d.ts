@@ -139,3 +139,103 @@ export type StrategyChange =
   | { kind: 'scheduling_policy'; policy: SchedulingPolicy }
   /** Another limit on a system's concurrently running steps (`null`: none). */
   | { kind: 'concurrency_limit'; system: string; limit: number | null }
+
+/**
+ * A latency distribution, in seconds (quantiles within 1 %, `max` exact; all
+ * 0 when `count` is 0).
+ */
+export interface LatencySummary {
+  count: number
+  sum: number
+  mean: number
+  p50: number
+  p90: number
+  p99: number
+  max: number
+}
+
+/** Steps of one operation (`system.op`, or `<function>` for plain-function steps). */
+export interface OperationMetrics {
+  operation: string
+  system: string | null
+  succeeded: number
+  failed: number
+  cancelled: number
+  timedOut: number
+  skipped: number
+  /** Attempts after the first. */
+  retries: number
+  /** Run time of the last attempt. */
+  runTime: LatencySummary
+  /** Ready to started: waiting for a worker, a concurrency slot or a lease. */
+  queueWait: LatencySummary
+}
+
+/** One system: transitions by the state entered, handlers, restarts, probes, leases. */
+export interface SystemMetrics {
+  system: string
+  transitions: { activating: number; active: number; deactivating: number; inactive: number; failed: number; gaveUp: number }
+  activateHandler: LatencySummary
+  deactivateHandler: LatencySummary
+  restarts: number
+  probes: { healthy: number; degraded: number; unhealthy: number; failed: number; timedOut: number }
+  probeLatency: LatencySummary
+  leases: { granted: number; released: number; held: number; wait: LatencySummary; hold: LatencySummary }
+}
+
+/** Messages a system published to subscriptions another system owns. */
+export interface EdgeMetrics {
+  from: string
+  to: string
+  published: number
+  delivered: number
+  dropped: number
+  /** Publish to callback start or `recv`, of sampled messages. */
+  deliveryLatency: LatencySummary
+}
+
+/** One hub topic (`<other>` for topics past `maxTopics`). */
+export interface TopicMetrics {
+  topic: string
+  published: number
+  delivered: number
+  dropped: number
+  deliveryLatency: LatencySummary
+  /** Callback run time of sampled messages. */
+  handlerTime: LatencySummary
+}
+
+/** One resource dimension over time. */
+export interface ResourceUtilization {
+  dimension: string
+  capacity: number
+  allocated: number
+  /** Interval length, seconds. */
+  interval: number
+  /** Oldest first; `start` is an RFC 3339 time, `covered` seconds. */
+  intervals: Array<{ start: string; covered: number; meanAllocated: number; meanCapacity: number; utilization: number }>
+}
+
+/**
+ * What `performanceMetrics()` returns: pso-core's snapshot with camelCase
+ * keys (latencies in seconds, times as RFC 3339 strings), plus its JSON text
+ * (snake_case, as every language has it) and its Prometheus text exposition.
+ */
+export interface PerformanceMetrics {
+  enabled: boolean
+  /** Start of recording (or the last reset). */
+  since: string
+  taken: string
+  latencySampleEvery: number
+  operations: OperationMetrics[]
+  systems: SystemMetrics[]
+  edges: EdgeMetrics[]
+  topics: TopicMetrics[]
+  topicsTracked: number
+  maxTopics: number
+  /** Sampled messages handled by callbacks: seconds in the hub vs in callbacks. */
+  hubShare: { messages: number; inHub: number; inHandlers: number; share: number }
+  resources: ResourceUtilization[]
+  toJson(): string
+  toPrometheus(): string
+}

@@ -141,6 +141,106 @@ export type StrategyChange =
   | { kind: 'concurrency_limit'; system: string; limit: number | null }
 
 /**
+ * A latency distribution, in seconds (quantiles within 1 %, `max` exact; all
+ * 0 when `count` is 0).
+ */
+export interface LatencySummary {
+  count: number
+  sum: number
+  mean: number
+  p50: number
+  p90: number
+  p99: number
+  max: number
+}
+
+/** Steps of one operation (`system.op`, or `<function>` for plain-function steps). */
+export interface OperationMetrics {
+  operation: string
+  system: string | null
+  succeeded: number
+  failed: number
+  cancelled: number
+  timedOut: number
+  skipped: number
+  /** Attempts after the first. */
+  retries: number
+  /** Run time of the last attempt. */
+  runTime: LatencySummary
+  /** Ready to started: waiting for a worker, a concurrency slot or a lease. */
+  queueWait: LatencySummary
+}
+
+/** One system: transitions by the state entered, handlers, restarts, probes, leases. */
+export interface SystemMetrics {
+  system: string
+  transitions: { activating: number; active: number; deactivating: number; inactive: number; failed: number; gaveUp: number }
+  activateHandler: LatencySummary
+  deactivateHandler: LatencySummary
+  restarts: number
+  probes: { healthy: number; degraded: number; unhealthy: number; failed: number; timedOut: number }
+  probeLatency: LatencySummary
+  leases: { granted: number; released: number; held: number; wait: LatencySummary; hold: LatencySummary }
+}
+
+/** Messages a system published to subscriptions another system owns. */
+export interface EdgeMetrics {
+  from: string
+  to: string
+  published: number
+  delivered: number
+  dropped: number
+  /** Publish to callback start or `recv`, of sampled messages. */
+  deliveryLatency: LatencySummary
+}
+
+/** One hub topic (`<other>` for topics past `maxTopics`). */
+export interface TopicMetrics {
+  topic: string
+  published: number
+  delivered: number
+  dropped: number
+  deliveryLatency: LatencySummary
+  /** Callback run time of sampled messages. */
+  handlerTime: LatencySummary
+}
+
+/** One resource dimension over time. */
+export interface ResourceUtilization {
+  dimension: string
+  capacity: number
+  allocated: number
+  /** Interval length, seconds. */
+  interval: number
+  /** Oldest first; `start` is an RFC 3339 time, `covered` seconds. */
+  intervals: Array<{ start: string; covered: number; meanAllocated: number; meanCapacity: number; utilization: number }>
+}
+
+/**
+ * What `performanceMetrics()` returns: pso-core's snapshot with camelCase
+ * keys (latencies in seconds, times as RFC 3339 strings), plus its JSON text
+ * (snake_case, as every language has it) and its Prometheus text exposition.
+ */
+export interface PerformanceMetrics {
+  enabled: boolean
+  /** Start of recording (or the last reset). */
+  since: string
+  taken: string
+  latencySampleEvery: number
+  operations: OperationMetrics[]
+  systems: SystemMetrics[]
+  edges: EdgeMetrics[]
+  topics: TopicMetrics[]
+  topicsTracked: number
+  maxTopics: number
+  /** Sampled messages handled by callbacks: seconds in the hub vs in callbacks. */
+  hubShare: { messages: number; inHub: number; inHandlers: number; share: number }
+  resources: ResourceUtilization[]
+  toJson(): string
+  toPrometheus(): string
+}
+
+/**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
  * flavor napi-rs can build is listed, because `NAPI_RS_NATIVE_LIBRARY_PATH`
@@ -614,6 +714,20 @@ export declare class Orchestrator {
   evolveCoordination(change: StrategyChange, workload: () => unknown, options?: EvolveOptions): Promise<Evolution>
   /** Every evolution trial, oldest first (bounded). */
   evolutionLog(): Array<Evolution>
+  /**
+   * Counters and latency summaries per operation, system, interaction
+   * edge and hub topic, the hub's share of message latency and resource
+   * utilization over time, since the start or the last `resetMetrics()`.
+   * A plain object (camelCase keys, latencies in seconds) with `toJson()`
+   * and `toPrometheus()`.
+   */
+  performanceMetrics(): PerformanceMetrics
+  /** Turns recording on or off (what was recorded stays readable). */
+  setMetricsEnabled(on: boolean): void
+  /** Whether metrics are being recorded. */
+  get metricsEnabled(): boolean
+  /** Zeroes counters and histograms and forgets utilization history. */
+  resetMetrics(): void
   /** The shared state store (`PSO_CLOSED` once closed). */
   get state(): StateStore
   /**
@@ -1223,6 +1337,17 @@ export interface HealthInfo {
   flapping: boolean
 }
 
+/** Where the time of hub messages goes (`Insights.hubLatency`). */
+export interface HubLatency {
+  /** Time in the hub against time in callbacks. */
+  share: HubShare
+  /**
+   * Topics with sampled deliveries, the largest delivery p99 first (at
+   * most 10).
+   */
+  slowestTopics: Array<TopicLatency>
+}
+
 /** `new Orchestrator({ hub })`: hub settings. */
 export interface HubOptions {
   /** Default queue capacity of a subscription (default 1024). */
@@ -1239,6 +1364,21 @@ export interface HubOptions {
   rateWindowMs?: number
   /** Capacity of each direction of a direct channel (default 1024). */
   directCapacity?: number
+}
+
+/**
+ * Sampled hub messages handled by callbacks: time in the hub against time
+ * in the callbacks.
+ */
+export interface HubShare {
+  /** Sampled messages handled by a callback. */
+  messages: number
+  /** Their total time in the hub (publish to callback start), ms. */
+  inHubMs: number
+  /** Their total time in callbacks, ms. */
+  inHandlersMs: number
+  /** `inHubMs / (inHubMs + inHandlersMs)`, 0..1 (0 without samples). */
+  share: number
 }
 
 /** A system minimalist mode deactivated. */
@@ -1279,6 +1419,11 @@ export interface Insights {
   flapping: Array<string>
   /** Systems their supervisor gave up on. */
   gaveUp: Array<string>
+  /**
+   * The hub's share of message latency (from the performance metrics,
+   * since their last reset).
+   */
+  hubLatency: HubLatency
 }
 
 /** One lease of `resourceStatus()`. */
@@ -1420,6 +1565,16 @@ export interface OrchestratorOptions {
   alertIntervalMs?: number
   /** A virtual clock: supervision time then moves only on `clock.advance`. */
   clock?: VirtualClock
+  /** Record performance metrics (default true; see `setMetricsEnabled`). */
+  metrics?: boolean
+  /** Time one hub message in this many (default 256; 1 = all, 0 = none). */
+  latencySampleEvery?: number
+  /** Hub topics tracked one by one (default 1024); the rest share `<other>`. */
+  maxTopics?: number
+  /** Length of one resource-utilization interval, ms (default 1000). */
+  utilizationIntervalMs?: number
+  /** Utilization intervals kept (default 300). */
+  utilizationIntervals?: number
 }
 
 /** A kind of action this version of pso-node does not know yet. */
@@ -2010,6 +2165,20 @@ export interface SystemStatus {
    * more failures before it gives up.
    */
   supervision: SupervisionInfo | null | null
+}
+
+/** The delivery latency of one hub topic, from its sampled messages. */
+export interface TopicLatency {
+  /** The topic (`<other>` for topics past the metrics' cap). */
+  topic: string
+  /** Sampled deliveries. */
+  samples: number
+  /** Median publish to delivery, ms. */
+  deliveryP50Ms: number
+  /** 99th percentile publish to delivery, ms. */
+  deliveryP99Ms: number
+  /** Median callback run time of its sampled messages, ms. */
+  handlerP50Ms: number
 }
 
 /** One recorded state change. */

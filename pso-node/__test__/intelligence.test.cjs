@@ -102,6 +102,8 @@ test('coordinationInsights: critical path, contributors and contention', T, asyn
   assert.ok(Math.abs(gpu.utilization - 1) < 1e-9)
   assert.ok(gpu.longestWaitMs >= 0)
   assert.deepEqual([i.unhealthy, i.flapping, i.gaveUp, i.idleDirectPairs], [[], [], [], []])
+  assert.deepEqual(i.hubLatency.share, { messages: 0, inHubMs: 0, inHandlersMs: 0, share: 0 }, 'no hub traffic')
+  assert.deepEqual(i.hubLatency.slowestTopics, [])
   held.release()
   ;(await waiting).release()
 })

@@ -30,6 +30,7 @@ mod allocator;
 mod coordination;
 mod hub;
 mod intelligence;
+mod metrics;
 mod promise;
 mod pump;
 mod settle;
@@ -56,9 +57,9 @@ pub use crate::hub::{
 pub use crate::intelligence::{
     JsArmStats, JsChange, JsCoActivation, JsContention, JsContributor, JsCoordinationPlan,
     JsCriticalPath, JsDeactivateIdle, JsDemoteDirect, JsEdgePattern, JsEvolution, JsEvolveOptions,
-    JsInsights, JsOperationPattern, JsOptimizeOptions, JsOtherAction, JsPathStep, JsPatterns,
-    JsPreActivate, JsPromoteToDirect, JsRecommendation, JsSetConcurrencyLimit,
-    JsSetSchedulingPolicy, JsSkipped,
+    JsHubLatency, JsHubShare, JsInsights, JsOperationPattern, JsOptimizeOptions, JsOtherAction,
+    JsPathStep, JsPatterns, JsPreActivate, JsPromoteToDirect, JsRecommendation,
+    JsSetConcurrencyLimit, JsSetSchedulingPolicy, JsSkipped, JsTopicLatency,
 };
 pub use crate::lifecycle::{JsActivationReport, JsPlan, JsSystemOutcome};
 pub use crate::model::{JsEdgeSpec, JsHandlers, JsOrchestratorOptions, JsSystemSpec};

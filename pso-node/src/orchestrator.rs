@@ -149,6 +149,7 @@ impl JsOrchestrator {
             // With a virtual clock, its in-flight counter (see `supervision`).
             let in_flight = opts.supervision.in_flight();
             builder = opts.supervision.apply(builder);
+            builder = opts.metrics.apply(builder);
             let core = builder.build().map_err(|e| error::plain(&env, &e))?;
             Ok(JsOrchestrator {
                 core,

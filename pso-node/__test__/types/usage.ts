@@ -50,6 +50,7 @@ import {
   type StrategyChange,
   type SupervisionInfo,
   type SupervisionOptions,
+  type PerformanceMetrics,
 } from '../../index.js'
 
 async function main(): Promise<void> {
@@ -371,6 +372,18 @@ async function supervisionAndIntelligence(): Promise<void> {
   const kept: boolean = ev.kept && o.evolutionLog().length > 0
   const p99: number = ev.trial.p99Ms + ev.baseline.medianMs
   void [elapsed, next, gaveUp, flapping, limit, samples, together, info, restored, pairs, stepMs, why, undone, kept, p99]
+
+  const hubShare: number = i.hubLatency.share.share + (i.hubLatency.slowestTopics[0]?.deliveryP99Ms ?? 0)
+  using m2 = new Orchestrator({ metrics: false, latencySampleEvery: 1, maxTopics: 64, utilizationIntervalMs: 1000, utilizationIntervals: 60 })
+  const metrics: PerformanceMetrics = m2.performanceMetrics()
+  const p50: number | undefined = metrics.operations[0]?.runTime.p50
+  const text: string = metrics.toJson() + metrics.toPrometheus()
+  m2.setMetricsEnabled(true)
+  const on: boolean = m2.metricsEnabled
+  m2.resetMetrics()
+  void [hubShare, p50, text, on]
+  // @ts-expect-error: metricsEnabled is read-only
+  m2.metricsEnabled = false
 
   // @ts-expect-error: advance returns a Promise
   const sync: undefined = clock.advance(5)

@@ -152,6 +152,52 @@ pub struct JsInsights {
     pub flapping: Vec<String>,
     /// Systems their supervisor gave up on.
     pub gave_up: Vec<String>,
+    /// The hub's share of message latency (from the performance metrics,
+    /// since their last reset).
+    #[napi(ts_type = "HubLatency")]
+    pub hub_latency: JsHubLatency,
+}
+
+/// Sampled hub messages handled by callbacks: time in the hub against time
+/// in the callbacks.
+#[napi(object, js_name = "HubShare", object_from_js = false)]
+#[derive(Debug)]
+pub struct JsHubShare {
+    /// Sampled messages handled by a callback.
+    pub messages: f64,
+    /// Their total time in the hub (publish to callback start), ms.
+    pub in_hub_ms: f64,
+    /// Their total time in callbacks, ms.
+    pub in_handlers_ms: f64,
+    /// `inHubMs / (inHubMs + inHandlersMs)`, 0..1 (0 without samples).
+    pub share: f64,
+}
+
+/// The delivery latency of one hub topic, from its sampled messages.
+#[napi(object, js_name = "TopicLatency", object_from_js = false)]
+#[derive(Debug)]
+pub struct JsTopicLatency {
+    /// The topic (`<other>` for topics past the metrics' cap).
+    pub topic: String,
+    /// Sampled deliveries.
+    pub samples: f64,
+    /// Median publish to delivery, ms.
+    pub delivery_p50_ms: f64,
+    /// 99th percentile publish to delivery, ms.
+    pub delivery_p99_ms: f64,
+    /// Median callback run time of its sampled messages, ms.
+    pub handler_p50_ms: f64,
+}
+
+/// Where the time of hub messages goes (`Insights.hubLatency`).
+#[napi(object, js_name = "HubLatency", object_from_js = false)]
+#[derive(Debug)]
+pub struct JsHubLatency {
+    /// Time in the hub against time in callbacks.
+    pub share: JsHubShare,
+    /// Topics with sampled deliveries, the largest delivery p99 first (at
+    /// most 10).
+    pub slowest_topics: Vec<JsTopicLatency>,
 }
 
 pub(super) fn patterns(p: Patterns) -> JsPatterns {
@@ -239,5 +285,25 @@ pub(super) fn insights(i: Insights) -> JsInsights {
         unhealthy: i.unhealthy,
         flapping: i.flapping,
         gave_up: i.gave_up,
+        hub_latency: JsHubLatency {
+            share: JsHubShare {
+                messages: i.hub_latency.share.messages as f64,
+                in_hub_ms: ms(i.hub_latency.share.in_hub),
+                in_handlers_ms: ms(i.hub_latency.share.in_handlers),
+                share: i.hub_latency.share.share,
+            },
+            slowest_topics: i
+                .hub_latency
+                .slowest_topics
+                .into_iter()
+                .map(|t| JsTopicLatency {
+                    topic: t.topic,
+                    samples: t.samples as f64,
+                    delivery_p50_ms: ms(t.delivery_p50),
+                    delivery_p99_ms: ms(t.delivery_p99),
+                    handler_p50_ms: ms(t.handler_p50),
+                })
+                .collect(),
+        },
     }
 }

@@ -35,8 +35,8 @@ mod plan;
 
 pub use self::evolve::{JsArmStats, JsEvolution, JsEvolveOptions};
 pub use self::learn::{
-    JsCoActivation, JsContention, JsContributor, JsCriticalPath, JsEdgePattern, JsInsights,
-    JsOperationPattern, JsPathStep, JsPatterns,
+    JsCoActivation, JsContention, JsContributor, JsCriticalPath, JsEdgePattern, JsHubLatency,
+    JsHubShare, JsInsights, JsOperationPattern, JsPathStep, JsPatterns, JsTopicLatency,
 };
 pub use self::plan::{
     JsChange, JsCoordinationPlan, JsDeactivateIdle, JsDemoteDirect, JsOptimizeOptions,

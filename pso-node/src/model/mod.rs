@@ -160,6 +160,16 @@ pub struct JsOrchestratorOptions {
     /// A virtual clock: supervision time then moves only on `clock.advance`.
     #[napi(ts_type = "VirtualClock")]
     pub clock: Option<()>,
+    /// Record performance metrics (default true; see `setMetricsEnabled`).
+    pub metrics: Option<bool>,
+    /// Time one hub message in this many (default 256; 1 = all, 0 = none).
+    pub latency_sample_every: Option<u32>,
+    /// Hub topics tracked one by one (default 1024); the rest share `<other>`.
+    pub max_topics: Option<u32>,
+    /// Length of one resource-utilization interval, ms (default 1000).
+    pub utilization_interval_ms: Option<f64>,
+    /// Utilization intervals kept (default 300).
+    pub utilization_intervals: Option<u32>,
 }
 
 const SPEC_KEYS: [&str; 18] = [
@@ -207,6 +217,7 @@ pub(crate) struct Options {
     pub(crate) auto_promote: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) supervision: crate::supervision::SupervisionOptions,
+    pub(crate) metrics: crate::metrics::MetricsOptions,
 }
 
 /// A positive number of milliseconds.
@@ -228,7 +239,12 @@ pub(crate) fn options(env: &Env, v: Option<Unknown<'_>>) -> napi::Result<Options
     let Some(obj) = js::opt_object(env, v, "options")? else {
         return Ok(Options::default());
     };
-    let keys = [&OPTION_KEYS[..], &crate::supervision::OPTION_KEYS[..]].concat();
+    let keys = [
+        &OPTION_KEYS[..],
+        &crate::supervision::OPTION_KEYS[..],
+        &crate::metrics::OPTION_KEYS[..],
+    ]
+    .concat();
     check_keys(env, &obj, &keys, "orchestrator options")?;
     let workers = match js::opt_number(env, get(&obj, "workers")?, "options.workers")? {
         None => None,
@@ -262,6 +278,7 @@ pub(crate) fn options(env: &Env, v: Option<Unknown<'_>>) -> napi::Result<Options
         auto_promote: millis(env, get(&obj, "autoPromoteMs")?, "options.autoPromoteMs")?,
         idle_timeout: millis(env, get(&obj, "idleTimeoutMs")?, "options.idleTimeoutMs")?,
         supervision: crate::supervision::options(env, &obj)?,
+        metrics: crate::metrics::options(env, &obj)?,
     })
 }
 
