@@ -26,6 +26,7 @@ import random
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -82,7 +83,7 @@ def start_run(o: pso.Orchestrator, rng: random.Random, r: Report) -> Live:
     raises = [rng.randrange(100) == 0 for _ in range(RUN_STEPS)]
     ran = [0] * RUN_STEPS
 
-    def make(i: int, bad: bool):  # type: ignore[no-untyped-def]
+    def make(i: int, bad: bool) -> Callable[[pso.StepContext], int]:
         def fn(ctx: pso.StepContext) -> int:
             ran[i] += 1  # under the GIL: a plain increment is enough
             if bad:
