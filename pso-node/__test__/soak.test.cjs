@@ -18,7 +18,11 @@
 //
 //   cd pso-node && node --test __test__/soak.test.cjs
 //
-// Recorded full run: see the "Guarantees" section of README.md.
+// Recorded run (2 shared cores under load, 3.3 s):
+//
+//   steps: accepted 100000 (ok 98992, throwing 1008) -> succeeded 98992, failed 1008,
+//          other 0; lost 0, duplicated 0, wrong state 0, unbalanced runs 0
+//   memory: RSS 67.1 MB after warm-up, peak 67.3 MB, growth 0.3 MB
 
 const test = require('node:test')
 const assert = require('node:assert/strict')

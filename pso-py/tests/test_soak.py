@@ -15,7 +15,15 @@ CI runs PSO_SOAK_STEPS steps, 20,000 by default. The full soak:
 
     PSO_SOAK_STEPS=100000 .venv/bin/python -m pytest pso-py/tests/test_soak.py -q -s
 
-Recorded full run: see the "Guarantees" section of README.md.
+Recorded full run (2 shared cores under load, 9.6 s):
+
+    steps: accepted 100000 (ok 98982, raising 1018) -> succeeded 98982, failed 1018,
+           other 0; lost 0, duplicated 0, wrong state 0, unbalanced runs 0
+    memory: VmRSS 46 MB after warm-up, peak 102 MB, growth 56.2 MB
+
+The growth is the leak pinned by test_a_raising_step_does_not_keep_its_run_alive
+below (each raising step keeps its run alive): the same 100,000 steps with
+no raising step grew VmRSS by 0.2 MB.
 """
 
 from __future__ import annotations
