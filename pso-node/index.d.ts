@@ -910,7 +910,8 @@ export declare class VirtualClock {
   /**
    * Moves time forward by `ms` (≥ 0; 0 runs what is due now), running
    * every probe, deadline and supervisor action that falls due on the
-   * way, in order. Resolves when they have all run. Calls are serialized.
+   * way, in order. Resolves when they have all run. Rejects with
+   * `PSO_BUSY` while another advance of this clock is running.
    */
   advance(ms: number): Promise<void>
 }

@@ -43,6 +43,12 @@ test('VirtualClock: advance resolves and moves time; bad arguments are refused',
   assert.equal(clock.elapsedMs, 1500)
   await clock.advance(0)
   assert.equal(clock.elapsedMs, 1500)
+  // One advance at a time: one started from a probe the running advance
+  // waits for would only end when that probe timed out.
+  const first = clock.advance(10)
+  await rejectsPso(clock.advance(10), 'PSO_BUSY', /another advance of this clock is running/)
+  await first
+  assert.equal(clock.elapsedMs, 1510)
   await rejectsPso(clock.advance(-1), 'PSO_INVALID_ARGUMENT', /ms must be a non-negative/)
   await rejectsPso(clock.advance('1'), 'PSO_INVALID_ARGUMENT', /ms must be a number/)
   throwsPso(() => new Orchestrator({ clock: {} }), 'PSO_INVALID_ARGUMENT', /options\.clock must be a VirtualClock/)
@@ -182,6 +188,27 @@ test('a missed watchdog deadline is a failure; check-ins keep it alive', T, asyn
   assert.match(h.detail, /missed its watchdog deadline/)
   await clock.advance(S)
   assert.equal(starts, 2, 'restarted')
+})
+
+test('a probe that calls clock.advance gets PSO_BUSY instead of waiting for itself', T, async (t) => {
+  const { o, clock } = virtual(t)
+  let nested
+  o.register({
+    name: 'p',
+    health: {
+      probe: async () => {
+        nested = await clock.advance(1).then(() => 'ok', (e) => e.code)
+        return 'healthy'
+      },
+      intervalMs: S,
+      timeoutMs: 10_000,
+    },
+  })
+  await o.activateSystem('p')
+  await clock.advance(S)
+  assert.equal(nested, 'PSO_BUSY')
+  assert.equal(o.status('p').health.probes, 1)
+  assert.equal(o.status('p').health.status, 'healthy')
 })
 
 test('a probe that throws, rejects, answers wrongly or never answers is a failed probe with the reason', T, async (t) => {

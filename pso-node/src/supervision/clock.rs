@@ -5,9 +5,15 @@
 //! both need the JS thread, so `advance` runs on a helper thread. An
 //! orchestrator built with a clock shares the clock's in-flight counter, so
 //! `close()` never waits on the JS thread for an advance in progress.
+//!
+//! One advance at a time: `advance` while another is running (typically from
+//! a probe or handler that the running advance waits for, which would only
+//! end when that probe timed out) rejects with `PSO_BUSY`, as in Python and
+//! C. The flag is set on the JS thread and cleared by the helper thread
+//! when its advance ends.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use napi::Env;
 use napi::bindgen_prelude::{Object, Unknown};
@@ -30,6 +36,8 @@ pub struct JsVirtualClock {
     /// Advances in progress, plus the lifecycle calls of every orchestrator
     /// built with this clock (their shared in-flight counter).
     pub(super) busy: Arc<AtomicUsize>,
+    /// An advance is running.
+    advancing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for JsVirtualClock {
@@ -49,6 +57,7 @@ impl JsVirtualClock {
         JsVirtualClock {
             clock: VirtualClock::new(),
             busy: Arc::new(AtomicUsize::new(0)),
+            advancing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -66,7 +75,8 @@ impl JsVirtualClock {
 
     /// Moves time forward by `ms` (≥ 0; 0 runs what is due now), running
     /// every probe, deadline and supervisor action that falls due on the
-    /// way, in order. Resolves when they have all run. Calls are serialized.
+    /// way, in order. Resolves when they have all run. Rejects with
+    /// `PSO_BUSY` while another advance of this clock is running.
     #[napi(ts_args_type = "ms: number", ts_return_type = "Promise<void>")]
     pub fn advance<'e>(&self, env: &'e Env, ms: Unknown<'_>) -> napi::Result<Object<'e>> {
         let by = match js::duration_ms(env, ms, "ms", false) {
@@ -74,12 +84,34 @@ impl JsVirtualClock {
             Ok(None) => return promise::rejected(env, error::invalid(env, "ms must be a number")),
             Err(e) => return promise::rejected(env, e),
         };
+        if self.advancing.swap(true, Ordering::AcqRel) {
+            let e = error::with_kind(
+                env,
+                pso_core::ErrorKind::Busy,
+                "VirtualClock.advance called while another advance of this clock is running \
+                 (from a probe or handler it runs?); it would wait for it",
+                |_| Ok(()),
+            );
+            return promise::rejected(env, e);
+        }
         let clock = self.clock.clone();
+        let advancing = self.advancing.clone();
         promise::spawn(
             env,
             Some(self.busy.clone()),
             "clock",
-            move || clock.advance(by),
+            move || {
+                // Cleared even if `advance` panics (the callbacks it runs
+                // are caught in pso-core; this is belt and braces).
+                struct Clear(Arc<AtomicBool>);
+                impl Drop for Clear {
+                    fn drop(&mut self) {
+                        self.0.store(false, Ordering::Release);
+                    }
+                }
+                let _clear = Clear(advancing);
+                clock.advance(by)
+            },
             |_, ()| Ok(()),
         )
     }
