@@ -21,7 +21,7 @@
 use pso_core::{Hub, HubConfig, HubError, Subscription, Value};
 
 /// Most operations per input (a longer input is cut).
-const MAX_OPS: usize = 64;
+const MAX_OPS: usize = 32;
 /// Most live subscriptions (further `S` lines only validate).
 const MAX_SUBS: usize = 24;
 
