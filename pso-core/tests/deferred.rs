@@ -342,3 +342,45 @@ fn a_fallible_condition_fails_its_step_and_cancels_dependents() {
     assert_eq!(r.step("yes").unwrap().state, StepState::Succeeded);
     assert_eq!(r.step("no").unwrap().state, StepState::Skipped);
 }
+
+#[test]
+fn a_cancel_token_kept_after_its_run_does_not_keep_the_run_alive() {
+    // A host object (a Python traceback, a JS closure) may keep a step's
+    // token long after the run: it must not pin the run, its workflow and
+    // the workflow's step functions.
+    let o = orch(2);
+    let marker = Arc::new(());
+    let kept: Arc<Mutex<Option<pso_core::CancelToken>>> = Arc::new(Mutex::new(None));
+    let wf = {
+        let (marker, kept) = (marker.clone(), kept.clone());
+        Workflow::builder("keeps")
+            .step(StepSpec::func("s", move |ctx| {
+                let _pin = &marker;
+                *kept.lock().unwrap() = Some(ctx.cancel_token());
+                assert!(!ctx.cancel_token().is_cancelled(), "live while it runs");
+                Ok(Value::Null)
+            }))
+            .build(&o)
+            .unwrap()
+    };
+    let run = o.coordinate_systems(&wf).unwrap();
+    assert!(run.wait().is_success());
+    drop(run);
+    drop(wf);
+    let token = kept.lock().unwrap().take().unwrap();
+    // Workers may still be letting go of the run's last references.
+    let end = Instant::now() + Duration::from_secs(10);
+    while Arc::strong_count(&marker) > 1 && Instant::now() < end {
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        Arc::strong_count(&marker),
+        1,
+        "the token kept the run (and its workflow) alive"
+    );
+    assert!(
+        token.is_cancelled(),
+        "a token of a run that is gone reads cancelled"
+    );
+    token.on_cancel(|| panic!("never runs: the run is gone"));
+}

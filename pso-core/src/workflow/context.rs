@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc as StdArc;
+use std::sync::Weak;
 
 use crate::model::{HandlerError, OpFn};
 use crate::sync::Arc;
@@ -150,9 +151,11 @@ impl<'a> StepContext<'a> {
 
     /// A token that answers [`StepContext::is_cancelled`] from anywhere (for
     /// example another thread the handler started), for as long as it lives.
+    /// It does not keep the run alive: once the run is gone (it ended and
+    /// nothing holds it), the token reads cancelled.
     pub fn cancel_token(&self) -> CancelToken {
         CancelToken {
-            run: self.run.arc(),
+            run: Arc::downgrade(&self.run.arc()),
             step: self.step,
             attempt: self.attempt,
             child: self.child.map(|(_, k)| k),
@@ -259,7 +262,10 @@ impl Child {
 /// [`StepContext::cancel_token`].
 #[derive(Clone)]
 pub struct CancelToken {
-    run: Arc<RunInner>,
+    /// Weak, so that a token kept by a host object (an exception's
+    /// traceback, a closure) never keeps the run, its workflow and its step
+    /// functions alive.
+    run: Weak<RunInner>,
     step: u32,
     attempt: u32,
     child: Option<u32>,
@@ -277,27 +283,31 @@ impl CancelToken {
     /// Runs `f` once when the step is told to stop — the run is cancelled or
     /// passes its deadline, or the step its timeout — on the thread that
     /// stops it (keep it short), or at once if it already was. If the step's
-    /// attempt ends first, `f` is dropped without running. For a fan-out
-    /// child, only the run stopping counts.
+    /// attempt ends first (or the run is gone), `f` is dropped without
+    /// running. For a fan-out child, only the run stopping counts.
     pub fn on_cancel(&self, f: impl FnOnce() + Send + 'static) {
+        let Some(run) = self.run.upgrade() else {
+            return;
+        };
         let attempt = if self.child.is_some() {
             crate::workflow::run::CHILD_HOOK
         } else {
             self.attempt
         };
-        self.run.on_cancel(self.step, attempt, Box::new(f));
+        run.on_cancel(self.step, attempt, Box::new(f));
     }
 
-    /// Whether the step should stop.
+    /// Whether the step should stop (true once the run is gone).
     pub fn is_cancelled(&self) -> bool {
+        let Some(run) = self.run.upgrade() else {
+            return true;
+        };
         let group = self
             .child
-            .and_then(|k| self.run.group_of(self.step).map(|g| (g, k)));
+            .and_then(|k| run.group_of(self.step).map(|g| (g, k)));
         match group {
-            Some((g, k)) => self
-                .run
-                .step_abandoned(self.step, self.attempt, Some((&g, k))),
-            None => self.run.step_abandoned(self.step, self.attempt, None),
+            Some((g, k)) => run.step_abandoned(self.step, self.attempt, Some((&g, k))),
+            None => run.step_abandoned(self.step, self.attempt, None),
         }
     }
 }
