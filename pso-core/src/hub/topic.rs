@@ -39,7 +39,9 @@ fn forbidden(b: u8) -> bool {
 pub(crate) fn check_topic(topic: &str) -> Result<(), HubError> {
     let bytes = topic.as_bytes();
     let mut token_len = 0usize;
+    let mut high = 0u8;
     for &b in bytes {
+        high |= b;
         if b == b'.' {
             if token_len == 0 {
                 return Err(explain(topic, Syntax::Topic));
@@ -52,6 +54,11 @@ pub(crate) fn check_topic(topic: &str) -> Result<(), HubError> {
         }
     }
     if token_len == 0 {
+        return Err(explain(topic, Syntax::Topic));
+    }
+    // Non-ASCII text: Unicode whitespace and controls (U+0085, U+2003, ...)
+    // are forbidden too.
+    if high >= 0x80 && topic.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(explain(topic, Syntax::Topic));
     }
     Ok(())
@@ -105,7 +112,9 @@ fn first_error(input: &str, syntax: Syntax) -> Option<HubError> {
         if token.is_empty() {
             return err(i, token, "empty token");
         }
-        if token.bytes().any(forbidden) {
+        if token.bytes().any(forbidden)
+            || (!token.is_ascii() && token.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
             return err(i, token, "whitespace or control character in token");
         }
         let wild = token.contains(['*', '>']);
@@ -191,6 +200,16 @@ mod tests {
         assert_eq!(bad_token(check_topic("a.>")), (">".into(), 1));
         assert_eq!(bad_token(check_topic("a.b c")), ("b c".into(), 1));
         assert_eq!(bad_token(check_topic("a.x\ty")), ("x\ty".into(), 1));
+        // Unicode whitespace and controls too (em space, next line).
+        assert_eq!(
+            bad_token(check_topic("a.x\u{2003}y")),
+            ("x\u{2003}y".into(), 1)
+        );
+        assert_eq!(bad_token(check_topic("\u{85}.b")), ("\u{85}".into(), 0));
+        assert_eq!(
+            bad_token(check_pattern("a.*.\u{2003}")),
+            ("\u{2003}".into(), 2)
+        );
         let msg = check_topic("engine..done").unwrap_err().to_string();
         assert!(
             msg.contains("engine..done") && msg.contains("empty token"),

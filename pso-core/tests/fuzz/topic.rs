@@ -131,13 +131,13 @@ impl Harness {
     }
 }
 
-/// A token of a published topic: not empty; no `.` (split already), ASCII
-/// whitespace or control byte, `*` or `>`.
+/// A token of a published topic: not empty; no `.` (split already),
+/// whitespace or control character (Unicode's), `*` or `>`.
 fn plain_token(token: &str) -> bool {
     !token.is_empty()
         && token
-            .bytes()
-            .all(|b| b > b' ' && b != 0x7f && b != b'*' && b != b'>')
+            .chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && c != '*' && c != '>')
 }
 
 /// The reference topic syntax: one or more plain tokens separated by `.`.
