@@ -189,14 +189,6 @@ class _Sentinel:
     pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known leak found by the soak: a raising step's exception is kept in the run's "
-    "step record (HandlerError payload), its traceback's frame holds the StepContext, whose "
-    "CancelToken holds the run (Arc<RunInner>): a cycle through Rust that Python's gc "
-    "cannot see, so the run, its workflow and every step function stay alive "
-    "(~0.5 kB per step in the soak)",
-)
 def test_a_raising_step_does_not_keep_its_run_alive() -> None:
     with pso.Orchestrator(workers=1) as o:
         sentinel = _Sentinel()
