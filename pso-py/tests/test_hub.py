@@ -472,32 +472,38 @@ def test_async_for_gets_messages_in_order_without_blocking_the_loop(hub: pso.Hub
     async def main() -> tuple[list[Any], int]:
         ticks = 0
 
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.001)
-
-        t = asyncio.create_task(ticker())
-        loop = asyncio.get_running_loop()
-        got: list[Any] = []
-        hub.publish("aio.x", 0)  # already queued before the loop starts reading
-
         def later() -> None:
             for i in range(1, 50):
                 hub.publish("aio.x", i)
 
-        loop.call_later(0.05, lambda: threading.Thread(target=later).start())
-        async for m in sub:
-            got.append(m.payload)
-            if len(got) == 50:
-                break
+        # The rest is published only after the ticker has run 5 times while
+        # the reader waits: if waiting blocked the loop, nothing would come
+        # (and wait_for below fails instead of hanging).
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                if ticks == 5:
+                    threading.Thread(target=later).start()
+                await asyncio.sleep(0.001)
+
+        got: list[Any] = []
+        hub.publish("aio.x", 0)  # already queued before the loop starts reading
+
+        async def read() -> None:
+            async for m in sub:
+                got.append(m.payload)
+                if len(got) == 50:
+                    break
+
+        t = asyncio.create_task(ticker())
+        await asyncio.wait_for(read(), 60)
         t.cancel()
         return got, ticks
 
     got, ticks = asyncio.run(main())
     assert got == list(range(50))
-    assert ticks > 10  # the loop ran while it waited
+    assert ticks >= 5  # the loop ran while it waited
 
 
 def test_a_cancelled_async_read_loses_no_message(hub: pso.Hub) -> None:
