@@ -229,16 +229,29 @@ impl Registry {
         }
     }
 
-    /// A lifecycle handler of `system` ran for `ran`.
-    pub(crate) fn handler(&self, system: &str, activate: bool, ran: Duration) {
-        self.with_system(system, |s| {
+    /// Lifecycle handlers ran: `(system, activate?, run time)` each, under
+    /// one lock (a transaction may cover thousands of systems).
+    pub(crate) fn handlers<'a>(
+        &self,
+        ran: impl ExactSizeIterator<Item = (&'a str, bool, Duration)>,
+    ) {
+        if !self.on() {
+            return;
+        }
+        let mut systems = self.systems.lock();
+        systems.reserve(ran.len());
+        for (system, activate, d) in ran {
+            let s = match systems.get_mut(system) {
+                Some(s) => s,
+                None => systems.entry(Arc::from(system)).or_default(),
+            };
             let h = if activate {
                 &mut s.activate
             } else {
                 &mut s.deactivate
             };
-            h.record(ran.as_nanos() as u64);
-        });
+            h.record(d.as_nanos() as u64);
+        }
     }
 
     /// `system`'s supervisor restarts it.

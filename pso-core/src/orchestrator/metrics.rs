@@ -122,13 +122,17 @@ impl Orchestrator {
             return;
         }
         let activate = report.action == LifecycleAction::Activate;
-        for o in &report.outcomes {
-            if matches!(
-                o.outcome,
-                Outcome::Activated | Outcome::Deactivated | Outcome::Failed { .. }
-            ) {
-                m.handler(&o.system, activate, o.ran);
-            }
-        }
+        let ran: Vec<(&str, bool, std::time::Duration)> = report
+            .outcomes
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o.outcome,
+                    Outcome::Activated | Outcome::Deactivated | Outcome::Failed { .. }
+                )
+            })
+            .map(|o| (o.system.as_str(), activate, o.ran))
+            .collect();
+        m.handlers(ran.into_iter());
     }
 }
