@@ -5,7 +5,8 @@ alert, per-topic order, request/reply/NoResponders/timeouts/request_many,
 request_async, releasing callbacks, direct channels and meshes, and close.
 
 Nothing sleeps to wait for another thread: waits are on events with a bound
-(a bound that passes fails the test). A publish to a pull subscription has
+(a bound that passes fails the test), or, for a counter a worker bumps after
+the callback returned, a bounded poll (`eventually`). A publish to a pull subscription has
 queued the message when it returns, so reading it right after is not a race."""
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ CHILD_TIMEOUT = 30
 
 def wait_for(event: threading.Event, what: str) -> None:
     assert event.wait(BOUND), f"timed out waiting for {what}"
+
+
+def eventually(what: str, condition: Callable[[], bool]) -> None:
+    """Polls `condition` (bounded) for effects that happen on another thread
+    after the last thing a test can wait on: a worker counts a delivery only
+    once the callback has returned, after the callback set its event."""
+    end = time.monotonic() + BOUND
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.001)
 
 
 def thread_name() -> str:
@@ -353,6 +364,7 @@ def test_callback_exceptions_are_counted_reported_and_delivery_goes_on(
     assert ok == [0, 2, 4, 6, 8]
     assert [str(u.exc_value) for u in seen] == ["odd 1", "odd 3", "odd 5", "odd 7"]
     assert all(u.object is flaky for u in seen)
+    eventually("the fifth delivery to be counted", lambda: sub.status().delivered == 5)
     st = sub.status()
     assert (st.errors, st.delivered) == (4, 5)
 
