@@ -22,7 +22,7 @@ pub struct StepContext<'a> {
     pub(crate) children: RefCell<Vec<Child>>,
     /// Set for a step's own function (not conditions, not children): what
     /// [`StepContext::defer`] hands to the completion.
-    pub(crate) claim: Option<Claim>,
+    pub(crate) claim: Option<&'a Claim>,
     pub(crate) deferral: RefCell<Option<Arc<Deferral>>>,
 }
 
@@ -53,10 +53,24 @@ impl<'a> StepContext<'a> {
         }
     }
 
-    /// Lets the function defer its result (see [`StepContext::defer`]).
-    pub(crate) fn with_claim(mut self, claim: Claim) -> Self {
-        self.claim = Some(claim);
-        self
+    /// The context of a step's own function, which may defer its result
+    /// (see [`StepContext::defer`]); built in place (no move of a finished
+    /// context, which is large enough that copying it cost the hot path).
+    pub(crate) fn claimed(run: &'a RunInner, step: u32, attempt: u32, claim: &'a Claim) -> Self {
+        StepContext {
+            run,
+            step,
+            attempt,
+            child: None,
+            children: RefCell::new(Vec::new()),
+            claim: Some(claim),
+            deferral: RefCell::new(None),
+        }
+    }
+
+    /// Its fan-out children and deferral, consuming it.
+    pub(crate) fn into_parts(self) -> (Vec<Child>, Option<Arc<Deferral>>) {
+        (self.children.into_inner(), self.deferral.into_inner())
     }
 
     /// The step's name (`parent[i]` for a fan-out child).

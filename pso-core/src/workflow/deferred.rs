@@ -243,7 +243,7 @@ impl StepContext<'_> {
             run: self.run.arc(),
             step: self.step,
             attempt: self.attempt,
-            claim,
+            claim: *claim,
             deferral,
             used: false,
         })

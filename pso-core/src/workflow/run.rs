@@ -66,7 +66,7 @@ use std::time::{Duration, Instant};
 
 use super::buffers::{RunBuffers, Slot};
 use super::context::StepContext;
-use super::deferred::{AfterReturn, Claim};
+use super::deferred::{AfterReturn, Claim, Deferral};
 use super::env::{RunEnv, RunOptions};
 use super::fanout::ChildGroup;
 use super::fold::{metric_state, timed_sample_mask};
@@ -623,27 +623,49 @@ impl RunInner {
             start,
             timeout,
         };
-        let ctx = StepContext::new(self, i, att, None).with_claim(claim);
+        let ctx = StepContext::claimed(self, i, att, &claim);
         let result = unwind::run_handler(|| (def.f)(&ctx));
-        let mut children = std::mem::take(&mut *ctx.children.borrow_mut());
-        let deferral = ctx.deferral.borrow_mut().take();
-        drop(ctx);
-        let result = match deferral {
-            None => result,
-            Some(d) => match d.after_return(result, &mut children) {
-                AfterReturn::Owned => return (Next::Idle, guard),
-                AfterReturn::Finish(result) => result,
-            },
+        let (children, deferral) = ctx.into_parts();
+        let next = match deferral {
+            None => self.finish_attempt(i, att, claim, result, children, guarded, true),
+            Some(d) => self.after_deferred(i, att, claim, &d, result, children, guarded),
         };
-        let next = self.finish_attempt(i, att, claim, result, children, guarded, true);
         (next, guard)
+    }
+
+    /// [`RunInner::run_claimed`] for a function that deferred its result:
+    /// finishes the attempt now, or leaves it to the completion. Kept out of
+    /// line: moving the function's result through it made the common path's
+    /// copies slower.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn after_deferred(
+        &self,
+        i: u32,
+        att: u32,
+        claim: Claim,
+        d: &Deferral,
+        result: Result<Value, HandlerError>,
+        mut children: Vec<super::Child>,
+        guarded: bool,
+    ) -> Next {
+        match d.after_return(result, &mut children) {
+            AfterReturn::Owned => Next::Idle,
+            AfterReturn::Finish(result) => {
+                self.finish_attempt(i, att, claim, result, children, guarded, true)
+            }
+        }
     }
 
     /// Ends attempt `att` of step `i` with the function's result: gives back
     /// its slot and lease, then moves it to its terminal state (or a retry,
     /// or fan-out) — by CAS when `guarded` (someone else may have moved it) —
     /// and accounts it. `inline`: the caller can run a released successor.
+    // Inlined: moving the function's result into an out-of-line call cost
+    // about a third of an empty step (the copies stall on store forwarding).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(super) fn finish_attempt(
         &self,
         i: u32,
