@@ -78,6 +78,55 @@ fn lifecycle_transitions_are_published_on_the_hub() {
 }
 
 #[test]
+fn lifecycle_events_are_built_only_while_someone_listens_under_pso_lifecycle() {
+    let o = Orchestrator::builder().workers(2).build().unwrap();
+    o.register(SystemSpec::new("db")).unwrap();
+    o.register(SystemSpec::new("api").requires("db")).unwrap();
+    let lifecycle_topics = |o: &Orchestrator| -> Vec<String> {
+        o.performance_metrics()
+            .topics
+            .into_iter()
+            .map(|t| t.topic)
+            .filter(|t| t.starts_with("pso.lifecycle."))
+            .collect()
+    };
+    // Nobody listens (an unrelated subscription does not count): nothing is
+    // published, so the hub has no series for those topics.
+    let other = o.hub().subscribe_pull("pso.alert.>").unwrap();
+    o.activate_system("api").unwrap();
+    o.deactivate_system("db").unwrap();
+    assert_eq!(lifecycle_topics(&o), Vec::<String>::new());
+    assert!(other.try_recv().unwrap().is_none());
+    // A wildcard that covers them is a listener.
+    let sub = o.hub().subscribe_pull("*.lifecycle.*.activated").unwrap();
+    o.activate_system("api").unwrap();
+    let got: Vec<String> = (0..2)
+        .map(|_| {
+            sub.recv_timeout(Duration::from_secs(5))
+                .unwrap()
+                .topic()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        got,
+        ["pso.lifecycle.db.activated", "pso.lifecycle.api.activated"]
+    );
+    assert_eq!(
+        lifecycle_topics(&o),
+        ["pso.lifecycle.api.activated", "pso.lifecycle.db.activated"]
+    );
+    // Once it is gone, events stop again.
+    drop(sub);
+    o.deactivate_system("db").unwrap();
+    assert!(
+        lifecycle_topics(&o)
+            .iter()
+            .all(|t| t.ends_with(".activated"))
+    );
+}
+
+#[test]
 fn a_direct_channel_closes_when_either_side_is_deactivated() {
     let o = Orchestrator::builder().workers(2).build().unwrap();
     o.register(SystemSpec::new("PAES")).unwrap();

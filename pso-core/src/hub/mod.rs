@@ -871,6 +871,15 @@ impl Hub {
         self.inner.remove_sub(id.0)
     }
 
+    /// Whether any subscription could receive a message published under
+    /// `prefix` (a valid topic; the message's topic being `prefix` plus at
+    /// least one token). Lets a publisher of many distinct topics skip
+    /// building messages nobody would receive (which also keeps them out of
+    /// the match cache).
+    pub(crate) fn listens_under(&self, prefix: &str) -> bool {
+        self.inner.router.any_under(prefix)
+    }
+
     /// Status of every live subscription, by id.
     pub fn subscriptions(&self) -> Vec<SubscriptionStatus> {
         let subs: Vec<Arc<Sub>> = self.inner.subs.lock().values().cloned().collect();

@@ -116,6 +116,13 @@ impl<T: Clone> SubTree<T> {
         removed
     }
 
+    /// Whether some entry's pattern matches a topic that begins with the
+    /// tokens of `prefix` and has at least one more token.
+    pub(crate) fn any_under(&self, prefix: &str) -> bool {
+        let tokens: SmallVec<[&str; 8]> = prefix.split('.').collect();
+        any_under(&self.root, &tokens)
+    }
+
     /// Appends every entry whose pattern matches `topic` (assumed valid).
     pub(crate) fn collect(&self, topic: &str, out: &mut Vec<T>) {
         let tokens: SmallVec<[&str; 8]> = topic.split('.').collect();
@@ -144,6 +151,21 @@ fn remove_in<T>(node: &mut Node<T>, tokens: &[&str], is_it: &impl Fn(&T) -> bool
                 }
                 r
             }
+        }
+    }
+}
+
+fn any_under<T>(node: &Node<T>, tokens: &[&str]) -> bool {
+    if !node.rest.is_empty() {
+        return true;
+    }
+    match tokens.split_first() {
+        // Below the prefix: any pattern that continues (pruned nodes are
+        // never empty, so a child means an entry further down).
+        None => !node.literal.is_empty() || node.star.is_some(),
+        Some((tok, rest)) => {
+            node.literal.get(*tok).is_some_and(|c| any_under(c, rest))
+                || node.star.as_ref().is_some_and(|c| any_under(c, rest))
         }
     }
 }
@@ -241,6 +263,11 @@ impl<T: Clone + Grouped> Router<T> {
     /// Number of subscriptions.
     pub(crate) fn len(&self) -> usize {
         self.tree.read().len()
+    }
+
+    /// See [`SubTree::any_under`].
+    pub(crate) fn any_under(&self, prefix: &str) -> bool {
+        self.tree.read().any_under(prefix)
     }
 
     pub(crate) fn insert(&self, pattern: &str, entry: T) {
@@ -373,6 +400,45 @@ mod tests {
         }
         assert_eq!(t.len(), 0);
         assert!(t.root.is_empty(), "empty nodes are pruned");
+    }
+
+    #[test]
+    fn any_under_agrees_with_matching_the_topics_below_a_prefix() {
+        let prefixes = ["pso.lifecycle", "pso", "a", "a.b", "x.y.z"];
+        // Every topic of up to 4 tokens over the patterns' tokens (plus one
+        // they never name) below each prefix.
+        let alphabet = ["q", "lifecycle", "activated", "b", "c", "x", "y", "z"];
+        let mut below: Vec<String> = alphabet.iter().map(|t| t.to_string()).collect();
+        for _ in 1..4 {
+            let longer: Vec<String> = below
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |t| format!("{s}.{t}")))
+                .collect();
+            below.extend(longer);
+        }
+        for patterns in [
+            &[][..],
+            &["pso.lifecycle.>"][..],
+            &["pso.lifecycle"][..],
+            &["pso.*.x.y"][..],
+            &["*.lifecycle.*.activated"][..],
+            &[">"][..],
+            &["pso.>"][..],
+            &["a.b", "a.*.c", "x.y.z"][..],
+            &["*"][..],
+        ] {
+            let mut t = SubTree::new();
+            for (i, p) in patterns.iter().enumerate() {
+                t.insert(p, i as u32);
+            }
+            for prefix in prefixes {
+                let want = below.iter().any(|rest| {
+                    let topic = format!("{prefix}.{rest}");
+                    patterns.iter().any(|p| pattern_matches(p, &topic))
+                });
+                assert_eq!(t.any_under(prefix), want, "{patterns:?} under {prefix}");
+            }
+        }
     }
 
     #[test]

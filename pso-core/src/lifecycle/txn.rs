@@ -326,6 +326,12 @@ impl Txn {
             }
         };
         debug_assert_eq!(applied, Transitioned::Applied);
+        if result.is_ok() && self.action == LifecycleAction::Activate {
+            // Activation counts as use (minimalist mode's idle sweep); done
+            // here, where the node is at hand, rather than by name after
+            // the transaction.
+            reg.node(m.idx).slots.touch();
+        }
         self.members[iu].end_ns.store(now, Ordering::Relaxed);
         *self.members[iu].result.lock() = Some(result);
         let (next, last) = self.release(i, failed, true);

@@ -18,7 +18,10 @@
 //! Every transition a lifecycle call makes is published on
 //! `pso.lifecycle.<system>.<event>` (`activated`, `deactivated`, `failed`,
 //! `timed_out`, `blocked`) with a map payload `{system, event, action,
-//! target, error?}`, after the transaction, like any other message.
+//! target, error?}`, after the transaction, like any other message — if
+//! some subscription listens under `pso.lifecycle` when the transaction
+//! ends (otherwise the events are not built, and the hub's per-topic
+//! metrics do not count them).
 //!
 //! # Threads
 //! Timer callbacks hold only a weak reference to the orchestrator and do no
@@ -38,6 +41,7 @@ use crate::registry::RegistryError;
 use crate::state::StateStore;
 use crate::sync::{Arc, Ordering};
 use crate::value::Value;
+use crate::workflow::history::CO_USAGE_SYSTEMS;
 use crate::workflow::{RunHandle, RunOptions, Workflow, WorkflowError};
 
 /// Idle deactivations kept for `coordination_status`.
@@ -269,18 +273,28 @@ impl Orchestrator {
         out
     }
 
-    /// After a lifecycle transaction: publishes its events and closes the
-    /// direct channels of systems that stopped.
+    /// After a lifecycle transaction (which marked the systems it activated
+    /// used, for minimalist mode): counts them as used together, closes the direct
+    /// channels of systems that stopped, and publishes its events — only
+    /// when some subscription listens under `pso.lifecycle` (an activation
+    /// of 100,000 systems would otherwise build 100,000 messages for
+    /// nobody, and flood the hub's match cache with their topics).
     pub(super) fn after_transaction(&self, report: &ActivationReport) {
         let hub = &self.inner.hub;
-        let activated: Vec<std::sync::Arc<str>> = report
-            .activated()
-            .into_iter()
-            .map(std::sync::Arc::from)
-            .collect();
-        if activated.len() > 1 {
-            self.inner.env.history.co_usage.lock().add(activated.iter());
+        let activated = || {
+            report
+                .outcomes
+                .iter()
+                .filter(|o| matches!(o.outcome, Outcome::Activated))
+        };
+        if activated().nth(1).is_some() {
+            let used: Vec<std::sync::Arc<str>> = activated()
+                .take(CO_USAGE_SYSTEMS)
+                .map(|o| std::sync::Arc::from(o.system.as_str()))
+                .collect();
+            self.inner.env.history.co_usage.lock().add(used.iter());
         }
+        let publish = hub.listens_under("pso.lifecycle");
         let action = match report.action {
             LifecycleAction::Activate => "activate",
             LifecycleAction::Deactivate => "deactivate",
@@ -296,11 +310,9 @@ impl Orchestrator {
             };
             if stopped {
                 hub.close_system(&o.system, &format!("{} {event}", o.system));
-            } else if event == "activated" {
-                let reg = self.inner.registry.read();
-                if let Ok(i) = reg.index(&o.system) {
-                    reg.node(i).slots.touch();
-                }
+            }
+            if !publish {
+                continue;
             }
             let mut payload = std::collections::BTreeMap::new();
             payload.insert("system".to_owned(), Value::from(o.system.as_str()));

@@ -57,7 +57,7 @@ pub(crate) struct CoUsage {
 }
 
 /// At most this many systems of one run or call are paired (k² pairs).
-const CO_USAGE_SYSTEMS: usize = 64;
+pub(crate) const CO_USAGE_SYSTEMS: usize = 64;
 
 impl CoUsage {
     /// Counts one occasion that involved `systems`.
