@@ -185,7 +185,7 @@ fn critical_path(wf: &WorkflowInner, r: &RunSummary) -> CriticalPath {
             .max_by_key(|&s| cp[s]);
     }
     CriticalPath {
-        workflow: r.workflow.clone(),
+        workflow: r.workflow.to_string(),
         length: start.map_or(0.0, |s| cp[s] as f64 / 1e9),
         steps,
         makespan: r.makespan.as_secs_f64(),

@@ -253,7 +253,7 @@ fn policy(inp: &Inputs<'_>, out: &mut Vec<Recommendation>) {
     let samples: u64 = inp
         .runs
         .iter()
-        .filter(|r| latest.contains_key(r.workflow.as_str()))
+        .filter(|r| latest.contains_key(&*r.workflow))
         .map(|r| r.steps.len() as u64)
         .sum();
     for r in latest.values() {

@@ -151,7 +151,7 @@ impl Orchestrator {
         let wf = &workflow.inner;
         if wf.orch_id != self.inner.id {
             return Err(WorkflowError::ForeignWorkflow {
-                workflow: wf.name.clone(),
+                workflow: wf.name.to_string(),
             });
         }
         if !wf.systems.is_empty() {
@@ -160,7 +160,7 @@ impl Orchestrator {
                 let state = &reg.node(s.idx).life.state;
                 if !state.is_active() {
                     return Err(WorkflowError::NotActive {
-                        workflow: wf.name.clone(),
+                        workflow: wf.name.to_string(),
                         step: s.first_step.clone(),
                         system: s.name.to_string(),
                         state: state.name().to_owned(),

@@ -428,7 +428,7 @@ impl WorkflowBuilder {
         }
 
         let wf = WorkflowInner {
-            name: wf_name,
+            name: StdArc::from(wf_name),
             orch_id,
             steps: steps.into_boxed_slice(),
             meta: meta.into_boxed_slice(),

@@ -32,7 +32,7 @@ pub(crate) struct StepSample {
 #[derive(Clone)]
 pub(crate) struct RunSummary {
     pub(crate) wf: Weak<WorkflowInner>,
-    pub(crate) workflow: String,
+    pub(crate) workflow: std::sync::Arc<str>,
     pub(crate) makespan: Duration,
     pub(crate) workers: usize,
     pub(crate) steps: Arc<[StepSample]>,

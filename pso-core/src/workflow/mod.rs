@@ -510,7 +510,7 @@ pub(crate) struct OpRef {
 
 /// The compiled, immutable form of a workflow (plus learned estimates).
 pub(crate) struct WorkflowInner {
-    pub(crate) name: String,
+    pub(crate) name: StdArc<str>,
     pub(crate) orch_id: u64,
     pub(crate) steps: Box<[StepDef]>,
     /// Metadata of named steps.

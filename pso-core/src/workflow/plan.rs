@@ -117,11 +117,14 @@ impl Estimates {
             .map(|e| e.mean as u64)
     }
 
-    /// Folds in measurements `(key, ns)`.
-    pub(crate) fn record(&self, samples: impl IntoIterator<Item = (Arc<str>, u64)>) {
+    /// Folds in measurements `(key, ns)` (a key is cloned only when new).
+    pub(crate) fn record<'k>(&self, samples: impl IntoIterator<Item = (&'k Arc<str>, u64)>) {
         let mut map = self.map.lock();
         for (k, ns) in samples {
-            map.entry(k).or_default().add(ns as f64, self.alpha);
+            match map.get_mut(&**k) {
+                Some(e) => e.add(ns as f64, self.alpha),
+                None => map.entry(k.clone()).or_default().add(ns as f64, self.alpha),
+            }
         }
     }
 
@@ -298,7 +301,7 @@ mod tests {
     fn ewma_tracks_mean_and_spread() {
         let e = Estimates::new(0.5);
         let k: Arc<str> = Arc::from("s.op");
-        e.record([(k.clone(), 100), (k.clone(), 200)]);
+        e.record([(&k, 100), (&k, 200)]);
         let snap = e.snapshot();
         assert_eq!(snap[0].samples, 2);
         assert_eq!(snap[0].mean, Duration::from_nanos(150));

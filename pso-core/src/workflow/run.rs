@@ -856,7 +856,8 @@ impl RunInner {
     /// [`timed_sample_mask`](super::fold::timed_sample_mask)).
     fn learn(&self) {
         let alpha = self.env.estimates.alpha();
-        let mut shared: Vec<(std::sync::Arc<str>, u64)> = Vec::new();
+        let mut shared: smallvec::SmallVec<[(&std::sync::Arc<str>, u64); 4]> =
+            smallvec::SmallVec::new();
         let mut changed = false;
         let metrics = &*self.env.metrics;
         let clock = &self.env.clock;
@@ -891,8 +892,7 @@ impl RunInner {
             );
             changed = true;
             if let Some(op) = self.wf.step_op(i as u32) {
-                let k = &op.key;
-                shared.push((k.clone(), ns));
+                shared.push((&op.key, ns));
             }
         }
         if let Some((_, table)) = fold.as_mut() {
