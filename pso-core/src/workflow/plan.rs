@@ -201,7 +201,7 @@ const CP_FLOOR_NS: u64 = 1 << 10;
 /// made each step a cache miss (independent 2^16 tasks: 40 ns per task with
 /// timing off, 220 with timing on). Steps within one bucket keep index order.
 #[inline]
-fn coarse(cp: u64) -> u64 {
+pub(super) fn coarse(cp: u64) -> u64 {
     if cp < CP_FLOOR_NS {
         return 0;
     }

@@ -885,12 +885,13 @@ impl RunInner {
                 continue;
             }
             let e = &self.wf.est[i];
-            let old = e.load(Ordering::Relaxed) as f64;
-            e.store(
-                (old + alpha * (ns as f64 - old)).max(0.0) as u64,
-                Ordering::Relaxed,
-            );
-            changed = true;
+            let old = e.load(Ordering::Relaxed);
+            let new = (old as f64 + alpha * (ns as f64 - old as f64)).max(0.0) as u64;
+            e.store(new, Ordering::Relaxed);
+            // Re-plan only when the order could see it (a step's estimate
+            // moved to another bucket of the coarse order): re-planning a
+            // 1-step workflow after every run cost a third of its latency.
+            changed |= plan::coarse(old) != plan::coarse(new);
             if let Some(op) = self.wf.step_op(i as u32) {
                 shared.push((&op.key, ns));
             }
