@@ -832,6 +832,53 @@ fn closing_cancels_runs_in_flight() {
     );
 }
 
+/// Runs started while another thread closes either fail with `Closed` or
+/// end (cancelled or finished): none is left with jobs queued after the
+/// workers exited (a waiter hung forever on that once, in the C stress
+/// test).
+#[test]
+fn runs_started_while_closing_all_end() {
+    for round in 0..500 {
+        let o = orch(2);
+        let wf = Workflow::builder("racing")
+            .step(StepSpec::func("a", |_| Ok(Value::Int(1))))
+            .step(StepSpec::func("b", |_| Ok(Value::Int(2))))
+            .step(
+                StepSpec::func("c", |_| Ok(Value::Null))
+                    .after("a")
+                    .after("b"),
+            )
+            .build(&o)
+            .unwrap();
+        let started = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    loop {
+                        match o.coordinate_systems(&wf) {
+                            Ok(run) => {
+                                started.fetch_add(1, Ordering::Relaxed);
+                                let r = run
+                                    .wait_timeout(Duration::from_secs(10))
+                                    .unwrap_or_else(|| panic!("round {round}: a run never ended"));
+                                assert_accounted(&r);
+                            }
+                            Err(e) => {
+                                assert_eq!(e.kind(), ErrorKind::Closed);
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+            while started.load(Ordering::Relaxed) < 3 {
+                std::thread::yield_now();
+            }
+            o.close();
+        });
+    }
+}
+
 /// A built workflow runs many times; runs on one orchestrator may overlap.
 #[test]
 fn many_runs_of_one_workflow_in_parallel() {

@@ -369,6 +369,7 @@ impl OrchestratorBuilder {
                 pool,
                 lifecycle: Mutex::new(()),
                 closed: AtomicBool::new(false),
+                start_gate: RwLock::new(()),
                 transition_timeout: self.transition_timeout,
             }),
         };

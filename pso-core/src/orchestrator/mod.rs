@@ -59,6 +59,13 @@ pub(crate) struct Inner {
     pool: Arc<Pool>,
     lifecycle: Mutex<()>,
     closed: AtomicBool,
+    /// Held shared by a run's start from its `closed` check until its jobs
+    /// are queued, and exclusively by `close` to set `closed`: a run either
+    /// is registered (and then cancelled and drained by `close`) or sees
+    /// `closed`. Without it, a run started while another thread closed could
+    /// queue its jobs after the workers had exited, and its waiters waited
+    /// forever.
+    start_gate: RwLock<()>,
     transition_timeout: Duration,
 }
 
@@ -559,8 +566,11 @@ impl Orchestrator {
     /// Leases granted before stay valid until released or dropped; their
     /// TTLs and preemption grace periods no longer fire.
     pub fn close(&self) {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
-            return;
+        {
+            let _gate = self.inner.start_gate.write();
+            if self.inner.closed.swap(true, Ordering::AcqRel) {
+                return;
+            }
         }
         for run in self.inner.env.live_runs() {
             run.stop_all(STOP_CLOSE);

@@ -145,6 +145,8 @@ impl Orchestrator {
         workflow: &Workflow,
         options: RunOptions,
     ) -> Result<RunHandle, WorkflowError> {
+        // Shared with other starts, exclusive with `close` (see `start_gate`).
+        let _gate = self.inner.start_gate.read();
         if self.is_closed() {
             return Err(WorkflowError::Closed);
         }
